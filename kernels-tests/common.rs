@@ -1,0 +1,44 @@
+//! One device for every test (kernels compile once), and a family runner that asserts every
+//! output within tolerance and prints the table when one is not.
+
+use std::sync::OnceLock;
+
+use proxyless::gpu::{Gpu, GpuOptions};
+use proxyless::verify::{run_family, TOLERANCE};
+
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| {
+            panic!("{e:#}\n(the tests need a wgpu adapter; lavapipe: apt-get install -y mesa-vulkan-drivers)")
+        })
+    })
+}
+
+/// Runs a verification family with a fresh seed per run and asserts every outcome.
+pub fn check_family(name: &str) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let outcomes = run_family(gpu(), name, seed)
+        .unwrap_or_else(|e| panic!("family {name} (seed {seed}) failed to run: {e:#}"));
+    assert!(!outcomes.is_empty(), "family {name} compared nothing");
+    let bad: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.pass())
+        .map(|o| {
+            format!(
+                "{} {} {}: rel error {:.3e}",
+                o.kernel, o.shape, o.output, o.rel_error
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "family {name} (seed {seed}): {} of {} outputs over {TOLERANCE:e}:\n{}",
+        bad.len(),
+        outcomes.len(),
+        bad.join("\n")
+    );
+}

@@ -1,0 +1,83 @@
+// Reductions: summing split-K slices, the sum of a tensor and the dot product of two.
+// All avoid workgroup barriers (costly on CPU drivers): each invocation reduces its own
+// strided run, and a second small dispatch combines the partials.
+
+struct Params {
+    len: u32,      // elements per slice (sum_slices) or in the input (sum, dot)
+    slices: u32,   // sum_slices: number of slices; sum/dot: number of partials (invocations)
+    accumulate: u32,
+    stride_groups: u32, // workgroups along x, to rebuild a flat index from a 2-D grid
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+// out[e] (+)= sum over s < slices of x[s * len + e]; one invocation per element e.
+@compute @workgroup_size(64)
+fn sum_slices(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.x + gid.y * p.stride_groups * 64u;
+    if (e >= p.len) {
+        return;
+    }
+    var acc = 0.0;
+    for (var s = 0u; s < p.slices; s = s + 1u) {
+        acc = acc + x[s * p.len + e];
+    }
+    if (p.accumulate != 0u) {
+        acc = acc + out[e];
+    }
+    out[e] = acc;
+}
+
+// Partial sums: invocation t of `slices` adds x[t], x[t + slices], ... into out[t].
+@compute @workgroup_size(64)
+fn sum_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    if (t >= p.slices) {
+        return;
+    }
+    var acc = 0.0;
+    for (var i = t; i < p.len; i = i + p.slices) {
+        acc = acc + x[i];
+    }
+    out[t] = acc;
+}
+
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out_dot: array<f32>;
+
+// Partial dot products, strided like sum_partial: out_dot[t] = sum x[i] * y[i].
+@compute @workgroup_size(64)
+fn dot_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    if (t >= p.slices) {
+        return;
+    }
+    var acc = 0.0;
+    for (var i = t; i < p.len; i = i + p.slices) {
+        acc = fma(x[i], y[i], acc);
+    }
+    out_dot[t] = acc;
+}
+
+// Per-channel partial sums of a row-major [m, c] matrix (NHWC activations, bias gradients):
+// grid x over channel blocks of 64, y over row chunks; out[chunk * c + ch] = sum of the
+// chunk's rows. Lanes read consecutive channels of a row. `len` = c, `slices` = rows per chunk,
+// `accumulate` carries m here.
+@compute @workgroup_size(64)
+fn channel_sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = p.len;
+    let ch = wid.x * 64u + lid.x;
+    if (ch >= c) {
+        return;
+    }
+    let m = p.accumulate;
+    let r0 = wid.y * p.slices;
+    let r1 = min(r0 + p.slices, m);
+    var acc = 0.0;
+    for (var r = r0; r < r1; r = r + 1u) {
+        acc = acc + x[r * c + ch];
+    }
+    out[wid.y * c + ch] = acc;
+}

@@ -1,0 +1,625 @@
+//! The device: adapter choice, device creation with the adapter's own limits, the kernel cache,
+//! batched dispatch, uploads, readback and synchronisation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::kernel::{instantiate, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
+use super::pool::{GpuBuffer, Pool, PoolStats};
+use super::tensor::Tensor;
+
+/// How to pick the adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter name; falls back to `WGPU_ADAPTER_NAME`.
+    pub adapter: Option<String>,
+}
+
+/// One line of `proxyless devices`.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_binding_mib: u64,
+    pub max_buffer_mib: u64,
+    pub max_workgroup_storage_kib: u32,
+    pub max_invocations_per_workgroup: u32,
+    pub max_workgroups_per_dim: u32,
+    pub timestamps: bool,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+/// Dispatches a uniform ring holds before the batch must be submitted.
+const RING_SLOTS: u64 = 2048;
+
+struct Batch {
+    encoder: Option<wgpu::CommandEncoder>,
+    params: Vec<u8>,
+    slots_used: u64,
+}
+
+/// The compute device and everything cached on it. Cheap to share (`&Gpu`) between threads:
+/// dispatches from any thread go into one ordered batch.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pool: Arc<Pool>,
+    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    batch: Mutex<Batch>,
+    ring: wgpu::Buffer,
+    slot_bytes: u64,
+    device_error: Arc<Mutex<Option<String>>>,
+    poison: std::sync::atomic::AtomicBool,
+    poison_source: Mutex<Option<wgpu::Buffer>>,
+}
+
+/// Bytes of the NaN-filled buffer that poisoned allocations copy from.
+const POISON_CHUNK: u64 = 4 << 20;
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    }
+}
+
+const NO_ADAPTER: &str = "no Vulkan/Metal/DX12 adapter found; on Linux without a GPU install \
+mesa-vulkan-drivers (apt-get install -y mesa-vulkan-drivers)";
+
+/// Every adapter wgpu can see on the enabled backends (`WGPU_BACKEND` honoured).
+pub fn describe_adapters() -> Vec<AdapterSummary> {
+    let inst = instance();
+    pollster::block_on(inst.enumerate_adapters(backends()))
+        .iter()
+        .map(summarise)
+        .collect()
+}
+
+fn summarise(a: &wgpu::Adapter) -> AdapterSummary {
+    let info = a.get_info();
+    let l = a.limits();
+    let f = a.features();
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        max_storage_binding_mib: l.max_storage_buffer_binding_size as u64 >> 20,
+        max_buffer_mib: l.max_buffer_size >> 20,
+        max_workgroup_storage_kib: l.max_compute_workgroup_storage_size / 1024,
+        max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+        max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
+        timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+        shader_f16: f.contains(wgpu::Features::SHADER_F16),
+        subgroups: f.contains(wgpu::Features::SUBGROUP),
+    }
+}
+
+impl Gpu {
+    /// Opens the best adapter (discrete > integrated > virtual > CPU), or the first whose name
+    /// contains `opts.adapter` / `WGPU_ADAPTER_NAME`.
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let inst = instance();
+        let adapters = pollster::block_on(inst.enumerate_adapters(backends()));
+        if adapters.is_empty() {
+            bail!("{NO_ADAPTER}");
+        }
+        let wanted = opts
+            .adapter
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .map(|s| s.to_lowercase());
+        let adapter = match &wanted {
+            Some(w) => adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(w))
+                .ok_or_else(|| {
+                    let names: Vec<String> =
+                        describe_adapters().into_iter().map(|s| s.name).collect();
+                    anyhow!(
+                        "no adapter name contains {w:?}; available: {}",
+                        names.join(", ")
+                    )
+                })?,
+            None => adapters
+                .into_iter()
+                .max_by_key(|a| type_rank(a.get_info().device_type))
+                .ok_or_else(|| anyhow!("{NO_ADAPTER}"))?,
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted_features = wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted_features;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("proxyless"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .with_context(|| format!("could not open a device on adapter {}", info.name))?;
+
+        // Validation errors are recorded and returned by the next sync instead of aborting.
+        let device_error = Arc::new(Mutex::new(None::<String>));
+        let slot = Arc::clone(&device_error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if s.is_none() {
+                *s = Some(e.to_string());
+            }
+        }));
+
+        let slot_bytes = (limits.min_uniform_buffer_offset_alignment as u64).max(256);
+        let ring = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("param ring"),
+            size: slot_bytes * RING_SLOTS,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let pool = Pool::new(device.clone());
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pool,
+            kernels: Mutex::new(HashMap::new()),
+            batch: Mutex::new(Batch {
+                encoder: None,
+                params: Vec::new(),
+                slots_used: 0,
+            }),
+            ring,
+            slot_bytes,
+            device_error,
+            poison: std::sync::atomic::AtomicBool::new(false),
+            poison_source: Mutex::new(None),
+        })
+    }
+
+    /// "name (backend, driver)" for reports.
+    pub fn adapter_name(&self) -> String {
+        format!(
+            "{} ({:?}, {} {})",
+            self.info.name, self.info.backend, self.info.driver, self.info.driver_info
+        )
+    }
+
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size as u64
+    }
+
+    pub fn max_groups_per_dim(&self) -> u32 {
+        self.limits.max_compute_workgroups_per_dimension
+    }
+
+    fn lock_batch(&self) -> MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The compiled kernel for `spec` with template values filled in (compiled on first use).
+    pub fn kernel(&self, spec: &KernelSpec, values: &[(&str, String)]) -> Result<Arc<Kernel>> {
+        let mut key = format!("{}::{}", spec.file, spec.entry);
+        for (k, v) in values {
+            key.push_str(&format!(" {k}={v}"));
+        }
+        let mut cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = cache.get(&key) {
+            return Ok(Arc::clone(k));
+        }
+        let source = instantiate(spec, values)?;
+        // Compile errors in our own WGSL are bugs; report them with the kernel's name.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&key),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, access) in spec.bindings.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *access == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&key),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&key),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(spec.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            bail!("kernel {key} failed to compile: {err}");
+        }
+        let k = Arc::new(Kernel {
+            name: key.clone(),
+            pipeline,
+            layout,
+            bindings: spec.bindings,
+        });
+        cache.insert(key, Arc::clone(&k));
+        Ok(k)
+    }
+
+    /// A pooled buffer of `bytes` (contents undefined; NaN in poison mode).
+    pub fn alloc(&self, bytes: u64) -> GpuBuffer {
+        let buf = self.pool.acquire(bytes.max(4));
+        if self.poison.load(std::sync::atomic::Ordering::Relaxed) {
+            self.fill_nan(&buf);
+        }
+        buf
+    }
+
+    /// Poison mode: every allocation is filled with NaN (in order with the batch), so a kernel
+    /// that leaves an output element unwritten is caught by the comparison. For verification.
+    pub fn set_poison(&self, on: bool) {
+        self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn fill_nan(&self, buf: &GpuBuffer) {
+        let mut src = self.poison_source.lock().unwrap_or_else(|e| e.into_inner());
+        let src = src.get_or_insert_with(|| {
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("NaN source"),
+                size: POISON_CHUNK,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            // Runs before the next submission, which is the first that can read it.
+            let nan = vec![f32::NAN; (POISON_CHUNK / 4) as usize];
+            self.queue.write_buffer(&b, 0, bytemuck::cast_slice(&nan));
+            b
+        });
+        let total = buf.bytes().div_ceil(4) * 4;
+        let mut b = self.lock_batch();
+        let enc = b.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        let mut off = 0;
+        while off < total {
+            let n = (total - off).min(POISON_CHUNK);
+            enc.copy_buffer_to_buffer(src, 0, buf.raw(), off, Some(n));
+            off += n;
+        }
+    }
+
+    /// A tensor of `shape` with undefined contents.
+    pub fn empty(&self, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor {
+            buf: self.alloc(n as u64 * 4),
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// A tensor of zeros; the clear is ordered with the batch, so this is cheap on the hot path.
+    pub fn zeros(&self, shape: &[usize]) -> Tensor {
+        let t = self.empty(shape);
+        self.clear(&t.buf);
+        t
+    }
+
+    /// Sets a buffer to zero, in order with the dispatches already batched.
+    pub fn clear(&self, buf: &GpuBuffer) {
+        let mut b = self.lock_batch();
+        let enc = b.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        enc.clear_buffer(buf.raw(), 0, Some(buf.bytes().div_ceil(4) * 4));
+    }
+
+    /// Copies `src` into `dst` (whole of `src`), in order with the batch.
+    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer) -> Result<()> {
+        if dst.bytes() < src.bytes() {
+            bail!(
+                "copy: destination of {} bytes is smaller than source of {}",
+                dst.bytes(),
+                src.bytes()
+            );
+        }
+        let mut b = self.lock_batch();
+        let enc = b.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        enc.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(src.bytes()));
+        Ok(())
+    }
+
+    /// Uploads 32-bit words into a new tensor.
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if std::mem::size_of::<T>() != 4 || data.len() != n {
+            bail!(
+                "upload: {} elements of {} bytes do not fill shape {shape:?}",
+                data.len(),
+                std::mem::size_of::<T>()
+            );
+        }
+        let t = self.empty(shape);
+        self.write(&t.buf, data)?;
+        Ok(t)
+    }
+
+    /// Overwrites a buffer from the host. Submits the batch first: `write_buffer` runs before
+    /// the next submission's commands, so without it a recycled buffer could be overwritten
+    /// while earlier batched dispatches still read it.
+    pub fn write<T: bytemuck::Pod>(&self, buf: &GpuBuffer, data: &[T]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if bytes.len() as u64 > buf.bytes() {
+            bail!(
+                "write: {} bytes do not fit a buffer of {}",
+                bytes.len(),
+                buf.bytes()
+            );
+        }
+        self.flush();
+        if !bytes.is_empty() {
+            self.queue.write_buffer(buf.raw(), 0, bytes);
+        }
+        Ok(())
+    }
+
+    /// Records one dispatch. `params` are the uniform words (at most `MAX_PARAM_WORDS`),
+    /// `buffers` bind in order to bindings 1.. at their requested size.
+    pub fn dispatch(
+        &self,
+        kernel: &Kernel,
+        params: &[u32],
+        buffers: &[&GpuBuffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        if params.len() > MAX_PARAM_WORDS {
+            bail!(
+                "{}: {} parameter words, at most {MAX_PARAM_WORDS}",
+                kernel.name,
+                params.len()
+            );
+        }
+        if buffers.len() != kernel.bindings.len() {
+            bail!(
+                "{}: {} buffers given, the kernel binds {}",
+                kernel.name,
+                buffers.len(),
+                kernel.bindings.len()
+            );
+        }
+        let max_bind = self.max_binding_bytes();
+        for (i, b) in buffers.iter().enumerate() {
+            if b.bytes() > max_bind {
+                bail!(
+                    "{}: binding {} is {} MiB, over this adapter's storage-binding limit of {} MiB; \
+                     use a smaller batch",
+                    kernel.name,
+                    i + 1,
+                    b.bytes() >> 20,
+                    max_bind >> 20
+                );
+            }
+        }
+        let max_groups = self.max_groups_per_dim();
+        if groups.iter().any(|&g| g > max_groups) {
+            bail!(
+                "{}: {groups:?} workgroups exceed the limit of {max_groups} per dimension",
+                kernel.name
+            );
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let mut b = self.lock_batch();
+        if b.slots_used == RING_SLOTS {
+            Self::submit_batch(&self.queue, &self.ring, &mut b);
+        }
+        let offset = b.slots_used * self.slot_bytes;
+        b.params.resize((offset + self.slot_bytes) as usize, 0);
+        b.params[offset as usize..offset as usize + params.len() * 4]
+            .copy_from_slice(bytemuck::cast_slice(params));
+        b.slots_used += 1;
+
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.ring,
+                offset: 0,
+                size: wgpu::BufferSize::new((MAX_PARAM_WORDS * 4) as u64),
+            }),
+        }];
+        for (i, buf) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: buf.raw(),
+                    offset: 0,
+                    size: wgpu::BufferSize::new(buf.bytes().div_ceil(4) * 4),
+                }),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        let enc = b.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[offset as u32]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        Ok(())
+    }
+
+    fn submit_batch(queue: &wgpu::Queue, ring: &wgpu::Buffer, b: &mut Batch) {
+        if let Some(enc) = b.encoder.take() {
+            if b.slots_used > 0 {
+                queue.write_buffer(ring, 0, &b.params);
+            }
+            queue.submit([enc.finish()]);
+        }
+        b.params.clear();
+        b.slots_used = 0;
+    }
+
+    /// Submits everything batched so far (does not wait).
+    pub fn flush(&self) {
+        let mut b = self.lock_batch();
+        Self::submit_batch(&self.queue, &self.ring, &mut b);
+    }
+
+    /// Submits and waits until the device is idle; returns any device error recorded since
+    /// the last sync.
+    pub fn sync(&self) -> Result<()> {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("device poll failed: {e}"))?;
+        if let Some(e) = self
+            .device_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            bail!("device error: {e}");
+        }
+        Ok(())
+    }
+
+    /// Reads a buffer back as 32-bit words (synchronises).
+    pub fn read<T: bytemuck::Pod>(&self, buf: &GpuBuffer) -> Result<Vec<T>> {
+        let bytes = buf.bytes().div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut b = self.lock_batch();
+            let enc = b.encoder.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
+            enc.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, Some(bytes));
+        }
+        self.flush();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.sync()?;
+        rx.recv()
+            .map_err(|_| anyhow!("readback: map callback never ran"))?
+            .map_err(|e| anyhow!("readback: could not map the buffer: {e}"))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| anyhow!("readback: {e}"))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Reads a tensor back as f32.
+    pub fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let mut v: Vec<f32> = self.read(&t.buf)?;
+        v.truncate(t.numel());
+        Ok(v)
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    pub fn reset_high_water(&self) {
+        self.pool.reset_high_water()
+    }
+
+    /// Returns the pool's free buffers to the device.
+    pub fn trim_pool(&self) {
+        self.pool.trim()
+    }
+
+    /// Median wall-clock time of `f` over `reps` runs after `warmup`, the device synchronised
+    /// before each clock read.
+    pub fn time_median(
+        &self,
+        warmup: usize,
+        reps: usize,
+        mut f: impl FnMut() -> Result<()>,
+    ) -> Result<Duration> {
+        for _ in 0..warmup {
+            f()?;
+        }
+        self.sync()?;
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps.max(1) {
+            let t0 = Instant::now();
+            f()?;
+            self.sync()?;
+            times.push(t0.elapsed());
+        }
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+}

@@ -1,0 +1,13 @@
+//! Layer 1: the device and its memory. Adapter choice, a size-bucketed buffer pool with
+//! live-byte accounting, a cache of compiled kernels, batched dispatch with a uniform ring for
+//! per-dispatch parameters, readback and synchronised timing.
+
+mod context;
+mod kernel;
+mod pool;
+mod tensor;
+
+pub use context::{describe_adapters, AdapterSummary, Gpu, GpuOptions};
+pub use kernel::{groups_for, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
+pub use pool::{GpuBuffer, PoolStats};
+pub use tensor::Tensor;

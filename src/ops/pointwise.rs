@@ -1,0 +1,81 @@
+//! Pointwise (1x1) convolution on NHWC tensors: a matrix product over m = n*h*w rows.
+//! Forward y = x W^T; backward dx = dy W and dW = dy^T x (a reduction over every pixel of the
+//! batch, split by `gemm`).
+
+use anyhow::Result;
+
+use super::gemm::{gemm, Gemm};
+use super::{ensure, expect_rank};
+use crate::gpu::{Gpu, Tensor};
+
+fn dims(x: &Tensor, w: &Tensor, op: &str) -> Result<(usize, usize, usize)> {
+    expect_rank(x, 4, op, "input")?;
+    expect_rank(w, 2, op, "weight")?;
+    let cin = x.shape[3];
+    ensure(w.shape[1] == cin, op, || {
+        format!(
+            "weight {:?} (out, in) does not take the {cin} channels of input {:?}",
+            w.shape, x.shape
+        )
+    })?;
+    Ok((x.numel() / cin, cin, w.shape[0]))
+}
+
+/// y[n,h,w,cout] = sum_ci x[n,h,w,ci] * w[cout,ci].
+pub fn pointwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let op = "pointwise_forward";
+    let (m, cin, cout) = dims(x, w, op)?;
+    let y = gpu.empty(&[x.shape[0], x.shape[1], x.shape[2], cout]);
+    let g = Gemm {
+        m,
+        n: cout,
+        k: cin,
+        a_si: cin,
+        a_sk: 1,
+        b_sk: 1,
+        b_sj: cin,
+        c_si: cout,
+        c_sj: 1,
+    };
+    gemm(gpu, &x.buf, &w.buf, &y.buf, g, false)?;
+    Ok(y)
+}
+
+/// Returns (dx, dw) for upstream gradient dy of the forward output.
+pub fn pointwise_backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let op = "pointwise_backward";
+    let (m, cin, cout) = dims(x, w, op)?;
+    super::expect_shape(dy, &[x.shape[0], x.shape[1], x.shape[2], cout], op, "dy")?;
+    let dx = gpu.empty(&x.shape);
+    let g = Gemm {
+        m,
+        n: cin,
+        k: cout,
+        a_si: cout,
+        a_sk: 1,
+        b_sk: cin,
+        b_sj: 1,
+        c_si: cin,
+        c_sj: 1,
+    };
+    gemm(gpu, &dy.buf, &w.buf, &dx.buf, g, false)?;
+    let dw = gpu.empty(&w.shape);
+    let g = Gemm {
+        m: cout,
+        n: cin,
+        k: m,
+        a_si: 1,
+        a_sk: cout,
+        b_sk: cin,
+        b_sj: 1,
+        c_si: cin,
+        c_sj: 1,
+    };
+    gemm(gpu, &dy.buf, &x.buf, &dw.buf, g, false)?;
+    Ok((dx, dw))
+}

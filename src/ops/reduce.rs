@@ -1,0 +1,168 @@
+//! Reductions (`shaders/reduce.wgsl`): summing split-K slices, the sum of a tensor and the dot
+//! product of two tensors, without workgroup barriers.
+
+use anyhow::Result;
+
+use super::{ensure, u32_of};
+use crate::gpu::{groups_for, Access, Gpu, GpuBuffer, KernelSpec, Tensor};
+
+const SOURCE: &str = include_str!("../../shaders/reduce.wgsl");
+const SUM_SLICES: KernelSpec = KernelSpec {
+    file: "reduce",
+    source: SOURCE,
+    entry: "sum_slices",
+    bindings: &[Access::Read, Access::ReadWrite],
+};
+const SUM_PARTIAL: KernelSpec = KernelSpec {
+    file: "reduce",
+    source: SOURCE,
+    entry: "sum_partial",
+    bindings: &[Access::Read, Access::ReadWrite],
+};
+const CHANNEL_SUM_PARTIAL: KernelSpec = KernelSpec {
+    file: "reduce",
+    source: SOURCE,
+    entry: "channel_sum_partial",
+    bindings: &[Access::Read, Access::ReadWrite],
+};
+const DOT_PARTIAL: KernelSpec = KernelSpec {
+    file: "reduce",
+    source: SOURCE,
+    entry: "dot_partial",
+    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
+};
+
+/// out[e] (+)= sum_s x[s*len + e] for e < len, s < slices.
+pub fn sum_slices(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    out: &GpuBuffer,
+    len: usize,
+    slices: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let op = "sum_slices";
+    ensure((len * slices) as u64 * 4 <= x.bytes(), op, || {
+        format!(
+            "input of {} bytes holds fewer than {slices} slices of {len}",
+            x.bytes()
+        )
+    })?;
+    ensure(len as u64 * 4 <= out.bytes(), op, || {
+        format!(
+            "output of {} bytes is smaller than {len} elements",
+            out.bytes()
+        )
+    })?;
+    let k = gpu.kernel(&SUM_SLICES, &[])?;
+    let groups = groups_for(u32_of(len.div_ceil(64), op)?, gpu.max_groups_per_dim());
+    let params = [
+        u32_of(len, op)?,
+        u32_of(slices, op)?,
+        accumulate as u32,
+        groups[0],
+    ];
+    gpu.dispatch(&k, &params, &[x, out], groups)
+}
+
+/// Number of partial sums for a reduction of `len` elements: enough invocations to keep a
+/// device busy, few enough that one invocation can add the partials.
+fn partials_for(len: usize) -> usize {
+    (len / 256).clamp(1, 1024)
+}
+
+/// The sum of all elements of `x`, as a 1-element tensor (stays on the device).
+pub fn sum(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    let op = "sum";
+    let len = x.numel();
+    ensure(len > 0, op, || "empty tensor".into())?;
+    let parts = partials_for(len);
+    let partial = gpu.empty(&[parts]);
+    let k = gpu.kernel(&SUM_PARTIAL, &[])?;
+    let p = [u32_of(len, op)?, parts as u32, 0, 0];
+    gpu.dispatch(
+        &k,
+        &p,
+        &[&x.buf, &partial.buf],
+        [parts.div_ceil(64) as u32, 1, 1],
+    )?;
+    let out = gpu.empty(&[1]);
+    gpu.dispatch(
+        &k,
+        &[parts as u32, 1, 0, 0],
+        &[&partial.buf, &out.buf],
+        [1, 1, 1],
+    )?;
+    Ok(out)
+}
+
+/// The dot product of `x` and `y` (same number of elements), as a 1-element tensor.
+pub fn dot(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let op = "dot";
+    let len = x.numel();
+    ensure(len > 0 && y.numel() == len, op, || {
+        format!(
+            "shapes {:?} and {:?} must have the same, non-zero, size",
+            x.shape, y.shape
+        )
+    })?;
+    let parts = partials_for(len);
+    let partial = gpu.empty(&[parts]);
+    let k = gpu.kernel(&DOT_PARTIAL, &[])?;
+    let p = [u32_of(len, op)?, parts as u32, 0, 0];
+    gpu.dispatch(
+        &k,
+        &p,
+        &[&x.buf, &y.buf, &partial.buf],
+        [parts.div_ceil(64) as u32, 1, 1],
+    )?;
+    let out = gpu.empty(&[1]);
+    let ks = gpu.kernel(&SUM_PARTIAL, &[])?;
+    gpu.dispatch(
+        &ks,
+        &[parts as u32, 1, 0, 0],
+        &[&partial.buf, &out.buf],
+        [1, 1, 1],
+    )?;
+    Ok(out)
+}
+
+/// Rows per chunk of a per-channel reduction over `m` rows: chunks of at least 64 rows, at
+/// most 256 chunks. Exposed so kernels with their own per-channel partials split alike.
+pub fn row_chunk(m: usize) -> usize {
+    m.div_ceil(256).max(64).min(m.max(1))
+}
+
+/// out[ch] (+)= sum over rows r of x[r * c + ch], for a row-major [m, c] matrix `x`.
+pub fn channel_sum(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    m: usize,
+    c: usize,
+    out: &GpuBuffer,
+    accumulate: bool,
+) -> Result<()> {
+    let op = "channel_sum";
+    ensure(m > 0 && c > 0, op, || format!("empty matrix [{m}, {c}]"))?;
+    ensure((m * c) as u64 * 4 <= x.bytes(), op, || {
+        format!("input of {} bytes is smaller than [{m}, {c}]", x.bytes())
+    })?;
+    ensure(c as u64 * 4 <= out.bytes(), op, || {
+        format!(
+            "output of {} bytes is smaller than {c} channels",
+            out.bytes()
+        )
+    })?;
+    let chunk = row_chunk(m);
+    let chunks = m.div_ceil(chunk);
+    let partial = gpu.alloc((chunks * c * 4) as u64);
+    let k = gpu.kernel(&CHANNEL_SUM_PARTIAL, &[])?;
+    let p = [u32_of(c, op)?, u32_of(chunk, op)?, u32_of(m, op)?, 0];
+    gpu.dispatch(
+        &k,
+        &p,
+        &[x, &partial],
+        [u32_of(c.div_ceil(64), op)?, chunks as u32, 1],
+    )?;
+    sum_slices(gpu, &partial, out, c, chunks, accumulate)
+}

@@ -1,0 +1,41 @@
+//! Pointwise convolution (and the matrix product behind it) against the reference.
+
+use anyhow::Result;
+
+use super::{f64s, Checker};
+use crate::{ops, reference};
+
+/// (n, h, w, cin, cout): batch 1, one channel, odd sizes, sizes off every tile, split-K sized
+/// reductions and the channel counts of the real network.
+const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 1, 1, 1, 1),
+    (1, 3, 5, 7, 9),
+    (2, 7, 7, 16, 24),
+    (1, 9, 9, 33, 17),
+    (3, 5, 5, 40, 240),
+    (4, 16, 16, 24, 144),
+    (2, 4, 4, 320, 1280),
+    (1, 2, 2, 1280, 10),
+];
+
+pub fn run(c: &mut Checker) -> Result<()> {
+    for &(n, h, w, cin, cout) in SHAPES {
+        let m = n * h * w;
+        let xv = c.random(m * cin);
+        let wv = c.random(cout * cin);
+        let dyv = c.random(m * cout);
+        let x = c.upload(&xv, &[n, h, w, cin])?;
+        let wt = c.upload(&wv, &[cout, cin])?;
+        let dy = c.upload(&dyv, &[n, h, w, cout])?;
+        let shape = format!("x[{n},{h},{w},{cin}] w[{cout},{cin}]");
+        let y = ops::pointwise::pointwise_forward(c.gpu, &x, &wt)?;
+        let (dx, dw) = ops::pointwise::pointwise_backward(c.gpu, &x, &wt, &dy)?;
+        let (xd, wd, dyd) = (f64s(&xv), f64s(&wv), f64s(&dyv));
+        let y_ref = reference::pointwise_forward(&xd, m, cin, &wd, cout);
+        let (dx_ref, dw_ref) = reference::pointwise_backward(&xd, m, cin, &wd, cout, &dyd);
+        c.compare("pointwise", shape.clone(), "y", &y, &y_ref)?;
+        c.compare("pointwise", shape.clone(), "dx", &dx, &dx_ref)?;
+        c.compare("pointwise", shape, "dw", &dw, &dw_ref)?;
+    }
+    Ok(())
+}

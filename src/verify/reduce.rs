@@ -1,0 +1,42 @@
+//! Sum and dot-product reductions against the reference.
+
+use anyhow::Result;
+
+use super::{f64s, Checker};
+use crate::{ops, reference};
+
+pub fn run(c: &mut Checker) -> Result<()> {
+    for &len in &[1usize, 7, 255, 256, 1000, 65537, 300_001] {
+        let xv = c.random(len);
+        let yv = c.random(len);
+        let x = c.upload(&xv, &[len])?;
+        let y = c.upload(&yv, &[len])?;
+        let s = ops::reduce::sum(c.gpu, &x)?;
+        let d = ops::reduce::dot(c.gpu, &x, &y)?;
+        let (xd, yd) = (f64s(&xv), f64s(&yv));
+        c.compare("sum", format!("[{len}]"), "sum", &s, &[reference::sum(&xd)])?;
+        c.compare(
+            "dot",
+            format!("[{len}]"),
+            "dot",
+            &d,
+            &[reference::dot(&xd, &yd)],
+        )?;
+    }
+    for &(m, ch) in &[
+        (1usize, 1usize),
+        (7, 3),
+        (63, 65),
+        (1000, 24),
+        (8192, 240),
+        (20_000, 7),
+    ] {
+        let xv = c.random(m * ch);
+        let x = c.upload(&xv, &[m, ch])?;
+        let out = c.gpu.empty(&[ch]);
+        ops::reduce::channel_sum(c.gpu, &x.buf, m, ch, &out.buf, false)?;
+        let r = reference::channel_sum(&f64s(&xv), m, ch);
+        c.compare("channel_sum", format!("[{m},{ch}]"), "sum", &out, &r)?;
+    }
+    Ok(())
+}
