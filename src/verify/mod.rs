@@ -47,15 +47,26 @@ pub struct Family {
 
 /// Every family, in the order of the layers of a network.
 pub fn families() -> Vec<Family> {
+    macro_rules! family {
+        ($name:ident) => {
+            Family {
+                name: stringify!($name),
+                run: $name::run,
+            }
+        };
+    }
     vec![
-        Family {
-            name: "pointwise",
-            run: pointwise::run,
-        },
-        Family {
-            name: "reduce",
-            run: reduce::run,
-        },
+        family!(conv),
+        family!(pointwise),
+        family!(depthwise),
+        family!(batchnorm),
+        family!(elementwise),
+        family!(pool),
+        family!(linear),
+        family!(loss),
+        family!(dropout),
+        family!(optim),
+        family!(reduce),
     ]
 }
 
