@@ -1,1 +1,12 @@
-fn main() {}
+//! `cargo bench`: the same workloads as `proxyless bench`, printed as text and JSON lines.
+
+fn main() -> anyhow::Result<()> {
+    let gpu = proxyless::gpu::Gpu::new(&Default::default())?;
+    println!("adapter: {}", gpu.adapter_name());
+    for w in proxyless::bench::WORKLOADS {
+        let r = proxyless::bench::run(&gpu, w, 10)?;
+        println!("{}", proxyless::bench::describe(&gpu, &r));
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}

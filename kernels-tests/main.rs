@@ -4,3 +4,6 @@
 mod common;
 mod gpu_kernels;
 mod reference_fd;
+mod bad_input_conv_bn;
+mod bad_input_depthwise;
+mod bad_input_misc;

@@ -8,3 +8,4 @@ pub mod gpu;
 pub mod ops;
 pub mod reference;
 pub mod verify;
+pub mod bench;

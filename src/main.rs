@@ -1,1 +1,10 @@
-fn main() {}
+//! `proxyless`: the command line.
+
+mod cli;
+
+fn main() {
+    if let Err(e) = cli::run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

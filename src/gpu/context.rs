@@ -253,8 +253,11 @@ impl Gpu {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: *access == Access::Read,
+                    ty: match access {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        _ => wgpu::BufferBindingType::Storage {
+                            read_only: *access == Access::Read,
+                        },
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,

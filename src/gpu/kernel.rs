@@ -10,6 +10,10 @@
 pub enum Access {
     Read,
     ReadWrite,
+    /// Bound as a read-only uniform buffer (16-byte element stride, at most
+    /// `max_uniform_buffer_binding_size`): on CPU drivers a uniform-address read from it is
+    /// one scalar load, where a storage read is a loop over the SIMD lanes.
+    Uniform,
 }
 
 /// A kernel entry point in a WGSL file.

@@ -68,6 +68,7 @@ impl Pool {
                     label: Some("pool"),
                     size: bucket,
                     usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::UNIFORM
                         | wgpu::BufferUsages::COPY_SRC
                         | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,

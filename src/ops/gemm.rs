@@ -13,6 +13,141 @@ const SPEC: KernelSpec = KernelSpec {
     bindings: &[Access::Read, Access::Read, Access::ReadWrite],
 };
 
+const SPEC_VEC4: KernelSpec = KernelSpec {
+    file: "gemm_vec4",
+    source: include_str!("../../shaders/gemm_vec4.wgsl"),
+    entry: "gemm_vec4",
+    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
+};
+
+/// How the vec4 kernel reads an operand: 4 consecutive values along the reduction (k) or
+/// along the output dimension (i for A, j for B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vec4Along {
+    K,
+    Out,
+}
+
+/// The vec4 modes of A and B if the product's strides allow 16-byte loads.
+fn vec4_modes(g: &Gemm) -> Option<(Vec4Along, Vec4Along)> {
+    if g.k % 4 != 0 {
+        return None;
+    }
+    let a = if g.a_sk == 1 && g.a_si % 4 == 0 {
+        Vec4Along::K
+    } else if g.a_si == 1 && g.a_sk % 4 == 0 && g.m % 4 == 0 {
+        Vec4Along::Out
+    } else {
+        return None;
+    };
+    let b = if g.b_sk == 1 && g.b_sj % 4 == 0 {
+        Vec4Along::K
+    } else if g.b_sj == 1 && g.b_sk % 4 == 0 && g.n % 4 == 0 {
+        Vec4Along::Out
+    } else {
+        return None;
+    };
+    Some((a, b))
+}
+
+/// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
+fn tile_vec4() -> (u32, u32) {
+    if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
+        if let Some((r, c)) = s.split_once('x') {
+            if let (Ok(r), Ok(c)) = (r.parse::<u32>(), c.parse::<u32>()) {
+                if r % 4 == 0 && c % 4 == 0 && (4..=32).contains(&r) && (4..=32).contains(&c) {
+                    return (r, c);
+                }
+            }
+        }
+    }
+    (8, 8)
+}
+
+/// Generates the unrolled body of the vec4 kernel for a ROWS x COLS tile.
+fn template_vec4(rows: u32, cols: u32, a_mode: Vec4Along, b_mode: Vec4Along) -> Vec<(&'static str, String)> {
+    let groups = rows / 4;
+    let mut decl = String::new();
+    let mut load = String::new();
+    let mut fma = String::new();
+    let mut store = String::new();
+    // Row r = 4*q + t lives in row group g_q = g_base + 64*q, at row 4*g_q + t.
+    for q in 0..groups {
+        decl += &format!("    let g{q} = g_base + {}u;\n", q * 64);
+        match a_mode {
+            Vec4Along::K => {
+                for t in 0..4 {
+                    let r = 4 * q + t;
+                    decl += &format!("    let ra{r} = min(4u * g{q} + {t}u, p.m - 1u) * (p.a_si / 4u);\n");
+                    load += &format!("        let a{r} = a[ra{r} + k / 4u];\n");
+                }
+            }
+            Vec4Along::Out => {
+                decl += &format!("    let ga{q} = min(g{q}, p.m / 4u - 1u);\n");
+                for t in 0..4 {
+                    load += &format!("        let a{q}_{t} = a[(k + {t}u) * (p.a_sk / 4u) + ga{q}];\n");
+                }
+            }
+        }
+    }
+    let col_groups = cols / 4;
+    match b_mode {
+        Vec4Along::K => {
+            for c in 0..cols {
+                decl += &format!("    let cb{c} = min(j0 + {c}u, p.n - 1u) * (p.b_sj / 4u);\n");
+                load += &format!("        let b{c} = b[cb{c} + k / 4u];\n");
+            }
+        }
+        Vec4Along::Out => {
+            for cc in 0..col_groups {
+                decl += &format!("    let cb{cc} = min(j0 / 4u + {cc}u, p.n / 4u - 1u);\n");
+                for t in 0..4 {
+                    load += &format!("        let b{cc}_{t} = b[(k + {t}u) * (p.b_sk / 4u) + cb{cc}];\n");
+                }
+            }
+        }
+    }
+    let a_at = |r: u32, t: u32| match a_mode {
+        Vec4Along::K => format!("a{r}[{t}]"),
+        Vec4Along::Out => format!("a{}_{t}[{}]", r / 4, r % 4),
+    };
+    let b_at = |c: u32, t: u32| match b_mode {
+        Vec4Along::K => format!("b{c}[{t}]"),
+        Vec4Along::Out => format!("b{}_{t}[{}]", c / 4, c % 4),
+    };
+    for r in 0..rows {
+        let (q, t) = (r / 4, r % 4);
+        decl += &format!("    let row{r} = 4u * g{q} + {t}u;\n");
+        store += &format!("    if (row{r} < p.m) {{\n");
+        for c in 0..cols {
+            decl += &format!("    var acc{r}_{c} = 0.0;\n");
+            store += &format!(
+                "        if (j0 + {c}u < p.n) {{ put(out_base + row{r} * p.c_si + (j0 + {c}u) * p.c_sj, acc{r}_{c}); }}\n"
+            );
+        }
+        store += "    }\n";
+    }
+    for t in 0..4 {
+        for r in 0..rows {
+            for c in 0..cols {
+                fma += &format!(
+                    "        acc{r}_{c} = fma({}, {}, acc{r}_{c});\n",
+                    a_at(r, t),
+                    b_at(c, t)
+                );
+            }
+        }
+    }
+    vec![
+        ("GROUPS", groups.to_string()),
+        ("COLS", cols.to_string()),
+        ("DECL", decl),
+        ("LOAD", load),
+        ("FMA", fma),
+        ("STORE", store),
+    ]
+}
+
 /// C(i, j) = sum_k A(i, k) B(k, j) with A(i,k) = a[i*a_si + k*a_sk], B(k,j) = b[k*b_sk + j*b_sj]
 /// and C(i,j) = c[i*c_si + j*c_sj].
 #[derive(Clone, Copy, Debug)]
@@ -109,8 +244,22 @@ pub fn gemm(
         op,
         || format!("C of {} bytes is too small for {g:?}", c.bytes()),
     )?;
-    let (rows, cols) = tile();
-    let kernel = gpu.kernel(&SPEC, &template(rows, cols))?;
+    let modes = if std::env::var_os("PROXYLESS_GEMM_SCALAR").is_some() {
+        None
+    } else {
+        vec4_modes(&g)
+    };
+    let (kernel, rows, cols) = match modes {
+        Some((am, bm)) => {
+            let (rows, cols) = tile_vec4();
+            let k = gpu.kernel(&SPEC_VEC4, &template_vec4(rows, cols, am, bm))?;
+            (k, rows, cols)
+        }
+        None => {
+            let (rows, cols) = tile();
+            (gpu.kernel(&SPEC, &template(rows, cols))?, rows, cols)
+        }
+    };
     let gx = g.m.div_ceil(64 * rows as usize);
     let gy = g.n.div_ceil(cols as usize);
     // Aim for at least 64 workgroups, each reducing at least 128 values of k.
@@ -121,7 +270,11 @@ pub fn gemm(
         64usize.div_ceil(base)
     };
     splits = splits.min(g.k / 128).max(1);
-    let k_chunk = g.k.div_ceil(splits);
+    let mut k_chunk = g.k.div_ceil(splits);
+    if modes.is_some() {
+        // The vec4 kernel walks k four at a time, so chunks start on multiples of 4.
+        k_chunk = k_chunk.div_ceil(4) * 4;
+    }
     let splits = g.k.div_ceil(k_chunk);
     let max = gpu.max_groups_per_dim() as usize;
     ensure(gx <= max && gy <= max && splits <= max, op, || {

@@ -1,9 +1,46 @@
-//! (being written)
+//! Fully connected layer against the reference: the classifier shapes of the real network
+//! (1280 features to 10 or 1000 classes), batch 1, a single feature, and widths off a multiple
+//! of 4 (the scalar bias kernel) and on one (vec4).
 
 use anyhow::Result;
 
-use super::Checker;
+use super::{f64s, Checker};
+use crate::{ops, reference};
 
-pub fn run(_c: &mut Checker) -> Result<()> {
+/// (n, in, out).
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (3, 7, 5),
+    (2, 5, 8),
+    (32, 1280, 10),
+    (64, 1280, 1000),
+    (5, 1000, 3),
+    (7, 1152, 12),
+    (130, 24, 40),
+];
+
+pub fn run(c: &mut Checker) -> Result<()> {
+    for &(n, fin, fout) in SHAPES {
+        let xv = c.random(n * fin);
+        let wv = c.random(fout * fin);
+        // Positive biases above 1 keep y = x w + b of the 1x1 case away from a cancellation
+        // to zero (which would turn one rounding of x w into a large relative error).
+        let bv = c.random_in(fout, 1.0, 2.0);
+        let dyv = c.random(n * fout);
+        let x = c.upload(&xv, &[n, fin])?;
+        let w = c.upload(&wv, &[fout, fin])?;
+        let b = c.upload(&bv, &[fout])?;
+        let dy = c.upload(&dyv, &[n, fout])?;
+        let name = format!("x[{n},{fin}] w[{fout},{fin}]");
+        let y = ops::linear::linear_forward(c.gpu, &x, &w, &b)?;
+        let (dx, dw, db) = ops::linear::linear_backward(c.gpu, &x, &w, &dy)?;
+        let (xd, wd, dyd) = (f64s(&xv), f64s(&wv), f64s(&dyv));
+        let y_ref = reference::linear_forward(&xd, n, fin, &wd, &f64s(&bv), fout);
+        let (dx_ref, dw_ref, db_ref) = reference::linear_backward(&xd, n, fin, &wd, fout, &dyd);
+        c.compare("linear", name.clone(), "y", &y, &y_ref)?;
+        c.compare("linear", name.clone(), "dx", &dx, &dx_ref)?;
+        c.compare("linear", name.clone(), "dw", &dw, &dw_ref)?;
+        c.compare("linear", name, "db", &db, &db_ref)?;
+    }
     Ok(())
 }

@@ -1,0 +1,85 @@
+//! Temporary: times depthwise forward + backward on the benchmark workloads.
+use proxyless::gpu::{Gpu, GpuOptions};
+use proxyless::ops::depthwise::{depthwise_backward, depthwise_forward};
+use std::time::Instant;
+
+fn rnd(n: usize, seed: &mut u64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// CPU time of every thread of this process (ns), from /proc/self/task/*/schedstat.
+fn cpu_ns() -> u64 {
+    let mut t = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+                t += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    t
+}
+
+fn bench(gpu: &Gpu, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64, f64)> {
+    let med = gpu.time_median(3, 10, &mut f)?.as_secs_f64() * 1e3;
+    let mut min = f64::MAX;
+    let c0 = cpu_ns();
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        f()?;
+        gpu.sync()?;
+        min = min.min(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu = (cpu_ns() - c0) as f64 / 1e6 / 10.0;
+    Ok((med, min, cpu))
+}
+
+fn main() -> anyhow::Result<()> {
+    let gpu = Gpu::new(&GpuOptions::default())?;
+    let mut seed = 1u64;
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    for &(name, n, h, w, c, k, s, mflop) in &[
+        ("dw5", 32usize, 16usize, 16usize, 240usize, 5usize, 1usize, 294.9f64),
+        ("dw3s2", 32, 32, 32, 144, 3, 2, 63.7),
+    ] {
+        if !which.is_empty() && !which.iter().any(|a| a == name) {
+            continue;
+        }
+        let x = gpu.upload(&rnd(n * h * w * c, &mut seed), &[n, h, w, c])?;
+        let wt = gpu.upload(&rnd(c * k * k, &mut seed), &[c, k, k])?;
+        let ho = (h - 1) / s + 1;
+        let wo = (w - 1) / s + 1;
+        let dy = gpu.upload(&rnd(n * ho * wo * c, &mut seed), &[n, ho, wo, c])?;
+        let t0 = Instant::now();
+        let y = depthwise_forward(&gpu, &x, &wt, s)?;
+        gpu.sync()?;
+        let t1 = Instant::now();
+        let g = depthwise_backward(&gpu, &x, &wt, s, &dy)?;
+        gpu.sync()?;
+        eprintln!("{name}: first call fwd {:?} bwd {:?}", t1 - t0, t1.elapsed());
+        drop((y, g));
+        let f = bench(&gpu, || {
+            depthwise_forward(&gpu, &x, &wt, s)?;
+            Ok(())
+        })?;
+        let b = bench(&gpu, || {
+            depthwise_backward(&gpu, &x, &wt, s, &dy)?;
+            Ok(())
+        })?;
+        let t = bench(&gpu, || {
+            depthwise_forward(&gpu, &x, &wt, s)?;
+            depthwise_backward(&gpu, &x, &wt, s, &dy)?;
+            Ok(())
+        })?;
+        println!(
+            "{name}: (median/min wall ms, cpu ms) fwd {:.1}/{:.1} cpu {:.1} | bwd {:.1}/{:.1} cpu {:.1} | both {:.1}/{:.1} cpu {:.1} = {:.2} GFLOP/s (median)",
+            f.0, f.1, f.2, b.0, b.1, b.2, t.0, t.1, t.2, mflop / t.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Subcommands, one file each.
+
+mod bench;
+mod check;
+mod devices;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use proxyless::gpu::{Gpu, GpuOptions};
+
+#[derive(Parser)]
+#[command(name = "proxyless", version, about = "ProxylessNAS on a from-scratch wgpu/WGSL engine")]
+struct Cli {
+    /// Use the first adapter whose name contains this (case-insensitive); also WGPU_ADAPTER_NAME.
+    /// WGPU_BACKEND (vulkan, metal, dx12, gl) limits the backends searched.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the adapters wgpu can use, with the limits that matter here.
+    Devices,
+    /// Check every kernel against the f64 CPU reference on this adapter.
+    Check(check::Args),
+    /// Time a workload of shared/bench/WORKLOADS.md on this adapter.
+    Bench(bench::Args),
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let opts = GpuOptions { adapter: cli.adapter };
+    match cli.command {
+        Command::Devices => devices::run(),
+        Command::Check(a) => check::run(&open(&opts)?, a),
+        Command::Bench(a) => bench::run(&open(&opts)?, a),
+    }
+}
+
+fn open(opts: &GpuOptions) -> Result<Gpu> {
+    let gpu = Gpu::new(opts)?;
+    eprintln!("adapter: {}", gpu.adapter_name());
+    Ok(gpu)
+}
