@@ -7,3 +7,4 @@ mod reference_fd;
 mod bad_input_conv_bn;
 mod bad_input_depthwise;
 mod bad_input_misc;
+mod pool;

@@ -142,13 +142,7 @@ pub fn softmax_cross_entropy(
         divisor: n as f32,
         ..base
     };
-    launch(
-        gpu,
-        &ROWS_SUM,
-        &mean,
-        &[&stats.buf, &loss.buf],
-        [1, 1, 1],
-    )?;
+    launch(gpu, &ROWS_SUM, &mean, &[&stats.buf, &loss.buf], [1, 1, 1])?;
     Ok((loss, dlogits))
 }
 
@@ -180,12 +174,6 @@ pub fn count_correct(gpu: &Gpu, logits: &Tensor, labels: &Tensor) -> Result<Tens
         divisor: 1.0,
         ..Default::default()
     };
-    launch(
-        gpu,
-        &ROWS_SUM,
-        &sum,
-        &[&correct.buf, &count.buf],
-        [1, 1, 1],
-    )?;
+    launch(gpu, &ROWS_SUM, &sum, &[&correct.buf, &count.buf], [1, 1, 1])?;
     Ok(count)
 }

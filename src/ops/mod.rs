@@ -48,3 +48,17 @@ pub(crate) fn expect_shape(t: &Tensor, shape: &[usize], op: &str, name: &str) ->
 pub(crate) fn u32_of(v: usize, op: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| anyhow::anyhow!("{op}: size {v} does not fit in 32 bits"))
 }
+
+/// Errors when a tensor is larger than one storage binding of this adapter (lavapipe: 128 MiB).
+pub(crate) fn expect_bindable(gpu: &crate::gpu::Gpu, t: &Tensor, op: &str, name: &str) -> Result<()> {
+    let max = gpu.max_binding_bytes();
+    ensure(t.bytes() <= max, op, || {
+        format!(
+            "{name} of shape {:?} is {} MiB, over this adapter's storage-binding limit of {} MiB \
+             (split the batch)",
+            t.shape,
+            t.bytes() >> 20,
+            max >> 20
+        )
+    })
+}

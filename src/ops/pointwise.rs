@@ -5,12 +5,13 @@
 use anyhow::Result;
 
 use super::gemm::{gemm, Gemm};
-use super::{ensure, expect_rank};
+use super::{ensure, expect_bindable, expect_rank};
 use crate::gpu::{Gpu, Tensor};
 
-fn dims(x: &Tensor, w: &Tensor, op: &str) -> Result<(usize, usize, usize)> {
+fn dims(gpu: &Gpu, x: &Tensor, w: &Tensor, op: &str) -> Result<(usize, usize, usize)> {
     expect_rank(x, 4, op, "input")?;
     expect_rank(w, 2, op, "weight")?;
+    expect_bindable(gpu, x, op, "input")?;
     let cin = x.shape[3];
     ensure(w.shape[1] == cin, op, || {
         format!(
@@ -18,13 +19,22 @@ fn dims(x: &Tensor, w: &Tensor, op: &str) -> Result<(usize, usize, usize)> {
             w.shape, x.shape
         )
     })?;
-    Ok((x.numel() / cin, cin, w.shape[0]))
+    let (m, cout) = (x.numel() / cin, w.shape[0]);
+    ensure((m * cout * 4) as u64 <= gpu.max_binding_bytes(), op, || {
+        format!(
+            "output [{m}, {cout}] of input {:?} is over this adapter's storage-binding limit of {} MiB \
+             (split the batch)",
+            x.shape,
+            gpu.max_binding_bytes() >> 20
+        )
+    })?;
+    Ok((m, cin, cout))
 }
 
 /// y[n,h,w,cout] = sum_ci x[n,h,w,ci] * w[cout,ci].
 pub fn pointwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let op = "pointwise_forward";
-    let (m, cin, cout) = dims(x, w, op)?;
+    let (m, cin, cout) = dims(gpu, x, w, op)?;
     let y = gpu.empty(&[x.shape[0], x.shape[1], x.shape[2], cout]);
     let g = Gemm {
         m,
@@ -49,7 +59,7 @@ pub fn pointwise_backward(
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     let op = "pointwise_backward";
-    let (m, cin, cout) = dims(x, w, op)?;
+    let (m, cin, cout) = dims(gpu, x, w, op)?;
     super::expect_shape(dy, &[x.shape[0], x.shape[1], x.shape[2], cout], op, "dy")?;
     let dx = gpu.empty(&x.shape);
     let g = Gemm {

@@ -35,7 +35,13 @@ fn check(c: &mut Checker, shape: &[usize], all: bool) -> Result<()> {
     let x = c.upload(&xv, shape)?;
     let xd = f64s(&xv);
     let y = ops::elementwise::relu6_forward(c.gpu, &x)?;
-    c.compare("relu6", name.clone(), "y", &y, &reference::relu6_forward(&xd))?;
+    c.compare(
+        "relu6",
+        name.clone(),
+        "y",
+        &y,
+        &reference::relu6_forward(&xd),
+    )?;
     let s = 0.37f32;
     let y = ops::elementwise::scale(c.gpu, &x, s)?;
     let scaled: Vec<f64> = xd.iter().map(|v| v * f64::from(s)).collect();

@@ -59,15 +59,33 @@ pub fn run(c: &mut Checker) -> Result<()> {
         let (loss, dlogits) = ops::loss::softmax_cross_entropy(c.gpu, &logits, &labels, s)?;
         let (loss_ref, dlogits_ref) =
             reference::softmax_cross_entropy(&f64s(&zv), n, k, &lv, f64::from(s));
-        c.compare("softmax_cross_entropy", name.clone(), "loss", &loss, &[loss_ref])?;
-        c.compare("softmax_cross_entropy", name, "dlogits", &dlogits, &dlogits_ref)?;
+        c.compare(
+            "softmax_cross_entropy",
+            name.clone(),
+            "loss",
+            &loss,
+            &[loss_ref],
+        )?;
+        c.compare(
+            "softmax_cross_entropy",
+            name,
+            "dlogits",
+            &dlogits,
+            &dlogits_ref,
+        )?;
 
         let (zv, lv) = count_case(c, n, k);
         let logits = c.upload(&zv, &[n, k])?;
         let labels = c.gpu.upload(&lv, &[n])?;
         let count = ops::loss::count_correct(c.gpu, &logits, &labels)?;
         let count_ref = reference::count_correct(&f64s(&zv), n, k, &lv) as f64;
-        c.compare("count_correct", format!("[{n},{k}]"), "count", &count, &[count_ref])?;
+        c.compare(
+            "count_correct",
+            format!("[{n},{k}]"),
+            "count",
+            &count,
+            &[count_ref],
+        )?;
     }
     Ok(())
 }

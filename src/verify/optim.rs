@@ -42,10 +42,8 @@ const SGD: &[(f32, f32, f32, bool)] = &[
 ];
 
 /// (lr, beta1, beta2, eps, weight decay); beta1 = 0 is the architecture optimiser's.
-const ADAM: &[(f32, f32, f32, f32, f32)] = &[
-    (0.1, 0.9, 0.999, 1e-8, 0.01),
-    (0.1, 0.0, 0.999, 1e-8, 0.0),
-];
+const ADAM: &[(f32, f32, f32, f32, f32)] =
+    &[(0.1, 0.9, 0.999, 1e-8, 0.01), (0.1, 0.0, 0.999, 1e-8, 0.0)];
 
 fn sgd(c: &mut Checker, len: usize) -> Result<()> {
     for &(lr, momentum, wd, nesterov) in SGD {
@@ -67,9 +65,8 @@ fn sgd(c: &mut Checker, len: usize) -> Result<()> {
                 f64::from(wd),
                 nesterov,
             );
-            let name = format!(
-                "[{len}] lr {lr} momentum {momentum} wd {wd} nesterov {nesterov} step {t}"
-            );
+            let name =
+                format!("[{len}] lr {lr} momentum {momentum} wd {wd} nesterov {nesterov} step {t}");
             c.compare("sgd_step", name.clone(), "w", &w, &w_ref)?;
             c.compare("sgd_step", name, "momentum_buf", &buf, &buf_ref)?;
         }
