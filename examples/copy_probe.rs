@@ -26,10 +26,27 @@ fn main() -> anyhow::Result<()> {
     let x = gpu.upload(&vec![1.0f32; n], &[n])?;
     let y = gpu.empty(&[n]);
     for (entry, groups) in [("scale", n / 64), ("scale4", n / 256), ("scale_loop", 256)] {
-        let spec = KernelSpec { file: "probe", source: SRC, entry, bindings: &[Access::Read, Access::ReadWrite] };
+        let spec = KernelSpec {
+            file: "probe",
+            source: SRC,
+            entry,
+            bindings: &[Access::Read, Access::ReadWrite],
+        };
         let k = gpu.kernel(&spec, &[])?;
-        let t = gpu.time_median(1, 5, || gpu.dispatch(&k, &[n as u32, 0, 0, 0], &[&x.buf, &y.buf], [groups as u32, 1, 1]))?;
-        println!("{entry}: {:.2} ms for {} floats: {:.2} GB/s", t.as_secs_f64() * 1e3, n, 8.0 * n as f64 / t.as_secs_f64() / 1e9);
+        let t = gpu.time_median(1, 5, || {
+            gpu.dispatch(
+                &k,
+                &[n as u32, 0, 0, 0],
+                &[&x.buf, &y.buf],
+                [groups as u32, 1, 1],
+            )
+        })?;
+        println!(
+            "{entry}: {:.2} ms for {} floats: {:.2} GB/s",
+            t.as_secs_f64() * 1e3,
+            n,
+            8.0 * n as f64 / t.as_secs_f64() / 1e9
+        );
     }
     Ok(())
 }

@@ -60,9 +60,12 @@ fn uni_unrolled_in_loop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
 @compute @workgroup_size(64)
 fn alu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     var a0 = f32(lid.x); var a1 = a0 + 1.0; var a2 = a0 + 2.0; var a3 = a0 + 3.0;
+    var b0 = f32(lid.x); var b1 = a0 + 1.0; var b2 = a0 + 2.0; var b3 = a0 + 3.0;
+    var c0 = f32(lid.x); var c1 = a0 + 1.0; var c2 = a0 + 2.0; var c3 = a0 + 3.0;
+    var d0 = f32(lid.x); var d1 = a0 + 1.0; var d2 = a0 + 2.0; var d3 = a0 + 3.0;
     let m = p.c;
 {{ALU}}
-    dst[wid.x * 64u + lid.x] = a0 + a1 + a2 + a3;
+    dst[wid.x * 64u + lid.x] = a0 + a1 + a2 + a3 + b0 + b1 + b2 + b3 + c0 + c1 + c2 + c3 + d0 + d1 + d2 + d3;
 }
 @compute @workgroup_size(64)
 fn stores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -74,7 +77,12 @@ fn stores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 
 fn spec(entry: &'static str, rw4: bool) -> KernelSpec {
     let _ = rw4;
-    KernelSpec { file: "micro", source: SRC, entry, bindings: &[Access::Read, Access::ReadWrite] }
+    KernelSpec {
+        file: "micro",
+        source: SRC,
+        entry,
+        bindings: &[Access::Read, Access::ReadWrite],
+    }
 }
 
 fn cpu_ns() -> u64 {
@@ -82,7 +90,11 @@ fn cpu_ns() -> u64 {
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
             if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-                t += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                t += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -95,20 +107,41 @@ fn main() -> anyhow::Result<()> {
     let mut lane = String::new();
     let mut lane4 = String::new();
     let mut store = String::new();
-    let nu: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let nu: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     for i in 0..nu {
-        uni += &format!("    acc = fma(acc, 1.0001, src[base + {}u]);\n", (i % 64) * 64);
-        lane += &format!("    acc = acc + src[base + {}u];\n", (i%64) * 64);
-        store += &format!("    dst[base + {}u] = v;\n", (i%64) * 64);
+        uni += &format!(
+            "    acc = fma(acc, 1.0001, src[base + {}u]);\n",
+            (i % 64) * 64
+        );
+        lane += &format!("    acc = acc + src[base + {}u];\n", (i % 64) * 64);
+        store += &format!("    dst[base + {}u] = v;\n", (i % 64) * 64);
     }
     for i in 0..16 {
         lane4 += &format!("    acc = acc + src4[base + {}u];\n", i * 64);
     }
     let mut alu = String::new();
-    for _ in 0..nu { alu += "    a0 = a0 * 1.0001 + 0.5; a1 = a1 * 1.0001 + 0.5; a2 = a2 * 1.0001 + 0.5; a3 = a3 * 1.0001 + 0.5;\n"; }
-    let vals = vec![("ALU", alu), ("UNI", uni), ("LANE", lane), ("LANE4", lane4), ("STORE", store)];
+    for _ in 0..nu {
+        for v in ["a", "b", "c", "d"] {
+            for i in 0..4 {
+                alu += &format!("    {v}{i} = fma({v}{i}, 1.0001, 0.5);\n");
+            }
+        }
+    }
+    let vals = vec![
+        ("ALU", alu),
+        ("UNI", uni),
+        ("LANE", lane),
+        ("LANE4", lane4),
+        ("STORE", store),
+    ];
     let groups = 2048u32;
-    let x = gpu.upload(&vec![1.0f32; groups as usize * 4096], &[groups as usize * 4096])?;
+    let x = gpu.upload(
+        &vec![1.0f32; groups as usize * 4096],
+        &[groups as usize * 4096],
+    )?;
     let y = gpu.empty(&[groups as usize * 4096]);
     for (entry, loads_per_inv, params) in [
         ("lane_loop", 64u64, [64u32, 0, 0, 0]),
@@ -117,18 +150,25 @@ fn main() -> anyhow::Result<()> {
         ("uni_loop", 64, [64, 0, 0, 0]),
         ("uni_unrolled", nu as u64, [0, 0, 0, 0]),
         ("uni_unrolled_in_loop", nu as u64, [0, 1, 0, 0]),
-        ("alu", 4 * nu as u64, [0, 0, 0, 0]),
+        ("alu", 16 * nu as u64, [0, 0, 0, 0]),
         ("stores", nu as u64, [0, 0, 0, 0]),
     ] {
         let k = gpu.kernel(&spec(entry, false), &vals)?;
-        let t = gpu.time_median(2, 7, || gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1]))?;
+        let t = gpu.time_median(2, 7, || {
+            gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1])
+        })?;
         let c0 = cpu_ns();
-        for _ in 0..5 { gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1])?; gpu.sync()?; }
+        for _ in 0..5 {
+            gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1])?;
+            gpu.sync()?;
+        }
         let cpu = (cpu_ns() - c0) as f64 / 5.0;
         let simd_ops = groups as u64 * 8 * loads_per_inv;
         println!(
             "{entry:24} {:8.2} ms  cpu {:8.2} ms {:6.1} cpu ns per SIMD-8 op, wall {:6.1}",
-            t.as_secs_f64() * 1e3, cpu / 1e6, cpu / simd_ops as f64,
+            t.as_secs_f64() * 1e3,
+            cpu / 1e6,
+            cpu / simd_ops as f64,
             t.as_secs_f64() * 1e9 / simd_ops as f64
         );
     }

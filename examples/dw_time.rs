@@ -6,7 +6,9 @@ use std::time::Instant;
 fn rnd(n: usize, seed: &mut u64) -> Vec<f32> {
     (0..n)
         .map(|_| {
-            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -18,7 +20,11 @@ fn cpu_ns() -> u64 {
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
             if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-                t += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                t += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -44,7 +50,9 @@ fn main() -> anyhow::Result<()> {
     let mut seed = 1u64;
     let which: Vec<String> = std::env::args().skip(1).collect();
     for &(name, n, h, w, c, k, s, mflop) in &[
-        ("dw5", 32usize, 16usize, 16usize, 240usize, 5usize, 1usize, 294.9f64),
+        (
+            "dw5", 32usize, 16usize, 16usize, 240usize, 5usize, 1usize, 294.9f64,
+        ),
         ("dw3s2", 32, 32, 32, 144, 3, 2, 63.7),
     ] {
         if !which.is_empty() && !which.iter().any(|a| a == name) {
@@ -61,7 +69,11 @@ fn main() -> anyhow::Result<()> {
         let t1 = Instant::now();
         let g = depthwise_backward(&gpu, &x, &wt, s, &dy)?;
         gpu.sync()?;
-        eprintln!("{name}: first call fwd {:?} bwd {:?}", t1 - t0, t1.elapsed());
+        eprintln!(
+            "{name}: first call fwd {:?} bwd {:?}",
+            t1 - t0,
+            t1.elapsed()
+        );
         drop((y, g));
         let f = bench(&gpu, || {
             depthwise_forward(&gpu, &x, &wt, s)?;

@@ -64,12 +64,32 @@ fn main() -> anyhow::Result<()> {
     let s = gpu.upload(&vec![1.0f32; 1 << 22], &[1 << 22])?;
     let o = gpu.empty(&[1 << 16]);
     let u = gpu.upload(&vec![1.0f32; 16384], &[16384])?;
-    for entry in ["loop_only", "ssbo_lane", "ssbo_lane_vec4", "ssbo_store", "ssbo_store_vec4", "ubo_uniform", "shared_lane", "shared_uniform"] {
-        let spec = KernelSpec { file: "probe", source: SRC, entry, bindings: &[Access::Read, Access::ReadWrite, Access::Uniform] };
+    for entry in [
+        "loop_only",
+        "ssbo_lane",
+        "ssbo_lane_vec4",
+        "ssbo_store",
+        "ssbo_store_vec4",
+        "ubo_uniform",
+        "shared_lane",
+        "shared_uniform",
+    ] {
+        let spec = KernelSpec {
+            file: "probe",
+            source: SRC,
+            entry,
+            bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
+        };
         let k = gpu.kernel(&spec, &[])?;
-        let t = gpu.time_median(1, 5, || gpu.dispatch(&k, &[n, 0, 0, 0], &[&s.buf, &o.buf, &u.buf], [groups, 1, 1]))?;
+        let t = gpu.time_median(1, 5, || {
+            gpu.dispatch(&k, &[n, 0, 0, 0], &[&s.buf, &o.buf, &u.buf], [groups, 1, 1])
+        })?;
         let iters = (groups * 64 / 8 * n) as f64;
-        println!("{entry:>16}: {:7.2} ms, {:6.2} ns per 8-lane iteration (wall, 2 cores)", t.as_secs_f64() * 1e3, t.as_secs_f64() * 1e9 / iters);
+        println!(
+            "{entry:>16}: {:7.2} ms, {:6.2} ns per 8-lane iteration (wall, 2 cores)",
+            t.as_secs_f64() * 1e3,
+            t.as_secs_f64() * 1e9 / iters
+        );
     }
     Ok(())
 }

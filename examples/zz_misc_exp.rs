@@ -20,7 +20,12 @@ fn k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: v
 "#;
 fn main() -> anyhow::Result<()> {
     let gpu = Gpu::new(&GpuOptions::default())?;
-    let spec = KernelSpec { file: "exp", source: SRC, entry: "k", bindings: &[Access::Read, Access::ReadWrite] };
+    let spec = KernelSpec {
+        file: "exp",
+        source: SRC,
+        entry: "k",
+        bindings: &[Access::Read, Access::ReadWrite],
+    };
     let len = 64 * 56 * 56 * 24usize;
     let x = gpu.upload(&vec![0.5f32; len], &[len])?;
     let y = gpu.empty(&[len]);
@@ -31,8 +36,19 @@ fn main() -> anyhow::Result<()> {
                 let k = gpu.kernel(&spec, &[("V", v.into()), ("ITER", iter.to_string())])?;
                 let count = len / w;
                 let groups = groups_for(count.div_ceil(64 * iter) as u32, 65535);
-                let d = gpu.time_median(1, 5, || gpu.dispatch(&k, &[count as u32, 0, groups[0], 0], &[&x.buf, &y.buf], groups))?;
-                println!("round {round} {v:10} iter {iter:3}: {:8.3} ms {:.1} GB/s", d.as_secs_f64() * 1e3, 8.0 * len as f64 / d.as_secs_f64() / 1e9);
+                let d = gpu.time_median(1, 5, || {
+                    gpu.dispatch(
+                        &k,
+                        &[count as u32, 0, groups[0], 0],
+                        &[&x.buf, &y.buf],
+                        groups,
+                    )
+                })?;
+                println!(
+                    "round {round} {v:10} iter {iter:3}: {:8.3} ms {:.1} GB/s",
+                    d.as_secs_f64() * 1e3,
+                    8.0 * len as f64 / d.as_secs_f64() / 1e9
+                );
             }
         }
         let d = gpu.time_median(1, 5, || gpu.copy(&x.buf, &copy.buf))?;

@@ -11,11 +11,22 @@ fn main() {
         let el = t.elapsed();
         let mut worst: BTreeMap<(String, String), (f64, String)> = BTreeMap::new();
         for o in &out {
-            let e = worst.entry((o.kernel.clone(), o.output.to_string())).or_insert((-1.0, String::new()));
-            if o.rel_error > e.0 { *e = (o.rel_error, o.shape.clone()); }
-            if !o.pass() { println!("FAIL {} {} {} {:e}", o.kernel, o.shape, o.output, o.rel_error); }
+            let e = worst
+                .entry((o.kernel.clone(), o.output.to_string()))
+                .or_insert((-1.0, String::new()));
+            if o.rel_error > e.0 {
+                *e = (o.rel_error, o.shape.clone());
+            }
+            if !o.pass() {
+                println!(
+                    "FAIL {} {} {} {:e}",
+                    o.kernel, o.shape, o.output, o.rel_error
+                );
+            }
         }
         println!("== {f}: {} outcomes in {:.2?}", out.len(), el);
-        for ((k, o), (e, s)) in worst { println!("  {k:22} {o:16} {e:.3e}  at {s}"); }
+        for ((k, o), (e, s)) in worst {
+            println!("  {k:22} {o:16} {e:.3e}  at {s}");
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! Kernel correctness: every GPU kernel against the f64 CPU reference, and every reference
 //! backward against central finite differences.
 
-mod common;
-mod gpu_kernels;
-mod reference_fd;
 mod bad_input_conv_bn;
 mod bad_input_depthwise;
 mod bad_input_misc;
+mod common;
+mod gpu_kernels;
 mod pool;
+mod reference_fd;

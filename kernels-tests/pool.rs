@@ -11,9 +11,13 @@ fn private_gpu() -> Gpu {
 #[test]
 fn repeating_a_kernel_leaves_the_high_water_mark_unchanged() {
     let gpu = private_gpu();
-    let x = gpu.upload(&vec![0.5f32; 2 * 5 * 5 * 24], &[2, 5, 5, 24]).unwrap();
+    let x = gpu
+        .upload(&vec![0.5f32; 2 * 5 * 5 * 24], &[2, 5, 5, 24])
+        .unwrap();
     let w = gpu.upload(&vec![0.25f32; 144 * 24], &[144, 24]).unwrap();
-    let dy = gpu.upload(&vec![1.0f32; 2 * 5 * 5 * 144], &[2, 5, 5, 144]).unwrap();
+    let dy = gpu
+        .upload(&vec![1.0f32; 2 * 5 * 5 * 144], &[2, 5, 5, 144])
+        .unwrap();
     let step = || {
         let y = pointwise_forward(&gpu, &x, &w).unwrap();
         let (dx, dw) = pointwise_backward(&gpu, &x, &w, &dy).unwrap();
@@ -28,8 +32,14 @@ fn repeating_a_kernel_leaves_the_high_water_mark_unchanged() {
     }
     gpu.sync().unwrap();
     let after = gpu.pool_stats();
-    assert_eq!(after.high_water_bytes, first.high_water_bytes, "high-water mark moved");
-    assert_eq!(after.allocations, first.allocations, "the pool allocated again");
+    assert_eq!(
+        after.high_water_bytes, first.high_water_bytes,
+        "high-water mark moved"
+    );
+    assert_eq!(
+        after.allocations, first.allocations,
+        "the pool allocated again"
+    );
     assert_eq!(after.live_bytes, first.live_bytes, "buffers leaked");
 }
 

@@ -4,8 +4,8 @@
 //! `ops` (WGSL kernels with typed launchers), `reference` (f64 CPU twins of every op),
 //! `verify` (GPU-vs-reference comparisons used by the tests and `proxyless check`).
 
+pub mod bench;
 pub mod gpu;
 pub mod ops;
 pub mod reference;
 pub mod verify;
-pub mod bench;

@@ -55,7 +55,11 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
                 Ok(())
             })?;
             let m = 32.0 * 16.0 * 16.0;
-            (3.0 * 2.0 * m * 40.0 * 240.0, 4.0 * m * (40.0 * 3.0 + 240.0 * 2.0), t)
+            (
+                3.0 * 2.0 * m * 40.0 * 240.0,
+                4.0 * m * (40.0 * 3.0 + 240.0 * 2.0),
+                t,
+            )
         }
         "dw5" | "dw3s2" => {
             let (shape, k, s) = if workload == "dw5" {
@@ -78,7 +82,10 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
             // fwd reads x, writes y; bwd reads x and dy, writes dx.
             (3.0 * 2.0 * macs, 4.0 * (3.0 * xin + 2.0 * yout), t)
         }
-        other => bail!("unknown workload {other:?}; valid: {}", WORKLOADS.join(", ")),
+        other => bail!(
+            "unknown workload {other:?}; valid: {}",
+            WORKLOADS.join(", ")
+        ),
     };
     let secs = median.as_secs_f64();
     Ok(BenchResult {

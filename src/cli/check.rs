@@ -30,7 +30,10 @@ pub fn run(gpu: &Gpu, args: Args) -> Result<()> {
         None => names.clone(),
     };
     println!("seed {seed}, tolerance {TOLERANCE:e} (relative, ||out - ref|| / ||ref||)");
-    println!("{:<14} {:<44} {:<8} {:>10}  result", "kernel", "shape", "output", "rel error");
+    println!(
+        "{:<14} {:<44} {:<8} {:>10}  result",
+        "kernel", "shape", "output", "rel error"
+    );
     let (mut total, mut failed) = (0, 0);
     for name in chosen {
         let outcomes = run_family(gpu, name, seed)?;
@@ -48,7 +51,10 @@ pub fn run(gpu: &Gpu, args: Args) -> Result<()> {
     }
     println!("{} passed, {} failed", total - failed, failed);
     if failed > 0 {
-        bail!("{failed} of {total} kernel outputs are over tolerance on {}", gpu.adapter_name());
+        bail!(
+            "{failed} of {total} kernel outputs are over tolerance on {}",
+            gpu.adapter_name()
+        );
     }
     Ok(())
 }

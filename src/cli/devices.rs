@@ -13,7 +13,10 @@ pub fn run() -> Result<()> {
     }
     for (i, a) in adapters.iter().enumerate() {
         println!("[{i}] {}", a.name);
-        println!("    backend {}, type {}, driver {}", a.backend, a.device_type, a.driver);
+        println!(
+            "    backend {}, type {}, driver {}",
+            a.backend, a.device_type, a.driver
+        );
         println!(
             "    max storage binding {} MiB, max buffer {} MiB, workgroup memory {} KiB, \
              {} invocations/workgroup, {} workgroups/dimension",

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use proxyless::gpu::{Gpu, GpuOptions};
 
 #[derive(Parser)]
-#[command(name = "proxyless", version, about = "ProxylessNAS on a from-scratch wgpu/WGSL engine")]
+#[command(
+    name = "proxyless",
+    version,
+    about = "ProxylessNAS on a from-scratch wgpu/WGSL engine"
+)]
 struct Cli {
     /// Use the first adapter whose name contains this (case-insensitive); also WGPU_ADAPTER_NAME.
     /// WGPU_BACKEND (vulkan, metal, dx12, gl) limits the backends searched.
@@ -32,7 +36,9 @@ enum Command {
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let opts = GpuOptions { adapter: cli.adapter };
+    let opts = GpuOptions {
+        adapter: cli.adapter,
+    };
     match cli.command {
         Command::Devices => devices::run(),
         Command::Check(a) => check::run(&open(&opts)?, a),

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::kernel::{instantiate, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
 use super::pool::{GpuBuffer, Pool, PoolStats};
 use super::tensor::Tensor;
+use super::texture::{GpuTexture, TexturePool, TEX_WIDTH};
 
 /// How to pick the adapter.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +36,13 @@ pub struct AdapterSummary {
     pub subgroups: bool,
 }
 
+/// What a kernel binding is given.
+#[derive(Clone, Copy)]
+pub enum Binding<'a> {
+    Buffer(&'a GpuBuffer),
+    Texture(&'a GpuTexture),
+}
+
 /// Dispatches a uniform ring holds before the batch must be submitted.
 const RING_SLOTS: u64 = 2048;
 
@@ -53,6 +61,7 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pool: Arc<Pool>,
+    textures: Arc<TexturePool>,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     batch: Mutex<Batch>,
     ring: wgpu::Buffer,
@@ -106,7 +115,7 @@ fn summarise(a: &wgpu::Adapter) -> AdapterSummary {
         driver: format!("{} {}", info.driver, info.driver_info)
             .trim()
             .to_string(),
-        max_storage_binding_mib: l.max_storage_buffer_binding_size as u64 >> 20,
+        max_storage_binding_mib: l.max_storage_buffer_binding_size >> 20,
         max_buffer_mib: l.max_buffer_size >> 20,
         max_workgroup_storage_kib: l.max_compute_workgroup_storage_size / 1024,
         max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
@@ -178,6 +187,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let pool = Pool::new(device.clone());
+        let textures = TexturePool::new(device.clone());
         Ok(Gpu {
             device,
             queue,
@@ -185,6 +195,7 @@ impl Gpu {
             limits,
             features,
             pool,
+            textures,
             kernels: Mutex::new(HashMap::new()),
             batch: Mutex::new(Batch {
                 encoder: None,
@@ -208,7 +219,7 @@ impl Gpu {
     }
 
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size as u64
+        self.limits.max_storage_buffer_binding_size
     }
 
     pub fn max_groups_per_dim(&self) -> u32 {
@@ -249,6 +260,19 @@ impl Gpu {
             count: None,
         }];
         for (i, access) in spec.bindings.iter().enumerate() {
+            if *access == Access::Texture {
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: i as u32 + 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
+                    },
+                    count: None,
+                });
+                continue;
+            }
             entries.push(wgpu::BindGroupLayoutEntry {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
@@ -388,6 +412,65 @@ impl Gpu {
         Ok(())
     }
 
+    /// A texture copy of the first `floats` elements of `buf` (see `gpu::texture` for the
+    /// layout), in order with the batch.
+    pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<GpuTexture> {
+        let texels = floats.div_ceil(4) as u64;
+        let rows = texels.div_ceil(TEX_WIDTH as u64);
+        let max_rows = self.limits.max_texture_dimension_2d as u64;
+        if rows > max_rows || texels * 16 > buf.raw().size() {
+            bail!(
+                "to_texture: {floats} floats need {rows} texture rows (limit {max_rows}) and a \
+                 buffer of {} bytes (have {})",
+                texels * 16,
+                buf.raw().size()
+            );
+        }
+        let tex = self.textures.acquire(rows as u32);
+        let full_rows = texels / TEX_WIDTH as u64;
+        let tail = texels % TEX_WIDTH as u64;
+        let mut b = self.lock_batch();
+        let enc = b.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        let row_bytes = TEX_WIDTH as u64 * 16;
+        let mut copy = |offset: u64, y: u64, width: u64, height: u64| {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: buf.raw(),
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: tex.raw(),
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: y as u32,
+                        z: 0,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: width as u32,
+                    height: height as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+        };
+        if full_rows > 0 {
+            copy(0, 0, TEX_WIDTH as u64, full_rows);
+        }
+        if tail > 0 {
+            copy(full_rows * row_bytes, full_rows, tail, 1);
+        }
+        Ok(tex)
+    }
+
     /// Uploads 32-bit words into a new tensor.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
@@ -431,6 +514,18 @@ impl Gpu {
         buffers: &[&GpuBuffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        let bindings: Vec<Binding> = buffers.iter().map(|b| Binding::Buffer(b)).collect();
+        self.dispatch_with(kernel, params, &bindings, groups)
+    }
+
+    /// `dispatch` with textures among the bindings.
+    pub fn dispatch_with(
+        &self,
+        kernel: &Kernel,
+        params: &[u32],
+        buffers: &[Binding],
+        groups: [u32; 3],
+    ) -> Result<()> {
         if params.len() > MAX_PARAM_WORDS {
             bail!(
                 "{}: {} parameter words, at most {MAX_PARAM_WORDS}",
@@ -448,6 +543,23 @@ impl Gpu {
         }
         let max_bind = self.max_binding_bytes();
         for (i, b) in buffers.iter().enumerate() {
+            let (Binding::Buffer(b), access) = (b, kernel.bindings[i]) else {
+                if kernel.bindings[i] != Access::Texture {
+                    bail!(
+                        "{}: binding {} takes a buffer, got a texture",
+                        kernel.name,
+                        i + 1
+                    );
+                }
+                continue;
+            };
+            if access == Access::Texture {
+                bail!(
+                    "{}: binding {} takes a texture, got a buffer",
+                    kernel.name,
+                    i + 1
+                );
+            }
             if b.bytes() > max_bind {
                 bail!(
                     "{}: binding {} is {} MiB, over this adapter's storage-binding limit of {} MiB; \
@@ -487,14 +599,18 @@ impl Gpu {
                 size: wgpu::BufferSize::new((MAX_PARAM_WORDS * 4) as u64),
             }),
         }];
-        for (i, buf) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        for (i, bind) in buffers.iter().enumerate() {
+            let resource = match bind {
+                Binding::Buffer(buf) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: buf.raw(),
                     offset: 0,
                     size: wgpu::BufferSize::new(buf.bytes().div_ceil(4) * 4),
                 }),
+                Binding::Texture(t) => wgpu::BindingResource::TextureView(t.view()),
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource,
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {

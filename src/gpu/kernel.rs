@@ -14,6 +14,8 @@ pub enum Access {
     /// `max_uniform_buffer_binding_size`): on CPU drivers a uniform-address read from it is
     /// one scalar load, where a storage read is a loop over the SIMD lanes.
     Uniform,
+    /// A `texture_2d<f32>` (rgba32float, read with `textureLoad`): see `gpu::texture`.
+    Texture,
 }
 
 /// A kernel entry point in a WGSL file.

@@ -6,8 +6,10 @@ mod context;
 mod kernel;
 mod pool;
 mod tensor;
+mod texture;
 
-pub use context::{describe_adapters, AdapterSummary, Gpu, GpuOptions};
+pub use context::{describe_adapters, AdapterSummary, Binding, Gpu, GpuOptions};
 pub use kernel::{groups_for, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
 pub use pool::{GpuBuffer, PoolStats};
 pub use tensor::Tensor;
+pub use texture::{GpuTexture, TEX_WIDTH};

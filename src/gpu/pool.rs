@@ -165,7 +165,7 @@ mod tests {
             123_456_789,
         ] {
             let b = bucket_size(bytes);
-            assert!(b >= bytes && b % 256 == 0, "{bytes} -> {b}");
+            assert!(b >= bytes && b.is_multiple_of(256), "{bytes} -> {b}");
             if bytes > 65536 {
                 assert!((b as f64) <= bytes as f64 * 1.125 + 1.0, "{bytes} -> {b}");
             }

@@ -16,24 +16,8 @@ use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
 use crate::gpu::{groups_for, Access, Gpu, Kernel, KernelSpec, Tensor};
 
 const SOURCE: &str = include_str!("../../shaders/depthwise.wgsl");
-const FORWARD: KernelSpec = KernelSpec {
-    file: "depthwise",
-    source: SOURCE,
-    entry: "dw_forward",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-};
-const BACKWARD_INPUT: KernelSpec = KernelSpec {
-    file: "depthwise",
-    source: SOURCE,
-    entry: "dw_backward_input",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-};
-const BACKWARD_WEIGHT: KernelSpec = KernelSpec {
-    file: "depthwise",
-    source: SOURCE,
-    entry: "dw_backward_weight",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-};
+const BUFFERS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
+const TEXTURES: &[Access] = &[Access::Texture, Access::Texture, Access::ReadWrite];
 
 /// Output columns per invocation of the forward and weight-gradient kernels, input columns
 /// per invocation of the input-gradient kernel (a multiple of the stride).
@@ -51,14 +35,25 @@ enum Entry {
     BackwardWeight,
 }
 
+impl Entry {
+    fn name(self) -> &'static str {
+        match self {
+            Entry::Forward => "dw_forward",
+            Entry::BackwardInput => "dw_backward_input",
+            Entry::BackwardWeight => "dw_backward_weight",
+        }
+    }
+}
+
 /// One generated variant of a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Variant {
     entry: Entry,
     k: usize,
     stride: usize,
-    /// Channels per invocation: 4 (vec4 loads) when the channel count allows, else 1.
-    vec: usize,
+    /// Operands read through textures, four channels per invocation (else storage buffers,
+    /// one channel per invocation).
+    tex: bool,
     /// Strip width in columns.
     strip: usize,
 }
@@ -88,10 +83,7 @@ fn dims(x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Dims> {
         )
     })?;
     ensure(w.shape[2] == k && matches!(k, 3 | 5 | 7), op, || {
-        format!(
-            "weight {:?} must be [c, k, k] with k in 3, 5, 7",
-            w.shape
-        )
+        format!("weight {:?} must be [c, k, k] with k in 3, 5, 7", w.shape)
     })?;
     ensure(stride == 1 || stride == 2, op, || {
         format!("stride {stride} is not 1 or 2 (input {:?})", x.shape)
@@ -120,14 +112,6 @@ fn tune(i: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn vec_for(c: usize) -> usize {
-    if c % 4 == 0 && tune(0, 4) == 4 {
-        4
-    } else {
-        1
-    }
-}
-
 /// The generated source text of the placeholders of one variant (others get inert fillers).
 fn template(v: Variant) -> Vec<(&'static str, String)> {
     let (k, s, t) = (v.k, v.stride, v.strip);
@@ -150,8 +134,16 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
     }
     let (fwd, dx, dw) = match v.entry {
         Entry::Forward => (gen_forward(k, s, t), Default::default(), Default::default()),
-        Entry::BackwardInput => (Default::default(), gen_backward_input(k, s, t), Default::default()),
-        Entry::BackwardWeight => (Default::default(), Default::default(), gen_backward_weight(k, s, t, v.vec)),
+        Entry::BackwardInput => (
+            Default::default(),
+            gen_backward_input(k, s, t),
+            Default::default(),
+        ),
+        Entry::BackwardWeight => (
+            Default::default(),
+            Default::default(),
+            gen_backward_weight(k, s, t, v.vec),
+        ),
     };
     vals.push(("FWD_T", fwd.t.to_string()));
     vals.push(("FWD_PRE", fwd.pre));
@@ -370,7 +362,10 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, vec: usize) -> Body {
     }
     for c in 0..t {
         let _ = writeln!(pre, "    let dk{c} = ox0 + {c}u < p.wo;");
-        let _ = writeln!(pre, "    let dci{c} = min(ox0 + {c}u, p.wo - 1u) * p.cq + q;");
+        let _ = writeln!(
+            pre,
+            "    let dci{c} = min(ox0 + {c}u, p.wo - 1u) * p.cq + q;"
+        );
     }
     for ky in 0..k {
         for kx in 0..k {

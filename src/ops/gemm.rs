@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::{ensure, reduce, u32_of};
-use crate::gpu::{Access, Gpu, GpuBuffer, KernelSpec};
+use crate::gpu::{Access, Binding, Gpu, GpuBuffer, KernelSpec};
 
 const SPEC: KernelSpec = KernelSpec {
     file: "gemm",
@@ -20,6 +20,33 @@ const SPEC_VEC4: KernelSpec = KernelSpec {
     bindings: &[Access::Read, Access::Read, Access::ReadWrite],
 };
 
+const SPEC_VEC4_TEXTURES: KernelSpec = KernelSpec {
+    file: "gemm_vec4",
+    source: include_str!("../../shaders/gemm_vec4.wgsl"),
+    entry: "gemm_vec4",
+    bindings: &[Access::Texture, Access::Texture, Access::ReadWrite],
+};
+
+const OPERANDS_BUFFERS: &str = "@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+fn ld_a(t: u32) -> vec4<f32> { return a[t]; }
+fn ld_b(t: u32) -> vec4<f32> { return b[t]; }";
+
+const OPERANDS_TEXTURES: &str = "@group(0) @binding(1) var a: texture_2d<f32>;
+@group(0) @binding(2) var b: texture_2d<f32>;
+fn ld_a(t: u32) -> vec4<f32> { return textureLoad(a, vec2<u32>(t & 1023u, t >> 10u), 0); }
+fn ld_b(t: u32) -> vec4<f32> { return textureLoad(b, vec2<u32>(t & 1023u, t >> 10u), 0); }";
+
+/// Whether operands are read through textures: by default on CPU adapters, where it is much
+/// faster (benches/NOTES.md); `PROXYLESS_GEMM_OPERANDS=buffers|textures` overrides.
+fn textures_for(gpu: &Gpu) -> bool {
+    match std::env::var("PROXYLESS_GEMM_OPERANDS").as_deref() {
+        Ok("buffers") => false,
+        Ok("textures") => true,
+        _ => gpu.info.device_type == wgpu::DeviceType::Cpu,
+    }
+}
+
 /// How the vec4 kernel reads an operand: 4 consecutive values along the reduction (k) or
 /// along the output dimension (i for A, j for B).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,19 +57,19 @@ enum Vec4Along {
 
 /// The vec4 modes of A and B if the product's strides allow 16-byte loads.
 fn vec4_modes(g: &Gemm) -> Option<(Vec4Along, Vec4Along)> {
-    if g.k % 4 != 0 {
+    if !g.k.is_multiple_of(4) {
         return None;
     }
-    let a = if g.a_sk == 1 && g.a_si % 4 == 0 {
+    let a = if g.a_sk == 1 && g.a_si.is_multiple_of(4) {
         Vec4Along::K
-    } else if g.a_si == 1 && g.a_sk % 4 == 0 && g.m % 4 == 0 {
+    } else if g.a_si == 1 && g.a_sk.is_multiple_of(4) && g.m.is_multiple_of(4) {
         Vec4Along::Out
     } else {
         return None;
     };
-    let b = if g.b_sk == 1 && g.b_sj % 4 == 0 {
+    let b = if g.b_sk == 1 && g.b_sj.is_multiple_of(4) {
         Vec4Along::K
-    } else if g.b_sj == 1 && g.b_sk % 4 == 0 && g.n % 4 == 0 {
+    } else if g.b_sj == 1 && g.b_sk.is_multiple_of(4) && g.n.is_multiple_of(4) {
         Vec4Along::Out
     } else {
         return None;
@@ -55,7 +82,11 @@ fn tile_vec4() -> (u32, u32) {
     if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
         if let Some((r, c)) = s.split_once('x') {
             if let (Ok(r), Ok(c)) = (r.parse::<u32>(), c.parse::<u32>()) {
-                if r % 4 == 0 && c % 4 == 0 && (4..=32).contains(&r) && (4..=32).contains(&c) {
+                if r.is_multiple_of(4)
+                    && c.is_multiple_of(4)
+                    && (4..=32).contains(&r)
+                    && (4..=32).contains(&c)
+                {
                     return (r, c);
                 }
             }
@@ -65,7 +96,13 @@ fn tile_vec4() -> (u32, u32) {
 }
 
 /// Generates the unrolled body of the vec4 kernel for a ROWS x COLS tile.
-fn template_vec4(rows: u32, cols: u32, a_mode: Vec4Along, b_mode: Vec4Along) -> Vec<(&'static str, String)> {
+fn template_vec4(
+    textures: bool,
+    rows: u32,
+    cols: u32,
+    a_mode: Vec4Along,
+    b_mode: Vec4Along,
+) -> Vec<(&'static str, String)> {
     let groups = rows / 4;
     let mut decl = String::new();
     let mut load = String::new();
@@ -78,14 +115,18 @@ fn template_vec4(rows: u32, cols: u32, a_mode: Vec4Along, b_mode: Vec4Along) -> 
             Vec4Along::K => {
                 for t in 0..4 {
                     let r = 4 * q + t;
-                    decl += &format!("    let ra{r} = min(4u * g{q} + {t}u, p.m - 1u) * (p.a_si / 4u);\n");
-                    load += &format!("        let a{r} = a[ra{r} + k / 4u];\n");
+                    decl += &format!(
+                        "    let ra{r} = min(4u * g{q} + {t}u, p.m - 1u) * (p.a_si / 4u);\n"
+                    );
+                    load += &format!("        let a{r} = ld_a(ra{r} + k / 4u);\n");
                 }
             }
             Vec4Along::Out => {
                 decl += &format!("    let ga{q} = min(g{q}, p.m / 4u - 1u);\n");
                 for t in 0..4 {
-                    load += &format!("        let a{q}_{t} = a[(k + {t}u) * (p.a_sk / 4u) + ga{q}];\n");
+                    load += &format!(
+                        "        let a{q}_{t} = ld_a((k + {t}u) * (p.a_sk / 4u) + ga{q});\n"
+                    );
                 }
             }
         }
@@ -95,14 +136,16 @@ fn template_vec4(rows: u32, cols: u32, a_mode: Vec4Along, b_mode: Vec4Along) -> 
         Vec4Along::K => {
             for c in 0..cols {
                 decl += &format!("    let cb{c} = min(j0 + {c}u, p.n - 1u) * (p.b_sj / 4u);\n");
-                load += &format!("        let b{c} = b[cb{c} + k / 4u];\n");
+                load += &format!("        let b{c} = ld_b(cb{c} + k / 4u);\n");
             }
         }
         Vec4Along::Out => {
             for cc in 0..col_groups {
                 decl += &format!("    let cb{cc} = min(j0 / 4u + {cc}u, p.n / 4u - 1u);\n");
                 for t in 0..4 {
-                    load += &format!("        let b{cc}_{t} = b[(k + {t}u) * (p.b_sk / 4u) + cb{cc}];\n");
+                    load += &format!(
+                        "        let b{cc}_{t} = ld_b((k + {t}u) * (p.b_sk / 4u) + cb{cc});\n"
+                    );
                 }
             }
         }
@@ -138,7 +181,13 @@ fn template_vec4(rows: u32, cols: u32, a_mode: Vec4Along, b_mode: Vec4Along) -> 
             }
         }
     }
+    let operands = if textures {
+        OPERANDS_TEXTURES
+    } else {
+        OPERANDS_BUFFERS
+    };
     vec![
+        ("OPERANDS", operands.to_string()),
         ("GROUPS", groups.to_string()),
         ("COLS", cols.to_string()),
         ("DECL", decl),
@@ -249,10 +298,16 @@ pub fn gemm(
     } else {
         vec4_modes(&g)
     };
+    let textures = modes.is_some() && textures_for(gpu);
     let (kernel, rows, cols) = match modes {
         Some((am, bm)) => {
             let (rows, cols) = tile_vec4();
-            let k = gpu.kernel(&SPEC_VEC4, &template_vec4(rows, cols, am, bm))?;
+            let spec = if textures {
+                &SPEC_VEC4_TEXTURES
+            } else {
+                &SPEC_VEC4
+            };
+            let k = gpu.kernel(spec, &template_vec4(textures, rows, cols, am, bm))?;
             (k, rows, cols)
         }
         None => {
@@ -295,12 +350,25 @@ pub fn gemm(
             acc as u32,
         ])
     };
+    // Texture copies of the operands live until the end of this call; the pool hands them out
+    // again only to later commands, so the batch keeps its order.
+    let a_len = last(g.m, g.a_si, g.k, g.a_sk);
+    let b_len = last(g.k, g.b_sk, g.n, g.b_sj);
+    let tex = if textures {
+        Some((gpu.to_texture(a, a_len)?, gpu.to_texture(b, b_len)?))
+    } else {
+        None
+    };
+    let (bind_a, bind_b) = match &tex {
+        Some((ta, tb)) => (Binding::Texture(ta), Binding::Texture(tb)),
+        None => (Binding::Buffer(a), Binding::Buffer(b)),
+    };
     let groups = [gx as u32, gy as u32, splits as u32];
     if splits == 1 {
-        return gpu.dispatch(
+        return gpu.dispatch_with(
             &kernel,
             &params(g.m, g.n, g.c_si, g.c_sj, accumulate)?,
-            &[a, b, c],
+            &[bind_a, bind_b, Binding::Buffer(c)],
             groups,
         );
     }
@@ -309,10 +377,10 @@ pub fn gemm(
         format!("split-K needs a dense row-major C, got {g:?}")
     })?;
     let partial = gpu.alloc((splits * g.m * g.n * 4) as u64);
-    gpu.dispatch(
+    gpu.dispatch_with(
         &kernel,
         &params(g.m, g.n, g.n, 1, false)?,
-        &[a, b, &partial],
+        &[bind_a, bind_b, Binding::Buffer(&partial)],
         groups,
     )?;
     reduce::sum_slices(gpu, &partial, c, g.m * g.n, splits, accumulate)

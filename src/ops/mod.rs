@@ -50,7 +50,12 @@ pub(crate) fn u32_of(v: usize, op: &str) -> Result<u32> {
 }
 
 /// Errors when a tensor is larger than one storage binding of this adapter (lavapipe: 128 MiB).
-pub(crate) fn expect_bindable(gpu: &crate::gpu::Gpu, t: &Tensor, op: &str, name: &str) -> Result<()> {
+pub(crate) fn expect_bindable(
+    gpu: &crate::gpu::Gpu,
+    t: &Tensor,
+    op: &str,
+    name: &str,
+) -> Result<()> {
     let max = gpu.max_binding_bytes();
     ensure(t.bytes() <= max, op, || {
         format!(

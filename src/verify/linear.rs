@@ -1,6 +1,7 @@
 //! Fully connected layer against the reference: the classifier shapes of the real network
-//! (1280 features to 10 or 1000 classes), batch 1, a single feature, and widths off a multiple
-//! of 4 (the scalar bias kernel) and on one (vec4).
+//! (1280 features to 10 or 1000 classes), batch 1, a single feature, batches narrower than the
+//! layer (the transposed products) and wider (direct, with the bias kernel over vec4 units
+//! when the width is a multiple of 4, over scalars otherwise).
 
 use anyhow::Result;
 
@@ -17,6 +18,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (5, 1000, 3),
     (7, 1152, 12),
     (130, 24, 40),
+    (300, 16, 7),
 ];
 
 pub fn run(c: &mut Checker) -> Result<()> {

@@ -1,0 +1,102 @@
+//! Read-only texture copies of buffers. On CPU drivers (lavapipe 22.3) a `textureLoad` is a
+//! real SIMD gather while a storage-buffer load is a per-lane loop, about 15x dearer per float
+//! (benches/NOTES.md), so the heaviest kernels read their operands through textures. A tensor
+//! of n floats lies in an rgba32float texture TEX_WIDTH texels wide, element i in component
+//! i % 4 of texel i / 4 at (texel % TEX_WIDTH, texel / TEX_WIDTH).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Texels per texture row (16 KiB: a multiple of the 256-byte copy row alignment).
+pub const TEX_WIDTH: u32 = 1024;
+
+/// Rows rounded up like the buffer pool's buckets, so textures are reused across shapes.
+fn row_bucket(rows: u32) -> u32 {
+    let rows = rows.max(1);
+    if rows <= 64 {
+        return rows.next_power_of_two();
+    }
+    let high = 1u32 << (31 - rows.leading_zeros());
+    let step = high / 8;
+    rows.div_ceil(step) * step
+}
+
+pub(crate) struct TexturePool {
+    device: wgpu::Device,
+    free: Mutex<HashMap<u32, Vec<wgpu::Texture>>>,
+}
+
+impl TexturePool {
+    pub(crate) fn new(device: wgpu::Device) -> Arc<TexturePool> {
+        Arc::new(TexturePool {
+            device,
+            free: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A texture with at least `rows` rows (contents undefined).
+    pub(crate) fn acquire(self: &Arc<Self>, rows: u32) -> GpuTexture {
+        let bucket = row_bucket(rows);
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&bucket)
+            .and_then(|v| v.pop());
+        let texture = reused.unwrap_or_else(|| {
+            self.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("operand texture"),
+                size: wgpu::Extent3d {
+                    width: TEX_WIDTH,
+                    height: bucket,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            })
+        });
+        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        GpuTexture {
+            texture: Some(texture),
+            view,
+            bucket,
+            pool: Arc::clone(self),
+        }
+    }
+}
+
+/// A pooled texture; returns to the pool when dropped.
+pub struct GpuTexture {
+    texture: Option<wgpu::Texture>,
+    view: wgpu::TextureView,
+    bucket: u32,
+    pool: Arc<TexturePool>,
+}
+
+impl GpuTexture {
+    pub fn view(&self) -> &wgpu::TextureView {
+        &self.view
+    }
+
+    pub(crate) fn raw(&self) -> &wgpu::Texture {
+        self.texture.as_ref().expect("texture present until drop")
+    }
+}
+
+impl Drop for GpuTexture {
+    fn drop(&mut self) {
+        if let Some(t) = self.texture.take() {
+            self.pool
+                .free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(self.bucket)
+                .or_default()
+                .push(t);
+        }
+    }
+}
