@@ -75,6 +75,11 @@ fn main() -> anyhow::Result<()> {
             t1.elapsed()
         );
         drop((y, g));
+        let tc = bench(&gpu, || {
+            let _t = gpu.to_texture(&x.buf, x.numel())?;
+            Ok(())
+        })?;
+        println!("{name}: texture copy of x: {:.2}/{:.2} cpu {:.2}", tc.0, tc.1, tc.2);
         let f = bench(&gpu, || {
             depthwise_forward(&gpu, &x, &wt, s)?;
             Ok(())

@@ -27,15 +27,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 {{OPERANDS}}
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-
-fn put(idx: u32, v: f32) {
-    if (p.accumulate != 0u) {
-        c[idx] = c[idx] + v;
-    } else {
-        c[idx] = v;
-    }
-}
+// OUTPUT: binding 3 as array<f32> with put(index, value), or, when C rows are dense and their
+// lengths multiples of 4, as array<vec4<f32>> with put4(texel index, value).
+{{OUTPUT}}
 
 @compute @workgroup_size(64)
 fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::Result;
 
 use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
-use crate::gpu::{groups_for, Access, Gpu, Kernel, KernelSpec, Tensor};
+use crate::gpu::{groups_for, Access, Binding, Gpu, Kernel, KernelSpec, Tensor, TEX_WIDTH};
 
 const SOURCE: &str = include_str!("../../shaders/depthwise.wgsl");
 const BUFFERS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
@@ -112,39 +112,53 @@ fn tune(i: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The generated source text of the placeholders of one variant (others get inert fillers).
+/// The generated source text of the placeholders of one variant (the other entry points get
+/// inert fillers, so each variant compiles only its own body).
 fn template(v: Variant) -> Vec<(&'static str, String)> {
     let (k, s, t) = (v.k, v.stride, v.strip);
     let mut vals: Vec<(&'static str, String)> = vec![
         ("K", k.to_string()),
         ("S", s.to_string()),
         ("PAD", (k / 2).to_string()),
+        ("TW", TEX_WIDTH.to_string()),
     ];
-    if v.vec == 4 {
+    let out_ty = if v.tex { "vec4<f32>" } else { "f32" };
+    if v.tex {
         vals.push(("V", "vec4<f32>".into()));
         vals.push((
-            "WLOAD",
-            "V(wt[(q * 4u) * KK + t], wt[(q * 4u + 1u) * KK + t], \
-             wt[(q * 4u + 2u) * KK + t], wt[(q * 4u + 3u) * KK + t])"
+            "BINDINGS",
+            "@group(0) @binding(1) var a: texture_2d<f32>;\n\
+             @group(0) @binding(2) var b: texture_2d<f32>;\n\
+             @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;"
                 .into(),
+        ));
+        vals.push((
+            "LOAD_A",
+            "return textureLoad(a, vec2<u32>(i % TW, i / TW), 0);".into(),
+        ));
+        vals.push((
+            "LOAD_B",
+            "return textureLoad(b, vec2<u32>(i % TW, i / TW), 0);".into(),
         ));
     } else {
         vals.push(("V", "f32".into()));
-        vals.push(("WLOAD", "wt[q * KK + t]".into()));
+        vals.push((
+            "BINDINGS",
+            format!(
+                "@group(0) @binding(1) var<storage, read> a: array<f32>;\n\
+                 @group(0) @binding(2) var<storage, read> b: array<f32>;\n\
+                 @group(0) @binding(3) var<storage, read_write> out: array<{out_ty}>;"
+            ),
+        ));
+        vals.push(("LOAD_A", "return a[i];".into()));
+        vals.push(("LOAD_B", "return b[i];".into()));
     }
-    let (fwd, dx, dw) = match v.entry {
-        Entry::Forward => (gen_forward(k, s, t), Default::default(), Default::default()),
-        Entry::BackwardInput => (
-            Default::default(),
-            gen_backward_input(k, s, t),
-            Default::default(),
-        ),
-        Entry::BackwardWeight => (
-            Default::default(),
-            Default::default(),
-            gen_backward_weight(k, s, t, v.vec),
-        ),
-    };
+    let (mut fwd, mut dx, mut dw) = (Body::default(), Body::default(), Body::default());
+    match v.entry {
+        Entry::Forward => fwd = gen_forward(k, s, t, v.tex),
+        Entry::BackwardInput => dx = gen_backward_input(k, s, t, v.tex),
+        Entry::BackwardWeight => dw = gen_backward_weight(k, s, t, v.tex),
+    }
     vals.push(("FWD_T", fwd.t.to_string()));
     vals.push(("FWD_PRE", fwd.pre));
     vals.push(("FWD_STEP", fwd.step));
@@ -195,13 +209,36 @@ fn gen_columns(out: &mut String, first: &str, cols: &str, width: usize) {
     }
 }
 
-/// Declares the window `r{row}_{col}` and the weights `w{ky}_{kx}`.
-fn gen_window_and_weights(out: &mut String, k: usize, rows: usize, width: usize) {
-    for ky in 0..k {
-        for kx in 0..k {
-            let _ = writeln!(out, "    let w{ky}_{kx} = wtap(q, {}u);", ky * k + kx);
+/// Loads the weights of channel group q as `w{ky}_{kx}`. With textures the four channels'
+/// K*K weights are K*K consecutive texels (K*K = 1 mod 4 puts channel j's tap t at float
+/// j*K*K + t of the group's block), so K*K texel loads fetch them all.
+fn gen_weights(out: &mut String, k: usize, tex: bool) {
+    let kk = k * k;
+    if tex {
+        for i in 0..kk {
+            let _ = writeln!(out, "    let wb{i} = ldb(q * KK + {i}u);");
         }
     }
+    for ky in 0..k {
+        for kx in 0..k {
+            let t = ky * k + kx;
+            if tex {
+                let comps: Vec<String> = (0..4)
+                    .map(|j| {
+                        let f = j * kk + t;
+                        format!("wb{}[{}]", f / 4, f % 4)
+                    })
+                    .collect();
+                let _ = writeln!(out, "    let w{ky}_{kx} = V({});", comps.join(", "));
+            } else {
+                let _ = writeln!(out, "    let w{ky}_{kx} = ldb(q * KK + {t}u);");
+            }
+        }
+    }
+}
+
+/// Declares the window `r{row}_{col}`.
+fn gen_window(out: &mut String, rows: usize, width: usize) {
     for j in 0..rows {
         for c in 0..width {
             let _ = writeln!(out, "    var r{j}_{c} = {Z};");
@@ -221,7 +258,7 @@ fn gen_row_load(out: &mut String, indent: &str, base: &str, j: usize, width: usi
     for c in 0..width {
         let _ = writeln!(
             out,
-            "{indent}    r{j}_{c} = select({Z}, src[rb + ci{c}], ok && ck{c});"
+            "{indent}    r{j}_{c} = select({Z}, lda(rb + ci{c}), ok && ck{c});"
         );
     }
     let _ = writeln!(out, "{indent}}}");
@@ -236,11 +273,12 @@ fn gen_shift(out: &mut String, rows: usize, by: usize, width: usize) {
     }
 }
 
-fn gen_forward(k: usize, s: usize, t: usize) -> Body {
+fn gen_forward(k: usize, s: usize, t: usize, tex: bool) -> Body {
     let width = (t - 1) * s + k;
     let mut pre = String::new();
     gen_columns(&mut pre, "ix0", "p.w", width);
-    gen_window_and_weights(&mut pre, k, k, width);
+    gen_weights(&mut pre, k, tex);
+    gen_window(&mut pre, k, width);
     for j in 0..k - s {
         gen_row_load(&mut pre, "    ", "iy", j, width);
     }
@@ -248,25 +286,32 @@ fn gen_forward(k: usize, s: usize, t: usize) -> Body {
     for j in k - s..k {
         gen_row_load(&mut step, "        ", "iy", j, width);
     }
+    let x = tune(4, 0);
     for c in 0..t {
         let _ = writeln!(step, "        {{");
-        let _ = writeln!(step, "            var a = r0_{} * w0_0;", c * s);
+        let _ = writeln!(step, "            var acc = r0_{} * w0_0;", c * s);
         for ky in 0..k {
             for kx in 0..k {
-                if ky + kx == 0 {
-                    continue;
+                if ky + kx > 0 && (x & 2 == 0 || ky == kx) {
+                    let _ = writeln!(
+                        step,
+                        "            acc = fma(r{ky}_{}, w{ky}_{kx}, acc);",
+                        c * s + kx
+                    );
                 }
-                let _ = writeln!(
-                    step,
-                    "            a = fma(r{ky}_{}, w{ky}_{kx}, a);",
-                    c * s + kx
-                );
             }
         }
+        if x & 1 == 0 {
         let _ = writeln!(
             step,
-            "            if (ox0 + {c}u < p.wo) {{ dst[ybase + {c}u * p.cq] = a; }}"
+            "            if (ox0 + {c}u < p.wo) {{ out[ybase + {c}u * p.cq] = acc; }}"
         );
+        } else {
+        let _ = writeln!(
+            step,
+            "            if (ox0 + {c}u == p.wo + 7u) {{ out[ybase + {c}u * p.cq] = acc; }}"
+        );
+        }
         let _ = writeln!(step, "        }}");
     }
     gen_shift(&mut step, k, s, width);
@@ -278,7 +323,7 @@ fn gen_forward(k: usize, s: usize, t: usize) -> Body {
     }
 }
 
-/// For stride `s` and padding `p`: the taps (tap, offset) that reach phase `r` (an input
+/// For stride `s` and padding k / 2: the taps (tap, offset) that reach phase `r` (an input
 /// coordinate `s*m + r` gets output coordinate `m + offset` through the tap).
 fn phase_taps(k: usize, s: usize, r: usize) -> Vec<(usize, i32)> {
     let p = (k / 2) as i32;
@@ -290,17 +335,18 @@ fn phase_taps(k: usize, s: usize, r: usize) -> Vec<(usize, i32)> {
         .collect()
 }
 
-fn gen_backward_input(k: usize, s: usize, t: usize) -> Body {
+fn gen_backward_input(k: usize, s: usize, t: usize, tex: bool) -> Body {
     let offsets: Vec<i32> = (0..s)
         .flat_map(|r| phase_taps(k, s, r).into_iter().map(|(_, d)| d))
         .collect();
-    let dmin = *offsets.iter().min().unwrap_or(&0);
-    let dmax = *offsets.iter().max().unwrap_or(&0);
+    let dmin = offsets.iter().copied().min().unwrap_or(0);
+    let dmax = offsets.iter().copied().max().unwrap_or(0);
     let rows = (dmax - dmin + 1) as usize;
     let width = t / s - 1 + rows;
     let mut pre = String::new();
     gen_columns(&mut pre, "ox0", "p.wo", width);
-    gen_window_and_weights(&mut pre, k, rows, width);
+    gen_weights(&mut pre, k, tex);
+    gen_window(&mut pre, rows, width);
     for j in 0..rows - 1 {
         gen_row_load(&mut pre, "    ", "oy", j, width);
     }
@@ -316,26 +362,21 @@ fn gen_backward_input(k: usize, s: usize, t: usize) -> Body {
         let row_taps = phase_taps(k, s, r);
         for j in 0..t {
             let (u, rr) = (j / s, j % s);
-            let col_taps = phase_taps(k, s, rr);
             let _ = writeln!(step, "            {{");
-            let mut first = true;
+            let _ = writeln!(step, "                var acc = {Z};");
             for &(ky, d) in &row_taps {
-                for &(kx, e) in &col_taps {
-                    let win = format!("r{}_{}", d - dmin, u as i32 + e - dmin);
-                    if first {
-                        let _ = writeln!(step, "                var a = {win} * w{ky}_{kx};");
-                        first = false;
-                    } else {
-                        let _ = writeln!(step, "                a = fma({win}, w{ky}_{kx}, a);");
-                    }
+                for (kx, e) in phase_taps(k, s, rr) {
+                    let _ = writeln!(
+                        step,
+                        "                acc = fma(r{}_{}, w{ky}_{kx}, acc);",
+                        d - dmin,
+                        u as i32 + e - dmin
+                    );
                 }
-            }
-            if first {
-                let _ = writeln!(step, "                let a = {Z};");
             }
             let _ = writeln!(
                 step,
-                "                if (iy < p.h && ix0 + {j}u < p.w) {{ dst[xbase + {j}u * p.cq] = a; }}"
+                "                if (iy < p.h && ix0 + {j}u < p.w) {{ out[xbase + {j}u * p.cq] = acc; }}"
             );
             let _ = writeln!(step, "            }}");
         }
@@ -351,15 +392,12 @@ fn gen_backward_input(k: usize, s: usize, t: usize) -> Body {
     }
 }
 
-fn gen_backward_weight(k: usize, s: usize, t: usize, vec: usize) -> Body {
+fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool) -> Body {
     let width = (t - 1) * s + k;
+    let kk = k * k;
     let mut pre = String::new();
     gen_columns(&mut pre, "ix0", "p.w", width);
-    for j in 0..k {
-        for c in 0..width {
-            let _ = writeln!(pre, "    var r{j}_{c} = {Z};");
-        }
-    }
+    gen_window(&mut pre, k, width);
     for c in 0..t {
         let _ = writeln!(pre, "    let dk{c} = ox0 + {c}u < p.wo;");
         let _ = writeln!(
@@ -367,10 +405,8 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, vec: usize) -> Body {
             "    let dci{c} = min(ox0 + {c}u, p.wo - 1u) * p.cq + q;"
         );
     }
-    for ky in 0..k {
-        for kx in 0..k {
-            let _ = writeln!(pre, "    var g{ky}_{kx} = {Z};");
-        }
+    for tap in 0..kk {
+        let _ = writeln!(pre, "    var g{tap} = {Z};");
     }
     for j in 0..k - s {
         gen_row_load(&mut pre, "    ", "iy", j, width);
@@ -382,15 +418,16 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, vec: usize) -> Body {
     for c in 0..t {
         let _ = writeln!(
             step,
-            "        let d{c} = select({Z}, dy[dbase + dci{c}], dk{c});"
+            "        let d{c} = select({Z}, ldb(dbase + dci{c}), dk{c});"
         );
     }
     for ky in 0..k {
         for kx in 0..k {
+            let tap = ky * k + kx;
             for c in 0..t {
                 let _ = writeln!(
                     step,
-                    "        g{ky}_{kx} = fma(d{c}, r{ky}_{}, g{ky}_{kx});",
+                    "        g{tap} = fma(d{c}, r{ky}_{}, g{tap});",
                     c * s + kx
                 );
             }
@@ -398,19 +435,24 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, vec: usize) -> Body {
     }
     gen_shift(&mut step, k, s, width);
     let mut store = String::new();
-    for ky in 0..k {
-        for kx in 0..k {
-            let tap = ky * k + kx;
-            if vec == 4 {
-                for j in 0..4 {
-                    let _ = writeln!(
-                        store,
-                        "    part[pbase + (q * 4u + {j}u) * KK + {tap}u] = g{ky}_{kx}[{j}];"
-                    );
-                }
-            } else {
-                let _ = writeln!(store, "    part[pbase + q * KK + {tap}u] = g{ky}_{kx};");
-            }
+    if tex {
+        // The group's block holds channel j's tap t at float j*KK + t.
+        for i in 0..kk {
+            let comps: Vec<String> = (0..4)
+                .map(|c| {
+                    let f = 4 * i + c;
+                    format!("g{}[{}]", f % kk, f / kk)
+                })
+                .collect();
+            let _ = writeln!(
+                store,
+                "    out[pbase + q * KK + {i}u] = vec4<f32>({});",
+                comps.join(", ")
+            );
+        }
+    } else {
+        for tap in 0..kk {
+            let _ = writeln!(store, "    out[pbase + q * KK + {tap}u] = g{tap};");
         }
     }
     Body {
@@ -425,8 +467,8 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, vec: usize) -> Body {
 /// The compiled kernel of a variant; generated sources are cached so the hot path does not
 /// regenerate them.
 fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
-    static TEMPLATES: OnceLock<Mutex<HashMap<Variant, Arc<Vec<(&'static str, String)>>>>> =
-        OnceLock::new();
+    type Cache = HashMap<Variant, Arc<Vec<(&'static str, String)>>>;
+    static TEMPLATES: OnceLock<Mutex<Cache>> = OnceLock::new();
     let values = {
         let mut cache = TEMPLATES
             .get_or_init(|| Mutex::new(HashMap::new()))
@@ -434,12 +476,13 @@ fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
             .unwrap_or_else(|e| e.into_inner());
         Arc::clone(cache.entry(v).or_insert_with(|| Arc::new(template(v))))
     };
-    let spec = match v.entry {
-        Entry::Forward => &FORWARD,
-        Entry::BackwardInput => &BACKWARD_INPUT,
-        Entry::BackwardWeight => &BACKWARD_WEIGHT,
+    let spec = KernelSpec {
+        file: "depthwise",
+        source: SOURCE,
+        entry: v.entry.name(),
+        bindings: if v.tex { TEXTURES } else { BUFFERS },
     };
-    gpu.kernel(spec, &values)
+    gpu.kernel(&spec, &values)
 }
 
 /// Launch geometry of one kernel: `steps` row steps per image split into `chunks` of `rows`,
@@ -453,8 +496,8 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(d: &Dims, vec: usize, cols: usize, strip: usize, steps: usize) -> Grid {
-        let cq = d.c / vec;
+    fn new(d: &Dims, tex: bool, cols: usize, strip: usize, steps: usize) -> Grid {
+        let cq = if tex { d.c / 4 } else { d.c };
         let strips = cols.div_ceil(strip);
         let cells = d.n * strips * cq;
         let want = TARGET_INVOCATIONS.div_ceil(cells).clamp(1, steps);
@@ -477,7 +520,7 @@ impl Grid {
         gpu: &Gpu,
         kernel: &Kernel,
         d: &Dims,
-        buffers: &[&crate::gpu::GpuBuffer],
+        bindings: &[Binding],
         op: &str,
     ) -> Result<()> {
         let invocations = self.slices(d) * self.cq;
@@ -498,8 +541,16 @@ impl Grid {
             u32_of(self.rows, op)?,
             u32_of(self.steps, op)?,
         ];
-        gpu.dispatch(kernel, &params, buffers, groups)
+        gpu.dispatch_with(kernel, &params, bindings, groups)
     }
+}
+
+/// Whether the operands of `d` can be read through textures: whole texels per pixel (c a
+/// multiple of 4) and every operand within the texture size limit.
+fn use_textures(gpu: &Gpu, d: &Dims) -> bool {
+    let max_floats = TEX_WIDTH as usize * gpu.limits.max_texture_dimension_2d as usize * 4;
+    let largest = (d.n * d.h * d.w * d.c).max(d.n * d.ho * d.wo * d.c);
+    d.c % 4 == 0 && largest <= max_floats && tune(0, 1) == 1
 }
 
 /// y[n, oy, ox, c] = sum over ky, kx of x[n, oy*s + ky - k/2, ox*s + kx - k/2, c] * w[c, ky, kx]
@@ -507,18 +558,34 @@ impl Grid {
 pub fn depthwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
     let op = "depthwise_forward";
     let d = dims(x, w, stride, op)?;
-    let vec = vec_for(d.c);
+    let tex = use_textures(gpu, &d);
     let v = Variant {
         entry: Entry::Forward,
         k: d.k,
         stride,
-        vec,
+        tex,
         strip: tune(1, FWD_STRIP),
     };
-    let grid = Grid::new(&d, vec, d.wo, v.strip, d.ho);
+    let grid = Grid::new(&d, tex, d.wo, v.strip, d.ho);
     let kernel = kernel(gpu, v)?;
     let y = gpu.empty(&[d.n, d.ho, d.wo, d.c]);
-    grid.dispatch(gpu, &kernel, &d, &[&x.buf, &w.buf, &y.buf], op)?;
+    if tex {
+        let xt = gpu.to_texture(&x.buf, x.numel())?;
+        let wt = gpu.to_texture(&w.buf, w.numel())?;
+        let b = [
+            Binding::Texture(&xt),
+            Binding::Texture(&wt),
+            Binding::Buffer(&y.buf),
+        ];
+        grid.dispatch(gpu, &kernel, &d, &b, op)?;
+    } else {
+        let b = [
+            Binding::Buffer(&x.buf),
+            Binding::Buffer(&w.buf),
+            Binding::Buffer(&y.buf),
+        ];
+        grid.dispatch(gpu, &kernel, &d, &b, op)?;
+    }
     Ok(y)
 }
 
@@ -534,24 +601,24 @@ pub fn depthwise_backward(
     let op = "depthwise_backward";
     let d = dims(x, w, stride, op)?;
     expect_shape(dy, &[d.n, d.ho, d.wo, d.c], op, "dy")?;
-    let vec = vec_for(d.c);
+    let tex = use_textures(gpu, &d);
 
     let vi = Variant {
         entry: Entry::BackwardInput,
         k: d.k,
         stride,
-        vec,
+        tex,
         strip: tune(2, DX_STRIP),
     };
-    let gi = Grid::new(&d, vec, d.w, vi.strip, d.h.div_ceil(stride));
+    let gi = Grid::new(&d, tex, d.w, vi.strip, d.h.div_ceil(stride));
     let vw = Variant {
         entry: Entry::BackwardWeight,
         k: d.k,
         stride,
-        vec,
+        tex,
         strip: tune(3, DW_STRIP),
     };
-    let gw = Grid::new(&d, vec, d.wo, vw.strip, d.ho);
+    let gw = Grid::new(&d, tex, d.wo, vw.strip, d.ho);
     let slices = gw.slices(&d);
     let taps = d.c * d.k * d.k;
     u32_of(slices * taps, op)?;
@@ -559,10 +626,38 @@ pub fn depthwise_backward(
     let kw = kernel(gpu, vw)?;
 
     let dx = gpu.empty(&x.shape);
-    gi.dispatch(gpu, &ki, &d, &[&dy.buf, &w.buf, &dx.buf], op)?;
     let dw = gpu.empty(&w.shape);
     let partial = gpu.alloc((slices * taps * 4) as u64);
-    gw.dispatch(gpu, &kw, &d, &[&x.buf, &dy.buf, &partial], op)?;
+    if tex {
+        let dyt = gpu.to_texture(&dy.buf, dy.numel())?;
+        let wt = gpu.to_texture(&w.buf, w.numel())?;
+        let b = [
+            Binding::Texture(&dyt),
+            Binding::Texture(&wt),
+            Binding::Buffer(&dx.buf),
+        ];
+        gi.dispatch(gpu, &ki, &d, &b, op)?;
+        let xt = gpu.to_texture(&x.buf, x.numel())?;
+        let b = [
+            Binding::Texture(&xt),
+            Binding::Texture(&dyt),
+            Binding::Buffer(&partial),
+        ];
+        gw.dispatch(gpu, &kw, &d, &b, op)?;
+    } else {
+        let b = [
+            Binding::Buffer(&dy.buf),
+            Binding::Buffer(&w.buf),
+            Binding::Buffer(&dx.buf),
+        ];
+        gi.dispatch(gpu, &ki, &d, &b, op)?;
+        let b = [
+            Binding::Buffer(&x.buf),
+            Binding::Buffer(&dy.buf),
+            Binding::Buffer(&partial),
+        ];
+        gw.dispatch(gpu, &kw, &d, &b, op)?;
+    }
     reduce::sum_slices(gpu, &partial, &dw.buf, taps, slices, false)?;
     Ok((dx, dw))
 }

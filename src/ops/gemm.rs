@@ -32,6 +32,24 @@ const OPERANDS_BUFFERS: &str = "@group(0) @binding(1) var<storage, read> a: arra
 fn ld_a(t: u32) -> vec4<f32> { return a[t]; }
 fn ld_b(t: u32) -> vec4<f32> { return b[t]; }";
 
+const OUTPUT_SCALAR: &str = "@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+fn put(idx: u32, v: f32) {
+    if (p.accumulate != 0u) {
+        c[idx] = c[idx] + v;
+    } else {
+        c[idx] = v;
+    }
+}";
+
+const OUTPUT_VEC4: &str = "@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+fn put4(idx: u32, v: vec4<f32>) {
+    if (p.accumulate != 0u) {
+        c[idx] = c[idx] + v;
+    } else {
+        c[idx] = v;
+    }
+}";
+
 const OPERANDS_TEXTURES: &str = "@group(0) @binding(1) var a: texture_2d<f32>;
 @group(0) @binding(2) var b: texture_2d<f32>;
 fn ld_a(t: u32) -> vec4<f32> { return textureLoad(a, vec2<u32>(t & 1023u, t >> 10u), 0); }
@@ -78,7 +96,9 @@ fn vec4_modes(g: &Gemm) -> Option<(Vec4Along, Vec4Along)> {
 }
 
 /// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
-fn tile_vec4() -> (u32, u32) {
+/// Four rows per invocation when 64 lanes x 8 rows would leave most rows of a short product
+/// (weight gradients: m = output channels) idle.
+fn tile_vec4(m: usize) -> (u32, u32) {
     if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
         if let Some((r, c)) = s.split_once('x') {
             if let (Ok(r), Ok(c)) = (r.parse::<u32>(), c.parse::<u32>()) {
@@ -92,12 +112,17 @@ fn tile_vec4() -> (u32, u32) {
             }
         }
     }
-    (8, 8)
+    if m <= 256 {
+        (4, 8)
+    } else {
+        (8, 8)
+    }
 }
 
 /// Generates the unrolled body of the vec4 kernel for a ROWS x COLS tile.
 fn template_vec4(
     textures: bool,
+    vec4_out: bool,
     rows: u32,
     cols: u32,
     a_mode: Vec4Along,
@@ -164,9 +189,17 @@ fn template_vec4(
         store += &format!("    if (row{r} < p.m) {{\n");
         for c in 0..cols {
             decl += &format!("    var acc{r}_{c} = 0.0;\n");
-            store += &format!(
-                "        if (j0 + {c}u < p.n) {{ put(out_base + row{r} * p.c_si + (j0 + {c}u) * p.c_sj, acc{r}_{c}); }}\n"
-            );
+            if !vec4_out {
+                store += &format!(
+                    "        if (j0 + {c}u < p.n) {{ put(out_base + row{r} * p.c_si + (j0 + {c}u) * p.c_sj, acc{r}_{c}); }}\n"
+                );
+            } else if c % 4 == 0 {
+                // n % 4 == 0, so the group of four is either all in range or all out.
+                store += &format!(
+                    "        if (j0 + {c}u < p.n) {{ put4((out_base + row{r} * p.c_si + j0) / 4u + {}u, vec4<f32>(acc{r}_{c}, acc{r}_{}, acc{r}_{}, acc{r}_{})); }}\n",
+                    c / 4, c + 1, c + 2, c + 3
+                );
+            }
         }
         store += "    }\n";
     }
@@ -186,7 +219,9 @@ fn template_vec4(
     } else {
         OPERANDS_BUFFERS
     };
+    let output = if vec4_out { OUTPUT_VEC4 } else { OUTPUT_SCALAR };
     vec![
+        ("OUTPUT", output.to_string()),
         ("OPERANDS", operands.to_string()),
         ("GROUPS", groups.to_string()),
         ("COLS", cols.to_string()),
@@ -301,13 +336,17 @@ pub fn gemm(
     let textures = modes.is_some() && textures_for(gpu);
     let (kernel, rows, cols) = match modes {
         Some((am, bm)) => {
-            let (rows, cols) = tile_vec4();
+            let (rows, cols) = tile_vec4(g.m);
             let spec = if textures {
                 &SPEC_VEC4_TEXTURES
             } else {
                 &SPEC_VEC4
             };
-            let k = gpu.kernel(spec, &template_vec4(textures, rows, cols, am, bm))?;
+            // Dense rows of a length divisible by 4 take 16-byte stores (split-K slices are
+            // dense by construction).
+            let vec4_out = g.n.is_multiple_of(4) && g.c_sj == 1 && g.c_si.is_multiple_of(4);
+            let values = template_vec4(textures, vec4_out, rows, cols, am, bm);
+            let k = gpu.kernel(spec, &values)?;
             (k, rows, cols)
         }
         None => {

@@ -56,15 +56,14 @@ fn transposed(batch: usize, width: usize) -> bool {
     batch < width
 }
 
-/// Dispatches one of this file's kernels over `count` invocations.
+/// Dispatches one of this file's kernels over `count` invocations; `rows` and `cols` as in
+/// the shader's `Params`.
 fn launch(
     gpu: &Gpu,
     spec: &KernelSpec,
     vec4: bool,
     op: &str,
-    count: usize,
-    rows: usize,
-    cols: usize,
+    [count, rows, cols]: [usize; 3],
     buffers: &[&GpuBuffer],
 ) -> Result<()> {
     let kernel = gpu.kernel(spec, &unit_template(vec4))?;
@@ -100,7 +99,14 @@ pub fn linear_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<T
         };
         gemm(gpu, &w.buf, &x.buf, &yt.buf, g, false)?;
         let buffers = [&yt.buf, &y.buf, &b.buf];
-        launch(gpu, &TRANSPOSE_BIAS, false, op, n * fout, fout, n, &buffers)?;
+        launch(
+            gpu,
+            &TRANSPOSE_BIAS,
+            false,
+            op,
+            [n * fout, fout, n],
+            &buffers,
+        )?;
         return Ok(y);
     }
     let g = Gemm {
@@ -124,9 +130,7 @@ pub fn linear_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<T
         &ADD_BIAS,
         vec4,
         op,
-        units,
-        fout / per_unit,
-        0,
+        [units, fout / per_unit, 0],
         &buffers,
     )?;
     Ok(y)
@@ -164,9 +168,7 @@ pub fn linear_backward(
             &TRANSPOSE,
             false,
             op,
-            n * fin,
-            fin,
-            n,
+            [n * fin, fin, n],
             &[&dxt.buf, &dx.buf],
         )?;
     } else {
