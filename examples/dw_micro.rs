@@ -54,7 +54,11 @@ fn cpu_ns() -> u64 {
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
             if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-                t += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                t += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -69,25 +73,54 @@ fn main() -> anyhow::Result<()> {
     let mut st4if = String::new();
     for j in 0..16 {
         st1 += &format!("        dst[base + (i * 16u + {j}u) * 64u % 4096u] = v;\n");
-        st1if += &format!("        if (i + {j}u < p.b) {{ dst[base + (i * 16u + {j}u) * 64u % 4096u] = v; }}\n");
+        st1if += &format!(
+            "        if (i + {j}u < p.b) {{ dst[base + (i * 16u + {j}u) * 64u % 4096u] = v; }}\n"
+        );
         st4 += &format!("        dst4[base + (i * 16u + {j}u) * 64u % 1024u] = v;\n");
-        st4if += &format!("        if (i + {j}u < p.b) {{ dst4[base + (i * 16u + {j}u) * 64u % 1024u] = v; }}\n");
+        st4if += &format!(
+            "        if (i + {j}u < p.b) {{ dst4[base + (i * 16u + {j}u) * 64u % 1024u] = v; }}\n"
+        );
     }
-    let vals = vec![("ST1", st1), ("ST1IF", st1if), ("ST4", st4), ("ST4IF", st4if)];
+    let vals = vec![
+        ("ST1", st1),
+        ("ST1IF", st1if),
+        ("ST4", st4),
+        ("ST4IF", st4if),
+    ];
     let groups = 2048u32;
     let x = gpu.upload(&vec![1.0f32; 16], &[16])?;
     let y = gpu.empty(&[groups as usize * 4096]);
     let iters = 4u32;
-    for (entry, stores) in [("st1_loop", 16 * iters), ("st1_loop_if", 16 * iters), ("st4_loop", 16 * iters), ("st4_loop_if", 16 * iters), ("st4_top", 16)] {
-        let spec = KernelSpec { file: "micro", source: SRC, entry, bindings: &[Access::Read, Access::ReadWrite] };
+    for (entry, stores) in [
+        ("st1_loop", 16 * iters),
+        ("st1_loop_if", 16 * iters),
+        ("st4_loop", 16 * iters),
+        ("st4_loop_if", 16 * iters),
+        ("st4_top", 16),
+    ] {
+        let spec = KernelSpec {
+            file: "micro",
+            source: SRC,
+            entry,
+            bindings: &[Access::Read, Access::ReadWrite],
+        };
         let k = gpu.kernel(&spec, &vals)?;
         let params = [iters, 1000, 0, 0];
-        gpu.time_median(2, 3, || gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1]))?;
+        gpu.time_median(2, 3, || {
+            gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1])
+        })?;
         let c0 = cpu_ns();
-        for _ in 0..5 { gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1])?; gpu.sync()?; }
+        for _ in 0..5 {
+            gpu.dispatch(&k, &params, &[&x.buf, &y.buf], [groups, 1, 1])?;
+            gpu.sync()?;
+        }
         let cpu = (cpu_ns() - c0) as f64 / 5.0;
         let simd_ops = groups as u64 * 8 * stores as u64;
-        println!("{entry:16} cpu {:8.2} ms {:6.1} cpu ns per SIMD-8 store", cpu / 1e6, cpu / simd_ops as f64);
+        println!(
+            "{entry:16} cpu {:8.2} ms {:6.1} cpu ns per SIMD-8 store",
+            cpu / 1e6,
+            cpu / simd_ops as f64
+        );
     }
     Ok(())
 }

@@ -75,11 +75,20 @@ fn main() -> anyhow::Result<()> {
             t1.elapsed()
         );
         drop((y, g));
+        if std::env::var("LOOP").is_ok() {
+            loop {
+                let _y = depthwise_forward(&gpu, &x, &wt, s)?;
+                gpu.sync()?;
+            }
+        }
         let tc = bench(&gpu, || {
             let _t = gpu.to_texture(&x.buf, x.numel())?;
             Ok(())
         })?;
-        println!("{name}: texture copy of x: {:.2}/{:.2} cpu {:.2}", tc.0, tc.1, tc.2);
+        println!(
+            "{name}: texture copy of x: {:.2}/{:.2} cpu {:.2}",
+            tc.0, tc.1, tc.2
+        );
         let f = bench(&gpu, || {
             depthwise_forward(&gpu, &x, &wt, s)?;
             Ok(())

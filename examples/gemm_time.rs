@@ -16,9 +16,57 @@ fn main() -> anyhow::Result<()> {
     let dw = gpu.empty(&[n, k]);
     let fl = 2.0 * (m * n * k) as f64;
     let cases = vec![
-        ("fwd", Gemm { m, n, k, a_si: k, a_sk: 1, b_sk: 1, b_sj: k, c_si: n, c_sj: 1 }, &x.buf, &w.buf, &y.buf),
-        ("dx", Gemm { m, n: k, k: n, a_si: n, a_sk: 1, b_sk: k, b_sj: 1, c_si: k, c_sj: 1 }, &dy.buf, &w.buf, &dx.buf),
-        ("dw", Gemm { m: n, n: k, k: m, a_si: 1, a_sk: n, b_sk: k, b_sj: 1, c_si: k, c_sj: 1 }, &dy.buf, &x.buf, &dw.buf),
+        (
+            "fwd",
+            Gemm {
+                m,
+                n,
+                k,
+                a_si: k,
+                a_sk: 1,
+                b_sk: 1,
+                b_sj: k,
+                c_si: n,
+                c_sj: 1,
+            },
+            &x.buf,
+            &w.buf,
+            &y.buf,
+        ),
+        (
+            "dx",
+            Gemm {
+                m,
+                n: k,
+                k: n,
+                a_si: n,
+                a_sk: 1,
+                b_sk: k,
+                b_sj: 1,
+                c_si: k,
+                c_sj: 1,
+            },
+            &dy.buf,
+            &w.buf,
+            &dx.buf,
+        ),
+        (
+            "dw",
+            Gemm {
+                m: n,
+                n: k,
+                k: m,
+                a_si: 1,
+                a_sk: n,
+                b_sk: k,
+                b_sj: 1,
+                c_si: k,
+                c_sj: 1,
+            },
+            &dy.buf,
+            &x.buf,
+            &dw.buf,
+        ),
     ];
     let mut total = 0.0;
     for (name, g, a, b, c) in cases {
@@ -34,7 +82,12 @@ fn main() -> anyhow::Result<()> {
         let wall = t0.elapsed().as_secs_f64() / reps as f64;
         let cpu_ms = (cpu() - c0) / reps as f64 * 1e3;
         total += cpu_ms;
-        println!("{name}: wall {:.2} ms, cpu {:.1} ms ({:.2} GFLOP/s at cpu/2)", wall * 1e3, cpu_ms, fl / (cpu_ms / 2e3) / 1e9);
+        println!(
+            "{name}: wall {:.2} ms, cpu {:.1} ms ({:.2} GFLOP/s at cpu/2)",
+            wall * 1e3,
+            cpu_ms,
+            fl / (cpu_ms / 2e3) / 1e9
+        );
     }
     println!("total cpu {total:.1} ms");
     Ok(())

@@ -2,6 +2,7 @@
 //! backward against central finite differences.
 
 mod bad_input_conv_bn;
+mod bad_input_core;
 mod bad_input_depthwise;
 mod bad_input_misc;
 mod common;

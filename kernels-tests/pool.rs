@@ -55,3 +55,16 @@ fn live_bytes_return_to_zero_when_tensors_drop() {
     assert_eq!(gpu.pool_stats().live_bytes, 0);
     assert_eq!(gpu.pool_stats().high_water_bytes, live);
 }
+
+#[test]
+fn poison_scope_fills_new_allocations_with_nan() {
+    let gpu = private_gpu();
+    let clean = gpu.zeros(&[10]);
+    drop(clean);
+    let scope = gpu.poison_scope();
+    let t = gpu.empty(&[10]);
+    assert!(gpu.read_f32(&t).unwrap().iter().all(|v| v.is_nan()));
+    drop((t, scope));
+    let t = gpu.zeros(&[10]);
+    assert!(gpu.read_f32(&t).unwrap().iter().all(|&v| v == 0.0));
+}

@@ -5,21 +5,30 @@
 //   y[b, oy, ox, co] = sum over ci, ky, kx of
 //                      x[b, oy*s + ky - pad, ox*s + kx - pad, ci] * wt[co, ci, ky, kx]
 //
-// Taps that fall in the zero padding read a clamped (valid) address and are zeroed by a select
-// rather than skipped, so every lane runs the same loops and the addresses shared by a
-// workgroup (weights in forward and dx, dy in dw) stay uniform: one load per SIMD group on
-// lavapipe, a broadcast on GPUs; only the per-pixel reads are gathers.
-// Each entry point's register tile is generated (unrolled) by src/ops/conv.rs into its
+// Every invocation computes a register tile (several pixels x several channels, or channels x
+// taps for dw) so that each value loaded feeds several FMAs: per-lane loads are what costs on
+// CPU drivers. Addresses shared by a workgroup (weights) are kept uniform, which CPU drivers
+// can turn into one scalar load outside loops and GPUs into a broadcast. Taps in the zero
+// padding read a clamped, valid address and are zeroed by a select, so no lane branches.
+// Each entry point's tile is generated (unrolled) by src/ops/conv.rs into that entry point's
 // placeholders; the placeholders of the other entry points are left empty.
 
 struct Params {
     n: u32, h: u32, w: u32, cin: u32,
     ho: u32, wo: u32, cout: u32, k: u32,
     stride: u32, pad: u32,
-    count: u32,    // items over lanes: output pixels (forward), input pixels (dx), taps cin*k*k (dw)
+    count: u32,    // items over lanes: output pixels (forward), input pixels of one phase (dx),
+                   // taps cin*k*k (dw)
     groups_x: u32, // workgroups along x, to rebuild a flat index from a 2-D grid
-    chunk: u32,    // dw: output pixels per reduction chunk
-    npix: u32,     // dw: output pixels n*ho*wo
+    chunk: u32,    // dw: output pixels per chunk
+    npix: u32,     // output pixels n*ho*wo
+    hq: u32,       // dx: rows and columns of one stride phase, ceil(h / s) and ceil(w / s)
+    wq: u32,
+    blocks: u32,   // dx: pixel blocks per phase
+    phases_x: u32, // dx: column phases, min(s, w)
+    step_x: u32,   // dw: 64 pixels = step_img images + step_y rows + step_x columns
+    step_y: u32,
+    step_img: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -47,50 +56,44 @@ fn x_pixel(row0: u32, iy: i32, ix: i32) -> u32 {
     return ((row0 + cy) * p.w + cx) * p.cin;
 }
 
-// The output coordinate o with o*stride == t (t = input coordinate + pad - tap), or -1 when t
-// is negative, not a multiple of the stride, or o is past the output's edge.
-fn out_coord(t: i32, size: u32) -> i32 {
-    let s = i32(p.stride);
-    let o = t / s;
-    return select(-1, o, t >= 0 && o * s == t && o < i32(size));
-}
-
 // Forward. Grid: x/y over blocks of 64*ROWS output pixels (flat over n*ho*wo), z over blocks
 // of COLS output channels. One invocation computes ROWS x COLS outputs: pixels lid.x + r*64 of
 // its block, channels co0 .. co0+COLS. Per tap and input channel it gathers ROWS input values
-// and loads COLS uniform weights. Out-of-range pixels and channels are clamped, not stored.
+// and loads COLS weights at uniform addresses. For small k*k*cin (the stem) the tap and
+// channel loops are unrolled by the generator (FWD_BODY), otherwise FWD_BODY holds the loops.
+// Out-of-range pixels and channels are clamped and not stored.
 @compute @workgroup_size(64)
 fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let pix_base = (wid.x + wid.y * p.groups_x) * (64u * {{ROWS}}u) + lid.x;
     let co0 = wid.z * {{COLS}}u;
     let kk = p.k * p.k;
 {{FWD_DECL}}
-    for (var ky = 0u; ky < p.k; ky = ky + 1u) {
-        for (var kx = 0u; kx < p.k; kx = kx + 1u) {
-            let tap = ky * p.k + kx;
-{{FWD_TAP}}
-            for (var ci = 0u; ci < p.cin; ci = ci + 1u) {
-                let wofs = ci * kk + tap;
-{{FWD_LOAD}}
-{{FWD_FMA}}
-            }
-        }
-    }
+{{FWD_BODY}}
 {{FWD_STORE}}
 }
 
-// Input gradient. Grid: x/y over blocks of 64*ROWS input pixels (flat over n*h*w), z over
-// blocks of COLS input channels. One invocation computes ROWS x COLS values of dx: for each tap
-// (ky, kx), the output pixel (if any) whose window puts that tap on its input pixel, then a
-// loop over output channels gathering dy and loading uniform weights.
+// Input gradient, one stride phase at a time: input pixels (iy, ix) with iy = py + s*jy,
+// ix = px + s*jx all receive gradient through the same taps, ky = (py + pad) mod s + s*i
+// (likewise kx), from output row oy = jy + (py + pad - ky) / s. So no lane runs a tap that
+// misses its pixel and the weight addresses stay uniform.
+// Grid: x/y over (phase, block of 64*ROWS pixels of that phase's [n, hq, wq] grid), z over
+// blocks of COLS input channels. One invocation computes ROWS x COLS values of dx, gathering
+// ROWS dy values and loading COLS weights per tap and output channel.
 @compute @workgroup_size(64)
 fn conv_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let pix_base = (wid.x + wid.y * p.groups_x) * (64u * {{ROWS}}u) + lid.x;
+    let flat = wid.x + wid.y * p.groups_x;
+    let phase = flat / p.blocks;
+    let py = phase / p.phases_x;
+    let px = phase % p.phases_x;
+    let j_base = (flat % p.blocks) * (64u * {{ROWS}}u) + lid.x;
     let ci0 = wid.z * {{COLS}}u;
     let kk = p.k * p.k;
+    let s = i32(p.stride);
 {{DX_DECL}}
-    for (var ky = 0u; ky < p.k; ky = ky + 1u) {
-        for (var kx = 0u; kx < p.k; kx = kx + 1u) {
+    for (var ky = (py + p.pad) % p.stride; ky < p.k; ky = ky + p.stride) {
+        let oy_off = (i32(py + p.pad) - i32(ky)) / s;
+        for (var kx = (px + p.pad) % p.stride; kx < p.k; kx = kx + p.stride) {
+            let ox_off = (i32(px + p.pad) - i32(kx)) / s;
             let tap = ky * p.k + kx;
 {{DX_TAP}}
             for (var co = 0u; co < p.cout; co = co + 1u) {
@@ -103,47 +106,40 @@ fn conv_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 {{DX_STORE}}
 }
 
-// Weight gradient, split over chunks of output pixels (the caller sums the slices):
-//   dw_part[s, co, t] = sum over output pixels q of chunk s of dy[q, co] * x(q, t)
-// with tap t = (ci*k + ky)*k + kx and x(q, t) the input value tap t of pixel q reads (zero in
-// the padding). Grid: x over blocks of 64 taps, y over blocks of COLS output channels, z over
-// chunks. Lanes are taps and all walk the same pixels, so the COLS dy loads per pixel are
-// uniform and only the x read is a gather.
+// Weight gradient, split over chunks of output pixels and over the 64 lanes:
+//   dw_part[s, co, t] = sum over the output pixels q of slice s of dy[q, co] * x(q, t)
+// with tap t = (ci*k + ky)*k + kx, x(q, t) the input value tap t of pixel q reads (zero in the
+// padding), and slice s = chunk * 64 + lane: lane l of a chunk takes pixels l, l + 64, ...
+// The caller sums the slices. Grid: x over blocks of TAPS taps, y over blocks of COLS output
+// channels, z over chunks. One invocation accumulates a COLS x TAPS tile, gathering COLS dy
+// and TAPS x values per pixel.
 @compute @workgroup_size(64)
 fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t_lane = wid.x * 64u + lid.x;
-    let t = min(t_lane, p.count - 1u);
+    let t0 = wid.x * {{TAPS}}u;
     let co0 = wid.y * {{COLS}}u;
     let kk = p.k * p.k;
-    let ci = t / kk;
-    let ky = i32((t % kk) / p.k) - i32(p.pad);
-    let kx = i32(t % p.k) - i32(p.pad);
-    let q0 = wid.z * p.chunk;
-    let q1 = min(q0 + p.chunk, p.npix);
-    // Pixel q as (first input row of its image, oy, ox), stepped along with q: no divisions
-    // in the loop.
+    let q_end = min((wid.z + 1u) * p.chunk, p.npix);
+    let q0 = wid.z * p.chunk + lid.x;
+    // The lane's pixel as (first input row of its image, oy, ox), stepped 64 pixels at a time
+    // without divisions.
     var row0 = q0 / (p.ho * p.wo) * p.h;
     var oy = (q0 / p.wo) % p.ho;
     var ox = q0 % p.wo;
 {{DW_DECL}}
-    for (var q = q0; q < q1; q = q + 1u) {
-        let iy = i32(oy * p.stride) + ky;
-        let ix = i32(ox * p.stride) + kx;
-        let xv = select(0.0, x[x_pixel(row0, iy, ix) + ci], inside(iy, ix));
+    for (var q = q0; q < q_end; q = q + 64u) {
+        let iy = i32(oy * p.stride);
+        let ix = i32(ox * p.stride);
         let dyb = q * p.cout;
+{{DW_LOAD}}
 {{DW_FMA}}
-        ox = ox + 1u;
-        if (ox == p.wo) {
-            ox = 0u;
-            oy = oy + 1u;
-            if (oy == p.ho) {
-                oy = 0u;
-                row0 = row0 + p.h;
-            }
-        }
+        ox = ox + p.step_x;
+        let carry_x = ox >= p.wo;
+        ox = select(ox, ox - p.wo, carry_x);
+        oy = oy + p.step_y + u32(carry_x);
+        let carry_y = oy >= p.ho;
+        oy = select(oy, oy - p.ho, carry_y);
+        row0 = row0 + (p.step_img + u32(carry_y)) * p.h;
     }
-    if (t_lane < p.count) {
-        let out_base = wid.z * p.cout * p.count + t;
+    let out_base = (wid.z * 64u + lid.x) * p.cout * p.count;
 {{DW_STORE}}
-    }
 }

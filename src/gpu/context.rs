@@ -67,8 +67,22 @@ pub struct Gpu {
     ring: wgpu::Buffer,
     slot_bytes: u64,
     device_error: Arc<Mutex<Option<String>>>,
-    poison: std::sync::atomic::AtomicBool,
+    /// Number of live poison scopes (verification runs may overlap on one device).
+    poison: std::sync::atomic::AtomicUsize,
     poison_source: Mutex<Option<wgpu::Buffer>>,
+}
+
+/// Keeps poison mode on (see `Gpu::poison_scope`).
+pub struct PoisonScope<'a> {
+    gpu: &'a Gpu,
+}
+
+impl Drop for PoisonScope<'_> {
+    fn drop(&mut self) {
+        self.gpu
+            .poison
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Bytes of the NaN-filled buffer that poisoned allocations copy from.
@@ -205,7 +219,7 @@ impl Gpu {
             ring,
             slot_bytes,
             device_error,
-            poison: std::sync::atomic::AtomicBool::new(false),
+            poison: std::sync::atomic::AtomicUsize::new(0),
             poison_source: Mutex::new(None),
         })
     }
@@ -328,7 +342,7 @@ impl Gpu {
     /// A pooled buffer of `bytes` (contents undefined; NaN in poison mode).
     pub fn alloc(&self, bytes: u64) -> GpuBuffer {
         let buf = self.pool.acquire(bytes.max(4));
-        if self.poison.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.poison.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             self.fill_nan(&buf);
         }
         buf
@@ -336,8 +350,12 @@ impl Gpu {
 
     /// Poison mode: every allocation is filled with NaN (in order with the batch), so a kernel
     /// that leaves an output element unwritten is caught by the comparison. For verification.
-    pub fn set_poison(&self, on: bool) {
-        self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    /// Poison mode lasts while the returned guard lives; scopes nest and may overlap between
+    /// threads.
+    pub fn poison_scope(&self) -> PoisonScope<'_> {
+        self.poison
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        PoisonScope { gpu: self }
     }
 
     fn fill_nan(&self, buf: &GpuBuffer) {

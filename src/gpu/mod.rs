@@ -8,7 +8,7 @@ mod pool;
 mod tensor;
 mod texture;
 
-pub use context::{describe_adapters, AdapterSummary, Binding, Gpu, GpuOptions};
+pub use context::{describe_adapters, AdapterSummary, Binding, Gpu, GpuOptions, PoisonScope};
 pub use kernel::{groups_for, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
 pub use pool::{GpuBuffer, PoolStats};
 pub use tensor::Tensor;

@@ -302,15 +302,15 @@ fn gen_forward(k: usize, s: usize, t: usize, tex: bool) -> Body {
             }
         }
         if x & 1 == 0 {
-        let _ = writeln!(
-            step,
-            "            if (ox0 + {c}u < p.wo) {{ out[ybase + {c}u * p.cq] = acc; }}"
-        );
+            let _ = writeln!(
+                step,
+                "            if (ox0 + {c}u < p.wo) {{ out[ybase + {c}u * p.cq] = acc; }}"
+            );
         } else {
-        let _ = writeln!(
-            step,
-            "            if (ox0 + {c}u == p.wo + 7u) {{ out[ybase + {c}u * p.cq] = acc; }}"
-        );
+            let _ = writeln!(
+                step,
+                "            if (ox0 + {c}u == p.wo + 7u) {{ out[ybase + {c}u * p.cq] = acc; }}"
+            );
         }
         let _ = writeln!(step, "        }}");
     }

@@ -18,7 +18,7 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, PoisonScope, Tensor};
 use crate::reference::rel_error;
 
 /// Largest accepted ||out - ref|| / ||ref|| for an f32 kernel.
@@ -78,7 +78,6 @@ pub fn run_family(gpu: &Gpu, name: &str, seed: u64) -> Result<Vec<Outcome>> {
         .ok_or_else(|| anyhow::anyhow!("unknown kernel family {name:?}"))?;
     let mut c = Checker::new(gpu, seed);
     (fam.run)(&mut c)?;
-    gpu.set_poison(false);
     Ok(c.outcomes)
 }
 
@@ -87,12 +86,13 @@ pub struct Checker<'a> {
     pub gpu: &'a Gpu,
     pub rng: StdRng,
     pub outcomes: Vec<Outcome>,
+    _poison: PoisonScope<'a>,
 }
 
 impl<'a> Checker<'a> {
     pub fn new(gpu: &'a Gpu, seed: u64) -> Self {
-        gpu.set_poison(true);
         Checker {
+            _poison: gpu.poison_scope(),
             gpu,
             rng: StdRng::seed_from_u64(seed),
             outcomes: Vec::new(),
