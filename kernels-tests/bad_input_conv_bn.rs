@@ -5,7 +5,7 @@ use proxyless::gpu::Tensor;
 use proxyless::ops::batchnorm::{
     batchnorm_eval_forward, batchnorm_train_backward, batchnorm_train_forward,
 };
-use proxyless::ops::conv::{conv2d_backward, conv2d_forward};
+use proxyless::ops::conv::{conv2d_backward, conv2d_backward_weight, conv2d_forward};
 
 use crate::common::gpu;
 
@@ -90,6 +90,22 @@ fn conv_backward_rejects_bad_shapes() {
     );
     assert_err(conv2d_backward(gpu(), &x, &w, 0, &good_dy), op, "stride 0");
     assert!(conv2d_backward(gpu(), &x, &w, 2, &good_dy).is_ok());
+
+    let op = "conv2d_backward_weight";
+    for (case, dy) in &bad_dys {
+        assert_err(conv2d_backward_weight(gpu(), &x, &w, 2, dy), op, case);
+    }
+    assert_err(
+        conv2d_backward_weight(gpu(), &x, &t(&[16, 3, 1, 3]), 2, &good_dy),
+        op,
+        "non-square kernel",
+    );
+    assert_err(
+        conv2d_backward_weight(gpu(), &x, &w, 0, &good_dy),
+        op,
+        "stride 0",
+    );
+    assert!(conv2d_backward_weight(gpu(), &x, &w, 2, &good_dy).is_ok());
 }
 
 #[test]

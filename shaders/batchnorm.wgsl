@@ -3,27 +3,53 @@
 //   xhat = (x - mean) * rstd,  rstd = 1 / sqrt(var + eps),  y = gamma * xhat + beta
 // Training uses the batch statistics (biased var), evaluation the running ones.
 //
-// Every kernel but bn_stats_finalize runs on the same grid: x over blocks of 64 consecutive
-// channels (lanes, so a row's reads are contiguous in NHWC), y over chunks of `chunk` rows.
-// An invocation loads its channel's per-channel values once and walks its chunk's rows.
-// Reductions over m are split into per-chunk partials (no barriers, no shared memory) that a
-// second dispatch combines per channel.
+// Every kernel but bn_stats_finalize gives an invocation one channel group g (V: four
+// consecutive channels when c is a multiple of 4, one channel otherwise) and walks rows of a
+// chunk: rows r0 + phase, r0 + phase + phases, ... Lanes of a workgroup cover `span`
+// consecutive groups of a row (so a row's reads are contiguous in NHWC) times `phases` row
+// phases, which keeps all 64 lanes busy when c is small. Per-channel values are loaded once per
+// invocation. Reductions over m are split into per-slice partials, slice = chunk * phases +
+// phase (no barriers, no shared memory), combined per channel by a second dispatch.
+//
+// x and dy are read through the generated loaders ld_x / ld_dy: from rgba32float textures
+// (element i in component i % 4 of texel i / 4, so with V = vec4 a group is one texel) where a
+// textureLoad is much cheaper than a storage load (CPU drivers), from storage buffers otherwise.
 
 struct Params {
     c: u32,        // channels (the last dimension)
+    cg: u32,       // channel groups: c / (components of V)
     m: u32,        // rows: numel / c
     chunk: u32,    // rows per chunk
     chunks: u32,   // ceil(m / chunk)
+    span: u32,     // channel groups per workgroup: min(cg, 64)
+    phases: u32,   // row phases per workgroup: 64 / span
     momentum: f32, // running = (1 - momentum) * running + momentum * batch statistic
     eps: f32,
     unbias: f32,   // m / (m - 1), 1 when m == 1: the running variance is the unbiased one
 }
 
+alias V = {{V}};
+// Texels per texture row.
+const TW: u32 = {{TW}}u;
+
 @group(0) @binding(0) var<uniform> p: Params;
 
+// x and dy as textures or as storage buffers; only the generated loaders use them.
+@group(0) @binding(1) var x_tex: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read> x_buf: array<f32>;
+@group(0) @binding(2) var dy_tex: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read> dy_buf: array<f32>;
+
+// Channel group e of the flat [m, cg] view of x (of dy).
+fn ld_x(e: u32) -> V {
+    {{LD_X}}
+}
+fn ld_dy(e: u32) -> V {
+    {{LD_DY}}
+}
+
 // bn_stats_partial: x -> part
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> part: array<V>;
 
 // bn_stats_finalize: part_in -> running_mean, running_var (in place), mean_out, rstd_out
 @group(0) @binding(1) var<storage, read> part_in: array<f32>;
@@ -34,82 +60,103 @@ struct Params {
 
 // bn_train_normalize: x, gamma, beta, mean_in, rstd_in -> y
 // bn_eval_forward:    x, gamma, beta, mean_in (running mean), var_in (running var) -> y
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read> mean_in: array<f32>;
-@group(0) @binding(5) var<storage, read> rstd_in: array<f32>;
-@group(0) @binding(5) var<storage, read> var_in: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<V>;
+@group(0) @binding(3) var<storage, read> beta: array<V>;
+@group(0) @binding(4) var<storage, read> mean_in: array<V>;
+@group(0) @binding(5) var<storage, read> rstd_in: array<V>;
+@group(0) @binding(5) var<storage, read> var_in: array<V>;
+@group(0) @binding(6) var<storage, read_write> y: array<V>;
 
 // bn_backward_partial: x, dy, mean_b, rstd_b -> part_dbeta, part_dgamma
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read> mean_b: array<f32>;
-@group(0) @binding(4) var<storage, read> rstd_b: array<f32>;
-@group(0) @binding(5) var<storage, read_write> part_dbeta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> part_dgamma: array<f32>;
+@group(0) @binding(3) var<storage, read> mean_b: array<V>;
+@group(0) @binding(4) var<storage, read> rstd_b: array<V>;
+@group(0) @binding(5) var<storage, read_write> part_dbeta: array<V>;
+@group(0) @binding(6) var<storage, read_write> part_dgamma: array<V>;
 
 // bn_backward_dx: x, dy, gamma_d, mean_d, rstd_d, dgamma, dbeta -> dx
-@group(0) @binding(3) var<storage, read> gamma_d: array<f32>;
-@group(0) @binding(4) var<storage, read> mean_d: array<f32>;
-@group(0) @binding(5) var<storage, read> rstd_d: array<f32>;
-@group(0) @binding(6) var<storage, read> dgamma: array<f32>;
-@group(0) @binding(7) var<storage, read> dbeta: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma_d: array<V>;
+@group(0) @binding(4) var<storage, read> mean_d: array<V>;
+@group(0) @binding(5) var<storage, read> rstd_d: array<V>;
+@group(0) @binding(6) var<storage, read> dgamma: array<V>;
+@group(0) @binding(7) var<storage, read> dbeta: array<V>;
+@group(0) @binding(8) var<storage, read_write> dx: array<V>;
 
-// Rows [r0, r1) of chunk `s`.
-fn chunk_rows(s: u32) -> vec2<u32> {
-    let r0 = s * p.chunk;
-    return vec2<u32>(r0, min(r0 + p.chunk, p.m));
+// An invocation's channel group, row phase and rows: it takes rows first, first + step, ...
+// below end. `ok` is false for lanes past the channel groups or the phases.
+struct Lane {
+    g: u32,
+    phase: u32,
+    first: u32,
+    step: u32,
+    end: u32,
+    ok: bool,
 }
 
-// Per-chunk statistics, the first half of a numerically safe split of the batch variance:
-//   part[s * c + ch] = mean of channel ch over chunk s's rows
-//   part[(chunks + s) * c + ch] = sum over those rows of (x - that mean)^2
-// The second loop re-reads rows the first just brought into cache; subtracting the chunk's own
-// mean avoids the cancellation of sum(x^2) - sum(x)^2 / m.
+fn lane(wid: vec3<u32>, lid: vec3<u32>) -> Lane {
+    let g = wid.x * p.span + lid.x % p.span;
+    let phase = lid.x / p.span;
+    let r0 = wid.y * p.chunk;
+    return Lane(g, phase, r0 + phase, p.phases, min(r0 + p.chunk, p.m),
+                g < p.cg && phase < p.phases);
+}
+
+// Per-slice statistics, the first half of a numerically safe split of the batch variance:
+//   part[slice * cg + g] = mean of the slice's rows (zero when it has none)
+//   part[(slices + slice) * cg + g] = sum over them of (x - that mean)^2
+// accumulated with Welford's update, which needs no second pass and does not cancel.
 @compute @workgroup_size(64)
 fn bn_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = wid.x * 64u + lid.x;
-    if (ch >= p.c) {
+    let l = lane(wid, lid);
+    if (!l.ok) {
         return;
     }
-    let rows = chunk_rows(wid.y);
-    var s = 0.0;
-    for (var r = rows.x; r < rows.y; r = r + 1u) {
-        s = s + x[r * p.c + ch];
+    var mu = V(0.0);
+    var m2 = V(0.0);
+    var n = 0.0;
+    for (var r = l.first; r < l.end; r = r + l.step) {
+        let v = ld_x(r * p.cg + l.g);
+        n = n + 1.0;
+        let d = v - mu;
+        mu = mu + d / n;
+        m2 = fma(d, v - mu, m2);
     }
-    let mu = s / f32(rows.y - rows.x);
-    var q = 0.0;
-    for (var r = rows.x; r < rows.y; r = r + 1u) {
-        let d = x[r * p.c + ch] - mu;
-        q = fma(d, d, q);
-    }
-    part[wid.y * p.c + ch] = mu;
-    part[(p.chunks + wid.y) * p.c + ch] = q;
+    let slice = wid.y * p.phases + l.phase;
+    let slices = p.chunks * p.phases;
+    part[slice * p.cg + l.g] = mu;
+    part[(slices + slice) * p.cg + l.g] = m2;
 }
 
-// Combines the chunks' (mean, sum of squared deviations) per channel (Chan et al.):
-//   mean = sum n_s mean_s / m,  m * var = sum over s of [ssd_s + n_s (mean_s - mean)^2]
+// Rows of slice i: chunk i / phases, phase i % phases.
+fn slice_rows(i: u32) -> u32 {
+    let r0 = (i / p.phases) * p.chunk;
+    let len = min(r0 + p.chunk, p.m) - r0;
+    return (len + p.phases - 1u - i % p.phases) / p.phases;
+}
+
+// Combines the slices' (mean, sum of squared deviations) per channel (Chan et al.):
+//   mean = sum n_i mean_i / m,  m * var = sum over i of [ssd_i + n_i (mean_i - mean)^2]
 // then writes mean and rstd and updates the running statistics in place. Grid: x over blocks
-// of 64 channels, one invocation per channel looping over the chunks.
+// of 64 channels, one invocation per channel (scalar, whatever V is) looping over the slices.
 @compute @workgroup_size(64)
 fn bn_stats_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ch = gid.x;
     if (ch >= p.c) {
         return;
     }
+    let slices = p.chunks * p.phases;
     let mf = f32(p.m);
+    // Offsets from slice 0's mean (never empty) keep the sum small: its rounding then scales
+    // with the spread of the data, not with the size of its mean.
+    let base = part_in[ch];
     var s = 0.0;
-    for (var i = 0u; i < p.chunks; i = i + 1u) {
-        let rows = chunk_rows(i);
-        s = fma(f32(rows.y - rows.x), part_in[i * p.c + ch], s);
+    for (var i = 0u; i < slices; i = i + 1u) {
+        s = fma(f32(slice_rows(i)), part_in[i * p.c + ch] - base, s);
     }
-    let mu = s / mf;
+    let mu = base + s / mf;
     var q = 0.0;
-    for (var i = 0u; i < p.chunks; i = i + 1u) {
-        let rows = chunk_rows(i);
+    for (var i = 0u; i < slices; i = i + 1u) {
         let d = part_in[i * p.c + ch] - mu;
-        q = q + fma(f32(rows.y - rows.x) * d, d, part_in[(p.chunks + i) * p.c + ch]);
+        q = q + fma(f32(slice_rows(i)) * d, d, part_in[(slices + i) * p.c + ch]);
     }
     let var_b = q / mf;
     mean_out[ch] = mu;
@@ -119,78 +166,76 @@ fn bn_stats_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     running_var[ch] = keep * running_var[ch] + p.momentum * (var_b * p.unbias);
 }
 
-// y = (x - mu) * scale + shift over the rows of chunk wid.y, channel ch.
-fn normalize_rows(ch: u32, s: u32, mu: f32, scale: f32, shift: f32) {
-    let rows = chunk_rows(s);
-    for (var r = rows.x; r < rows.y; r = r + 1u) {
-        let i = r * p.c + ch;
-        y[i] = fma(x[i] - mu, scale, shift);
+// y = (x - mu) * scale + shift over the lane's rows.
+fn normalize_rows(l: Lane, mu: V, scale: V, shift: V) {
+    for (var r = l.first; r < l.end; r = r + l.step) {
+        let e = r * p.cg + l.g;
+        y[e] = fma(ld_x(e) - mu, scale, shift);
     }
 }
 
 // Training forward's normalisation with the batch statistics from bn_stats_finalize.
 @compute @workgroup_size(64)
 fn bn_train_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = wid.x * 64u + lid.x;
-    if (ch >= p.c) {
+    let l = lane(wid, lid);
+    if (!l.ok) {
         return;
     }
-    normalize_rows(ch, wid.y, mean_in[ch], gamma[ch] * rstd_in[ch], beta[ch]);
+    normalize_rows(l, mean_in[l.g], gamma[l.g] * rstd_in[l.g], beta[l.g]);
 }
 
 // Evaluation forward with the running statistics.
 @compute @workgroup_size(64)
 fn bn_eval_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = wid.x * 64u + lid.x;
-    if (ch >= p.c) {
+    let l = lane(wid, lid);
+    if (!l.ok) {
         return;
     }
-    let rstd = 1.0 / sqrt(var_in[ch] + p.eps);
-    normalize_rows(ch, wid.y, mean_in[ch], gamma[ch] * rstd, beta[ch]);
+    let rstd = 1.0 / sqrt(var_in[l.g] + p.eps);
+    normalize_rows(l, mean_in[l.g], gamma[l.g] * rstd, beta[l.g]);
 }
 
-// Per-chunk partials of the parameter gradients, both from one pass over x and dy:
-//   part_dbeta[s * c + ch] = sum dy,  part_dgamma[s * c + ch] = sum dy * xhat
-// over chunk s's rows (the caller sums the slices).
+// Per-slice partials of the parameter gradients, both from one pass over x and dy:
+//   part_dbeta[slice * cg + g] = sum dy,  part_dgamma[slice * cg + g] = sum dy * xhat
+// over the slice's rows (the caller sums the slices).
 @compute @workgroup_size(64)
 fn bn_backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = wid.x * 64u + lid.x;
-    if (ch >= p.c) {
+    let l = lane(wid, lid);
+    if (!l.ok) {
         return;
     }
-    let mu = mean_b[ch];
-    let rows = chunk_rows(wid.y);
-    var sb = 0.0;
-    var sg = 0.0;
-    for (var r = rows.x; r < rows.y; r = r + 1u) {
-        let i = r * p.c + ch;
-        let g = dy[i];
+    let mu = mean_b[l.g];
+    var sb = V(0.0);
+    var sg = V(0.0);
+    for (var r = l.first; r < l.end; r = r + l.step) {
+        let e = r * p.cg + l.g;
+        let g = ld_dy(e);
         sb = sb + g;
-        sg = fma(g, x[i] - mu, sg);
+        sg = fma(g, ld_x(e) - mu, sg);
     }
-    part_dbeta[wid.y * p.c + ch] = sb;
+    let out = (wid.y * p.phases + l.phase) * p.cg + l.g;
+    part_dbeta[out] = sb;
     // rstd is the same for every row: applied once to the sum.
-    part_dgamma[wid.y * p.c + ch] = sg * rstd_b[ch];
+    part_dgamma[out] = sg * rstd_b[l.g];
 }
 
 // Input gradient, the statistics differentiated too:
 //   dx = gamma * rstd * (dy - dbeta / m - xhat * dgamma / m)
 @compute @workgroup_size(64)
 fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = wid.x * 64u + lid.x;
-    if (ch >= p.c) {
+    let l = lane(wid, lid);
+    if (!l.ok) {
         return;
     }
     let mf = f32(p.m);
-    let mu = mean_d[ch];
-    let rstd = rstd_d[ch];
-    let scale = gamma_d[ch] * rstd;
-    let db = dbeta[ch] / mf;
-    let dg = dgamma[ch] / mf;
-    let rows = chunk_rows(wid.y);
-    for (var r = rows.x; r < rows.y; r = r + 1u) {
-        let i = r * p.c + ch;
-        let xhat = (x[i] - mu) * rstd;
-        dx[i] = scale * (dy[i] - db - xhat * dg);
+    let mu = mean_d[l.g];
+    let rstd = rstd_d[l.g];
+    let scale = gamma_d[l.g] * rstd;
+    let db = dbeta[l.g] / mf;
+    let dg = dgamma[l.g] / mf;
+    for (var r = l.first; r < l.end; r = r + l.step) {
+        let e = r * p.cg + l.g;
+        let xhat = (ld_x(e) - mu) * rstd;
+        dx[e] = scale * (ld_dy(e) - db - xhat * dg);
     }
 }

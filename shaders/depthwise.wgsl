@@ -3,7 +3,7 @@
 //
 // Every entry point gives one invocation one channel group (V: four consecutive channels, one
 // rgba32float texel, when the operands are read through textures; one channel when they are
-// storage buffers) of one image and a strip of a few columns, and walks down a chunk of rows
+// storage buffers) of a few images and a strip of a few columns, and walks down a chunk of rows
 // keeping a rolling window of source rows in registers, so each source element is loaded once
 // per strip instead of once per tap. Lanes of a workgroup cover consecutive channel groups.
 // On lavapipe a storage-buffer load is a scalar loop over the SIMD lanes while a textureLoad is
@@ -23,10 +23,10 @@ struct Params {
     cq: u32,      // channel groups per pixel: c / (components of V)
     ho: u32,      // output rows
     wo: u32,      // output columns
-    c: u32,       // channels
+    ipc: u32,     // images per image chunk
     strips: u32,  // column strips per image
     chunks: u32,  // row chunks per image
-    rows: u32,    // row steps per chunk
+    rows: u32,    // row steps per row chunk
     steps: u32,   // row steps per image (the loop runs over chunk * rows .. min(+rows, steps))
 }
 
@@ -51,29 +51,31 @@ fn ldb(i: u32) -> V {
 }
 
 struct Cell {
-    n: u32,
-    chunk: u32,
-    strip: u32,
-    q: u32,
+    n0: u32,     // images n0 .. n1
+    n1: u32,
+    chunk: u32,  // row chunk
+    strip: u32,  // column strip
+    q: u32,      // channel group
+    slice: u32,  // (image chunk, row chunk, strip), for partial sums
     valid: bool,
 }
 
-// Splits the flat invocation index into (image, row chunk, column strip, channel group);
-// channel groups vary fastest so neighbouring lanes read neighbouring addresses.
+// Splits the flat invocation index into (image chunk, row chunk, column strip, channel
+// group); channel groups vary fastest so neighbouring lanes read neighbouring addresses.
 fn cell(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Cell {
     let g = (wid.x + wid.y * nwg.x) * 64u + lid.x;
     let q = g % p.cq;
-    let t = g / p.cq;
-    let strip = t % p.strips;
-    let t2 = t / p.strips;
-    let chunk = t2 % p.chunks;
-    let n = t2 / p.chunks;
-    return Cell(n, chunk, strip, q, n < p.n);
+    let slice = g / p.cq;
+    let strip = slice % p.strips;
+    let t = slice / p.strips;
+    let chunk = t % p.chunks;
+    let n0 = (t / p.chunks) * p.ipc;
+    return Cell(n0, min(n0 + p.ipc, p.n), chunk, strip, q, slice, n0 < p.n);
 }
 
 // y[n, oy, ox, c] = sum over ky, kx of x[n, oy*S + ky - PAD, ox*S + kx - PAD, c] * w[c, ky, kx].
 // a = x [n, h, w, c], b = w [c, k, k], out = y [n, ho, wo, c].
-// One invocation: channel group q of image n, output columns strip*T .. +T, output rows
+// One invocation: channel group q of its images, output columns strip*T .. +T, output rows
 // chunk*rows .. +rows; the window holds the K input rows of the current output row.
 @compute @workgroup_size(64)
 fn dw_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -82,29 +84,31 @@ fn dw_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (!cl.valid) {
         return;
     }
-    let n = cl.n;
     let q = cl.q;
     let hi = i32(p.h);
     let row_stride = p.w * p.cq;
-    let img = n * p.h;
     let oy0 = cl.chunk * p.rows;
     let oy1 = min(oy0 + p.rows, p.steps);
     let ox0 = cl.strip * {{FWD_T}}u;
     let ix0 = i32(ox0 * S) - PAD;
-    var iy = i32(oy0 * S) - PAD;
-{{FWD_PRE}}
-    for (var oy = oy0; oy < oy1; oy = oy + 1u) {
-        let ybase = ((n * p.ho + oy) * p.wo + ox0) * p.cq + q;
+{{FWD_DECL}}
+    for (var n = cl.n0; n < cl.n1; n = n + 1u) {
+        let img = n * p.h;
+        var iy = i32(oy0 * S) - PAD;
+{{FWD_PRELOAD}}
+        for (var oy = oy0; oy < oy1; oy = oy + 1u) {
+            let ybase = ((n * p.ho + oy) * p.wo + ox0) * p.cq + q;
 {{FWD_STEP}}
-        iy = iy + i32(S);
+            iy = iy + i32(S);
+        }
     }
 }
 
 // dx[n, iy, ix, c] = sum over taps with iy = oy*S + ky - PAD, ix = ox*S + kx - PAD of
 // dy[n, oy, ox, c] * w[c, ky, kx] (the transposed convolution).
 // a = dy [n, ho, wo, c], b = w [c, k, k], out = dx [n, h, w, c].
-// One invocation: channel group q of image n, input columns strip*T .. +T, and per step m of
-// its chunk the S input rows m*S .. m*S + S - 1. Each input row and column only visits the
+// One invocation: channel group q of its images, input columns strip*T .. +T, and per step m
+// of its chunk the S input rows m*S .. m*S + S - 1. Each input row and column only visits the
 // taps whose output coordinate is an integer, so stride 2 does no wasted work; the window
 // holds the dy rows m + DMIN .. m + DMAX that those taps reach.
 @compute @workgroup_size(64)
@@ -114,26 +118,28 @@ fn dw_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (!cl.valid) {
         return;
     }
-    let n = cl.n;
     let q = cl.q;
     let hi = i32(p.ho);
     let row_stride = p.wo * p.cq;
-    let img = n * p.ho;
     let m0 = cl.chunk * p.rows;
     let m1 = min(m0 + p.rows, p.steps);
     let ix0 = cl.strip * {{DX_T}}u;
     let ox0 = i32(ix0 / S) + ({{DX_DMIN}});
-    var oy = i32(m0) + ({{DX_DMIN}});
-{{DX_PRE}}
-    for (var m = m0; m < m1; m = m + 1u) {
+{{DX_DECL}}
+    for (var n = cl.n0; n < cl.n1; n = n + 1u) {
+        let img = n * p.ho;
+        var oy = i32(m0) + ({{DX_DMIN}});
+{{DX_PRELOAD}}
+        for (var m = m0; m < m1; m = m + 1u) {
 {{DX_STEP}}
-        oy = oy + 1;
+            oy = oy + 1;
+        }
     }
 }
 
 // Partial weight gradient: part[slice, c, ky, kx] = sum over the output pixels of the slice
-// of dy[n, oy, ox, c] * x[n, oy*S + ky - PAD, ox*S + kx - PAD, c]; a slice is one (image,
-// row chunk, column strip), and the caller sums the slices.
+// of dy[n, oy, ox, c] * x[n, oy*S + ky - PAD, ox*S + kx - PAD, c]; a slice is one (image
+// chunk, row chunk, column strip), and the caller sums the slices.
 // a = x [n, h, w, c], b = dy [n, ho, wo, c], out = part [slices, c, k, k].
 // One invocation: channel group q of one slice; the K*K sums stay in registers while it walks
 // its rows with the same rolling input window as the forward pass.
@@ -144,22 +150,24 @@ fn dw_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     if (!cl.valid) {
         return;
     }
-    let n = cl.n;
     let q = cl.q;
     let hi = i32(p.h);
     let row_stride = p.w * p.cq;
-    let img = n * p.h;
     let oy0 = cl.chunk * p.rows;
     let oy1 = min(oy0 + p.rows, p.steps);
     let ox0 = cl.strip * {{DW_T}}u;
     let ix0 = i32(ox0 * S) - PAD;
-    var iy = i32(oy0 * S) - PAD;
-{{DW_PRE}}
-    for (var oy = oy0; oy < oy1; oy = oy + 1u) {
-        let dbase = (n * p.ho + oy) * p.wo * p.cq;
+{{DW_DECL}}
+    for (var n = cl.n0; n < cl.n1; n = n + 1u) {
+        let img = n * p.h;
+        var iy = i32(oy0 * S) - PAD;
+{{DW_PRELOAD}}
+        for (var oy = oy0; oy < oy1; oy = oy + 1u) {
+            let dbase = (n * p.ho + oy) * p.wo * p.cq;
 {{DW_STEP}}
-        iy = iy + i32(S);
+            iy = iy + i32(S);
+        }
     }
-    let pbase = ((n * p.chunks + cl.chunk) * p.strips + cl.strip) * p.cq * KK;
+    let pbase = cl.slice * p.cq * KK;
 {{DW_STORE}}
 }

@@ -73,8 +73,9 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
             let (ho, wo) = crate::reference::conv_out_hw(shape[1], shape[2], k, s);
             let dy = tensor(gpu, &mut rng, &[32, ho, wo, c], 1.0)?;
             let t = gpu.time_median(3, reps, || {
-                let _ = (&x, &w, &dy, s);
-                bail!("depthwise not wired yet (TEMP)")
+                let _y = ops::depthwise::depthwise_forward(gpu, &x, &w, s)?;
+                let _g = ops::depthwise::depthwise_backward(gpu, &x, &w, s, &dy)?;
+                Ok(())
             })?;
             let xin = x.numel() as f64;
             let yout = dy.numel() as f64;

@@ -1,101 +1,101 @@
 //! Batch normalisation (`shaders/batchnorm.wgsl`) per channel of the last dimension: an NHWC
 //! activation `[n, h, w, c]` or a `[n, c]` matrix, viewed as `[m, c]` with `m = numel / c`.
 //!
-//! Training uses the batch statistics: per chunk of rows a mean and a sum of squared
-//! deviations from it, combined per channel (a numerically safe split of the two-pass
-//! variance), which also updates the running statistics in place with PyTorch's convention.
-//! Evaluation uses the running statistics. The backward reduces `dbeta = sum dy` and
-//! `dgamma = sum dy * xhat` as per-chunk partials summed by `ops::reduce::sum_slices`.
+//! Training uses the batch statistics: per slice of rows (a chunk's rows of one phase, see the
+//! shader) a mean and a sum of squared deviations from it (Welford), combined per channel with
+//! Chan's formula (a numerically safe split: no `E[x^2] - E[x]^2` cancellation), which also
+//! updates the running statistics in place with PyTorch's convention. Evaluation uses the
+//! running statistics. The backward reduces `dbeta = sum dy` and `dgamma = sum dy * xhat` as
+//! per-slice partials summed by `ops::reduce::sum_slices`.
+//!
+//! Where c is a multiple of 4 on CPU adapters, x and dy are read through textures and every
+//! invocation handles four channels (vec4); otherwise storage buffers and one channel.
 
 use anyhow::Result;
 
 use super::{ensure, expect_shape, reduce, u32_of};
-use crate::gpu::{Access, Gpu, KernelSpec, Tensor};
+use crate::gpu::{Access, Binding, Gpu, Kernel, KernelSpec, Tensor, TEX_WIDTH};
 
 const SOURCE: &str = include_str!("../../shaders/batchnorm.wgsl");
-const STATS_PARTIAL: KernelSpec = KernelSpec {
-    file: "batchnorm",
-    source: SOURCE,
-    entry: "bn_stats_partial",
-    bindings: &[Access::Read, Access::ReadWrite],
-};
-const STATS_FINALIZE: KernelSpec = KernelSpec {
-    file: "batchnorm",
-    source: SOURCE,
-    entry: "bn_stats_finalize",
-    bindings: &[
-        Access::Read,
-        Access::ReadWrite,
-        Access::ReadWrite,
-        Access::ReadWrite,
-        Access::ReadWrite,
-    ],
-};
-const TRAIN_NORMALIZE: KernelSpec = KernelSpec {
-    file: "batchnorm",
-    source: SOURCE,
-    entry: "bn_train_normalize",
-    bindings: &[
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-    ],
-};
-const EVAL_FORWARD: KernelSpec = KernelSpec {
-    file: "batchnorm",
-    source: SOURCE,
-    entry: "bn_eval_forward",
-    bindings: &[
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-    ],
-};
-const BACKWARD_PARTIAL: KernelSpec = KernelSpec {
-    file: "batchnorm",
-    source: SOURCE,
-    entry: "bn_backward_partial",
-    bindings: &[
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-        Access::ReadWrite,
-    ],
-};
-const BACKWARD_DX: KernelSpec = KernelSpec {
-    file: "batchnorm",
-    source: SOURCE,
-    entry: "bn_backward_dx",
-    bindings: &[
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-    ],
-};
 
-/// The `[m, c]` view of `x` and how its rows are chunked.
+const R: Access = Access::Read;
+const W: Access = Access::ReadWrite;
+const T: Access = Access::Texture;
+
+/// The entry points, with their bindings when x and dy are storage buffers and when they are
+/// textures.
+#[derive(Clone, Copy)]
+enum Entry {
+    StatsPartial,
+    StatsFinalize,
+    TrainNormalize,
+    EvalForward,
+    BackwardPartial,
+    BackwardDx,
+}
+
+impl Entry {
+    fn name(self) -> &'static str {
+        match self {
+            Entry::StatsPartial => "bn_stats_partial",
+            Entry::StatsFinalize => "bn_stats_finalize",
+            Entry::TrainNormalize => "bn_train_normalize",
+            Entry::EvalForward => "bn_eval_forward",
+            Entry::BackwardPartial => "bn_backward_partial",
+            Entry::BackwardDx => "bn_backward_dx",
+        }
+    }
+
+    fn bindings(self, textures: bool) -> &'static [Access] {
+        match (self, textures) {
+            (Entry::StatsPartial, false) => &[R, W],
+            (Entry::StatsPartial, true) => &[T, W],
+            (Entry::StatsFinalize, _) => &[R, W, W, W, W],
+            (Entry::TrainNormalize | Entry::EvalForward, false) => &[R, R, R, R, R, W],
+            (Entry::TrainNormalize | Entry::EvalForward, true) => &[T, R, R, R, R, W],
+            (Entry::BackwardPartial, false) => &[R, R, R, R, W, W],
+            (Entry::BackwardPartial, true) => &[T, T, R, R, W, W],
+            (Entry::BackwardDx, false) => &[R, R, R, R, R, R, R, W],
+            (Entry::BackwardDx, true) => &[T, T, R, R, R, R, R, W],
+        }
+    }
+}
+
+/// Whether x and dy are read through textures (four channels per texel): where c is a multiple
+/// of 4, by default on CPU adapters, on which a texture load is much cheaper than a storage
+/// load (benches/NOTES.md); `PROXYLESS_BN_OPERANDS=buffers|textures` overrides.
+fn textures_for(gpu: &Gpu, c: usize, numel: usize) -> bool {
+    let max_floats = TEX_WIDTH as usize * gpu.limits.max_texture_dimension_2d as usize * 4;
+    let wanted = match std::env::var("PROXYLESS_BN_OPERANDS").as_deref() {
+        Ok("buffers") => false,
+        Ok("textures") => true,
+        _ => gpu.info.device_type == wgpu::DeviceType::Cpu,
+    };
+    wanted && c.is_multiple_of(4) && numel <= max_floats
+}
+
+/// The `[m, c]` view of `x`, its channel groups and how its rows are split.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     m: usize,
     c: usize,
+    /// x and dy through textures, four channels per group; else buffers, one channel.
+    textures: bool,
+    /// Channel groups per row.
+    cg: usize,
+    /// Channel groups per workgroup, `min(cg, 64)`, and row phases sharing a workgroup.
+    span: usize,
+    phases: usize,
     chunk: usize,
     chunks: usize,
 }
 
 impl Layout {
+    /// Partial results per channel: one per (chunk, phase).
+    fn slices(&self) -> usize {
+        self.chunks * self.phases
+    }
+
     /// Uniform words of `Params` in `shaders/batchnorm.wgsl`.
     fn params(&self, momentum: f32, eps: f32, op: &str) -> Result<Vec<u32>> {
         let unbias = if self.m > 1 {
@@ -105,22 +105,52 @@ impl Layout {
         };
         Ok(vec![
             u32_of(self.c, op)?,
+            u32_of(self.cg, op)?,
             u32_of(self.m, op)?,
             u32_of(self.chunk, op)?,
             u32_of(self.chunks, op)?,
+            u32_of(self.span, op)?,
+            u32_of(self.phases, op)?,
             momentum.to_bits(),
             eps.to_bits(),
             unbias.to_bits(),
         ])
     }
 
-    /// The grid of the per-row kernels: channel blocks of 64 by row chunks.
+    /// The grid of the per-row kernels: blocks of `span` channel groups by row chunks.
     fn row_grid(&self) -> [u32; 3] {
-        [self.c.div_ceil(64) as u32, self.chunks as u32, 1]
+        [self.cg.div_ceil(self.span) as u32, self.chunks as u32, 1]
+    }
+
+    /// The compiled kernel of `entry` for this layout's operands.
+    fn kernel(&self, gpu: &Gpu, entry: Entry) -> Result<std::sync::Arc<Kernel>> {
+        let spec = KernelSpec {
+            file: "batchnorm",
+            source: SOURCE,
+            entry: entry.name(),
+            bindings: entry.bindings(self.textures),
+        };
+        let values: Vec<(&str, String)> = if self.textures {
+            let load = |t: &str| format!("return textureLoad({t}, vec2<u32>(e % TW, e / TW), 0);");
+            vec![
+                ("V", "vec4<f32>".into()),
+                ("LD_X", load("x_tex")),
+                ("LD_DY", load("dy_tex")),
+                ("TW", TEX_WIDTH.to_string()),
+            ]
+        } else {
+            vec![
+                ("V", "f32".into()),
+                ("LD_X", "return x_buf[e];".into()),
+                ("LD_DY", "return dy_buf[e];".into()),
+                ("TW", TEX_WIDTH.to_string()),
+            ]
+        };
+        gpu.kernel(&spec, &values)
     }
 }
 
-/// Checks `x` (rank >= 2, no zero dimension, channels last) and chunks its rows.
+/// Checks `x` (rank >= 2, no zero dimension, channels last) and splits its rows.
 fn layout(gpu: &Gpu, x: &Tensor, op: &str) -> Result<Layout> {
     ensure(x.shape.len() >= 2, op, || {
         format!(
@@ -134,19 +164,29 @@ fn layout(gpu: &Gpu, x: &Tensor, op: &str) -> Result<Layout> {
     let c = x.shape[x.shape.len() - 1];
     let m = x.numel() / c;
     u32_of(x.numel(), op)?;
-    let chunk = reduce::row_chunk(m);
+    let textures = textures_for(gpu, c, x.numel());
+    let cg = if textures { c / 4 } else { c };
+    let span = cg.min(64);
+    let phases = 64 / span;
+    // Each lane walks at least 16 rows where m allows; at most 256 slices per channel.
+    let chunks = (m / (16 * phases)).clamp(1, (256 / phases).max(1));
+    let chunk = m.div_ceil(chunks);
     let chunks = m.div_ceil(chunk);
     let max = gpu.max_groups_per_dim() as usize;
-    ensure(c.div_ceil(64) <= max && chunks <= max, op, || {
+    ensure(cg.div_ceil(span) <= max && chunks <= max, op, || {
         format!(
             "input {:?}: {} channel blocks over the device limit of {max} workgroups",
             x.shape,
-            c.div_ceil(64)
+            cg.div_ceil(span)
         )
     })?;
     Ok(Layout {
         m,
         c,
+        textures,
+        cg,
+        span,
+        phases,
         chunk,
         chunks,
     })
@@ -202,12 +242,26 @@ pub fn batchnorm_train_forward(
         format!("momentum must be in [0, 1], got {momentum}")
     })?;
     let params = l.params(momentum, eps, op)?;
-    let k_partial = gpu.kernel(&STATS_PARTIAL, &[])?;
-    let k_finalize = gpu.kernel(&STATS_FINALIZE, &[])?;
-    let k_normalize = gpu.kernel(&TRAIN_NORMALIZE, &[])?;
+    let k_partial = l.kernel(gpu, Entry::StatsPartial)?;
+    let k_finalize = l.kernel(gpu, Entry::StatsFinalize)?;
+    let k_normalize = l.kernel(gpu, Entry::TrainNormalize)?;
 
-    let part = gpu.alloc((2 * l.chunks * l.c * 4) as u64);
-    gpu.dispatch(&k_partial, &params, &[&x.buf, &part], l.row_grid())?;
+    // The texture copy (if any) lives until both kernels reading it are batched.
+    let tex = l
+        .textures
+        .then(|| gpu.to_texture(&x.buf, x.numel()))
+        .transpose()?;
+    let xb = match &tex {
+        Some(t) => Binding::Texture(t),
+        None => Binding::Buffer(&x.buf),
+    };
+    let part = gpu.alloc((2 * l.slices() * l.c * 4) as u64);
+    gpu.dispatch_with(
+        &k_partial,
+        &params,
+        &[xb, Binding::Buffer(&part)],
+        l.row_grid(),
+    )?;
     let mean = gpu.empty(&[l.c]);
     let rstd = gpu.empty(&[l.c]);
     gpu.dispatch(
@@ -223,12 +277,10 @@ pub fn batchnorm_train_forward(
         [l.c.div_ceil(64) as u32, 1, 1],
     )?;
     let y = gpu.empty(&x.shape);
-    gpu.dispatch(
-        &k_normalize,
-        &params,
-        &[&x.buf, &gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf],
-        l.row_grid(),
-    )?;
+    let per_channel = [&gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf];
+    let mut b = vec![xb];
+    b.extend(per_channel.map(Binding::Buffer));
+    gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
     Ok((y, mean, rstd))
 }
 
@@ -256,21 +308,26 @@ pub fn batchnorm_eval_forward(
     )?;
     expect_eps(eps, op)?;
     let params = l.params(0.0, eps, op)?;
-    let kernel = gpu.kernel(&EVAL_FORWARD, &[])?;
+    let kernel = l.kernel(gpu, Entry::EvalForward)?;
+    let tex = l
+        .textures
+        .then(|| gpu.to_texture(&x.buf, x.numel()))
+        .transpose()?;
+    let xb = match &tex {
+        Some(t) => Binding::Texture(t),
+        None => Binding::Buffer(&x.buf),
+    };
     let y = gpu.empty(&x.shape);
-    gpu.dispatch(
-        &kernel,
-        &params,
-        &[
-            &x.buf,
-            &gamma.buf,
-            &beta.buf,
-            &running_mean.buf,
-            &running_var.buf,
-            &y.buf,
-        ],
-        l.row_grid(),
-    )?;
+    let per_channel = [
+        &gamma.buf,
+        &beta.buf,
+        &running_mean.buf,
+        &running_var.buf,
+        &y.buf,
+    ];
+    let mut b = vec![xb];
+    b.extend(per_channel.map(Binding::Buffer));
+    gpu.dispatch_with(&kernel, &params, &b, l.row_grid())?;
     Ok(y)
 }
 
@@ -290,42 +347,48 @@ pub fn batchnorm_train_backward(
     expect_channels(&[(gamma, "gamma"), (mean, "mean"), (rstd, "rstd")], l.c, op)?;
     expect_shape(dy, &x.shape, op, "dy")?;
     let params = l.params(0.0, 0.0, op)?;
-    let k_partial = gpu.kernel(&BACKWARD_PARTIAL, &[])?;
-    let k_dx = gpu.kernel(&BACKWARD_DX, &[])?;
+    let k_partial = l.kernel(gpu, Entry::BackwardPartial)?;
+    let k_dx = l.kernel(gpu, Entry::BackwardDx)?;
 
+    let tex = if l.textures {
+        Some((
+            gpu.to_texture(&x.buf, x.numel())?,
+            gpu.to_texture(&dy.buf, dy.numel())?,
+        ))
+    } else {
+        None
+    };
+    let (xb, dyb) = match &tex {
+        Some((tx, tdy)) => (Binding::Texture(tx), Binding::Texture(tdy)),
+        None => (Binding::Buffer(&x.buf), Binding::Buffer(&dy.buf)),
+    };
     let dgamma = gpu.empty(&[l.c]);
     let dbeta = gpu.empty(&[l.c]);
-    // With a single chunk the partials are the sums themselves.
-    let split = l.chunks > 1;
-    let part_dbeta = split.then(|| gpu.alloc((l.chunks * l.c * 4) as u64));
-    let part_dgamma = split.then(|| gpu.alloc((l.chunks * l.c * 4) as u64));
+    // With a single slice the partials are the sums themselves.
+    let split = l.slices() > 1;
+    let part_dbeta = split.then(|| gpu.alloc((l.slices() * l.c * 4) as u64));
+    let part_dgamma = split.then(|| gpu.alloc((l.slices() * l.c * 4) as u64));
     let pb = part_dbeta.as_ref().unwrap_or(&dbeta.buf);
     let pg = part_dgamma.as_ref().unwrap_or(&dgamma.buf);
-    gpu.dispatch(
-        &k_partial,
-        &params,
-        &[&x.buf, &dy.buf, &mean.buf, &rstd.buf, pb, pg],
-        l.row_grid(),
-    )?;
+    let per_channel = [&mean.buf, &rstd.buf, pb, pg];
+    let mut b = vec![xb, dyb];
+    b.extend(per_channel.map(Binding::Buffer));
+    gpu.dispatch_with(&k_partial, &params, &b, l.row_grid())?;
     if split {
-        reduce::sum_slices(gpu, pg, &dgamma.buf, l.c, l.chunks, false)?;
-        reduce::sum_slices(gpu, pb, &dbeta.buf, l.c, l.chunks, false)?;
+        reduce::sum_slices(gpu, pg, &dgamma.buf, l.c, l.slices(), false)?;
+        reduce::sum_slices(gpu, pb, &dbeta.buf, l.c, l.slices(), false)?;
     }
     let dx = gpu.empty(&x.shape);
-    gpu.dispatch(
-        &k_dx,
-        &params,
-        &[
-            &x.buf,
-            &dy.buf,
-            &gamma.buf,
-            &mean.buf,
-            &rstd.buf,
-            &dgamma.buf,
-            &dbeta.buf,
-            &dx.buf,
-        ],
-        l.row_grid(),
-    )?;
+    let per_channel = [
+        &gamma.buf,
+        &mean.buf,
+        &rstd.buf,
+        &dgamma.buf,
+        &dbeta.buf,
+        &dx.buf,
+    ];
+    let mut b = vec![xb, dyb];
+    b.extend(per_channel.map(Binding::Buffer));
+    gpu.dispatch_with(&k_dx, &params, &b, l.row_grid())?;
     Ok((dx, dgamma, dbeta))
 }

@@ -3,32 +3,47 @@
 //! Input NHWC `[n, h, w, cin]`, weight OIHW `[cout, cin, k, k]`, output NHWC `[n, ho, wo, cout]`
 //! with `ho = (h + 2 pad - k) / stride + 1`.
 //!
-//! The weight gradient reduces over every output pixel of the batch: it is split into chunks
-//! of pixels whose partial gradients `ops::reduce::sum_slices` adds.
+//! The kernels read x, dy and the weights (first packed as `[cin * k * k, cout]`, see the
+//! shader) through textures and work on quads of output channels. The weight gradient reduces
+//! over every output pixel of the batch: it is split into chunks of pixels and, within a chunk,
+//! over the 64 lanes of a workgroup; `ops::reduce::sum_slices` adds the partial gradients. The
+//! partials hold `64 * chunks` copies of the weight, which is small for a stem (3 input
+//! channels) but limits this kernel to modest `cout * cin * k * k`.
+
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
-use crate::gpu::{groups_for, Access, Gpu, KernelSpec, Tensor};
+use crate::gpu::{
+    groups_for, Access, Binding, Gpu, GpuBuffer, Kernel, KernelSpec, Tensor, TEX_WIDTH,
+};
 
 const SOURCE: &str = include_str!("../../shaders/conv.wgsl");
+const PACK_WEIGHTS: KernelSpec = KernelSpec {
+    file: "conv",
+    source: SOURCE,
+    entry: "conv_pack_weights",
+    bindings: &[Access::Read, Access::ReadWrite],
+};
+const TEXTURES: &[Access] = &[Access::Texture, Access::Texture, Access::ReadWrite];
 const FORWARD: KernelSpec = KernelSpec {
     file: "conv",
     source: SOURCE,
     entry: "conv_forward",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
+    bindings: TEXTURES,
 };
 const BACKWARD_INPUT: KernelSpec = KernelSpec {
     file: "conv",
     source: SOURCE,
     entry: "conv_backward_input",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
+    bindings: TEXTURES,
 };
 const BACKWARD_WEIGHT: KernelSpec = KernelSpec {
     file: "conv",
     source: SOURCE,
     entry: "conv_backward_weight",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
+    bindings: TEXTURES,
 };
 
 /// Sizes of one convolution, checked against each other.
@@ -45,14 +60,42 @@ struct Geometry {
     wo: usize,
 }
 
+/// The per-dispatch fields of `Params` in `shaders/conv.wgsl` (the rest come from `Geometry`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Extra {
+    count: usize,
+    groups_x: u32,
+    chunk: usize,
+    hq: usize,
+    wq: usize,
+    blocks: usize,
+    phases_x: usize,
+}
+
 impl Geometry {
     fn out_shape(&self) -> [usize; 4] {
         [self.n, self.ho, self.wo, self.cout]
     }
 
-    /// The uniform words of `shaders/conv.wgsl`'s `Params`.
-    fn params(&self, count: usize, groups_x: u32, chunk: usize, op: &str) -> Result<Vec<u32>> {
+    fn npix(&self) -> usize {
+        self.n * self.ho * self.wo
+    }
+
+    fn taps(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// Output channels rounded up to whole quads.
+    fn cout4(&self) -> usize {
+        self.cout.div_ceil(4) * 4
+    }
+
+    /// The uniform words of `Params`.
+    fn params(&self, e: Extra, op: &str) -> Result<Vec<u32>> {
         let g = self;
+        // 64 output pixels as whole images, rows and columns (the dw lanes' stride).
+        let plane = g.ho * g.wo;
+        let (step_img, rest) = (64 / plane, 64 % plane);
         [
             g.n,
             g.h,
@@ -64,10 +107,19 @@ impl Geometry {
             g.k,
             g.stride,
             g.k / 2,
-            count,
-            groups_x as usize,
-            chunk,
-            g.n * g.ho * g.wo,
+            g.cout4(),
+            g.taps(),
+            e.count,
+            e.groups_x as usize,
+            e.chunk,
+            g.npix(),
+            e.hq,
+            e.wq,
+            e.blocks,
+            e.phases_x,
+            rest % g.wo,
+            rest / g.wo,
+            step_img,
         ]
         .iter()
         .map(|&v| u32_of(v, op))
@@ -75,7 +127,7 @@ impl Geometry {
     }
 }
 
-fn geometry(x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Geometry> {
+fn geometry(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Geometry> {
     expect_rank(x, 4, op, "input")?;
     expect_rank(w, 4, op, "weight")?;
     let [n, h, wd, cin] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
@@ -86,7 +138,7 @@ fn geometry(x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Geometry>
             w.shape, x.shape
         )
     })?;
-    ensure(kh == kw && kh % 2 == 1, op, || {
+    ensure(kh == kw && !kh.is_multiple_of(2), op, || {
         format!(
             "weight {:?} must have a square, odd-sized kernel (padding k/2)",
             w.shape
@@ -102,18 +154,7 @@ fn geometry(x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Geometry>
         (h + 2 * pad - k) / stride + 1,
         (wd + 2 * pad - k) / stride + 1,
     );
-    let g = Geometry {
-        n,
-        h,
-        w: wd,
-        cin,
-        cout,
-        k,
-        stride,
-        ho,
-        wo,
-    };
-    // Coordinates are signed 32-bit in the kernel, flat indices unsigned 32-bit.
+    // Coordinates are signed 32-bit in the kernels, flat indices unsigned 32-bit.
     let limit = i32::MAX as usize;
     ensure(
         x.numel() <= limit
@@ -130,153 +171,346 @@ fn geometry(x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Geometry>
             )
         },
     )?;
+    let g = Geometry {
+        n,
+        h,
+        w: wd,
+        cin,
+        cout,
+        k,
+        stride,
+        ho,
+        wo,
+    };
+    let max_floats = TEX_WIDTH as usize * gpu.limits.max_texture_dimension_2d as usize * 4;
+    let largest = x.numel().max(g.npix() * cout).max(g.taps() * g.cout4());
+    ensure(largest <= max_floats, op, || {
+        format!(
+            "input {:?}, weight {:?}: {largest} floats exceed the {max_floats} of a texture \
+             operand; use a smaller batch",
+            x.shape, w.shape
+        )
+    })?;
     Ok(g)
 }
 
-/// Outputs per invocation: rows (pixels, 64 apart) x columns (channels). Four rows once there
-/// are enough pixels to keep the workgroup count up; overridable for experiments with
-/// `PROXYLESS_CONV_TILE=RxC`.
-fn tile(pixels: usize, channels: usize) -> (usize, usize) {
-    if let Ok(s) = std::env::var("PROXYLESS_CONV_TILE") {
-        if let Some((r, c)) = s.split_once('x') {
-            if let (Ok(r), Ok(c)) = (r.parse::<usize>(), c.parse::<usize>()) {
-                if (1..=8).contains(&r) && (1..=16).contains(&c) {
-                    return (r, c.min(channels));
+/// A register tile from `var` (`AxB`: rows x quads for the forward, rows x input channels for
+/// dx, quads x taps for dw), for experiments; `default` otherwise.
+fn tile(var: &str, default: (usize, usize)) -> (usize, usize) {
+    let parse = || -> Option<(usize, usize)> {
+        let s = std::env::var(var).ok()?;
+        let (a, b) = s.split_once('x')?;
+        let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+        ((1..=8).contains(&a) && (1..=8).contains(&b)).then_some((a, b))
+    };
+    parse().unwrap_or(default)
+}
+
+/// Pixel rows of a tile: several once there are enough pixels to keep the workgroups up.
+fn tile_rows(pixels: usize, rows: usize) -> usize {
+    if pixels < 64 * rows * 8 {
+        1
+    } else {
+        rows
+    }
+}
+
+/// Lines of generated WGSL.
+#[derive(Default)]
+struct Code(String);
+
+impl Code {
+    fn line(&mut self, indent: usize, s: &str) {
+        self.0 += &" ".repeat(indent);
+        self.0 += s;
+        self.0.push('\n');
+    }
+}
+
+const LANES: [&str; 4] = ["x", "y", "z", "w"];
+
+/// The body of a dy quad loader from texture `tex`: one texel when cout is a multiple of 4,
+/// else four element loads (clamped to the tensor, zero past cout).
+fn dy_loader(tex: &str, aligned: bool) -> String {
+    if aligned {
+        return format!("return textureLoad({tex}, coords(pix * (p.cout >> 2u) + q), 0);");
+    }
+    let mut s = String::from("let i = pix * p.cout + 4u * q;\n");
+    s += "    let last = p.npix * p.cout - 1u;\n";
+    s += "    var v = vec4<f32>(0.0);\n";
+    for (c, l) in LANES.iter().enumerate() {
+        s += &format!(
+            "    let e{c} = min(i + {c}u, last);\n    v.{l} = select(0.0, textureLoad({tex}, coords(e{c} >> 2u), 0)[e{c} & 3u], 4u * q + {c}u < p.cout);\n"
+        );
+    }
+    s + "    return v;"
+}
+
+/// The forward's `rows x quads` tile: FWD_DECL, FWD_TAP, FWD_LOAD, FWD_FMA, FWD_STORE.
+fn forward_template(rows: usize, quads: usize, aligned: bool) -> [String; 5] {
+    let mut code: [Code; 5] = Default::default();
+    let [decl, tap, load, fma, store] = &mut code;
+    decl.line(4, "let quads = p.cout4 >> 2u;");
+    for q in 0..quads {
+        decl.line(4, &format!("let qq{q} = min(q0 + {q}u, quads - 1u);"));
+        load.line(16, &format!("let w{q} = ld_w4(t, qq{q});"));
+    }
+    for r in 0..rows {
+        let off = r * 64;
+        decl.line(
+            4,
+            &format!("let pix{r} = min(pix_base + {off}u, p.count - 1u);"),
+        );
+        decl.line(
+            4,
+            &format!("let oy{r} = i32((pix{r} / p.wo) % p.ho * p.stride) - i32(p.pad);"),
+        );
+        decl.line(
+            4,
+            &format!("let ox{r} = i32(pix{r} % p.wo * p.stride) - i32(p.pad);"),
+        );
+        decl.line(4, &format!("let row{r} = pix{r} / (p.ho * p.wo) * p.h;"));
+        tap.line(
+            12,
+            &format!("let in{r} = inside(oy{r} + i32(ky), ox{r} + i32(kx));"),
+        );
+        tap.line(
+            12,
+            &format!("let xb{r} = x_pixel(row{r}, oy{r} + i32(ky), ox{r} + i32(kx));"),
+        );
+        load.line(
+            16,
+            &format!("let xv{r} = vec4<f32>(select(0.0, ld_x(xb{r} + ci), in{r}));"),
+        );
+        store.line(4, &format!("if (pix_base + {off}u < p.count) {{"));
+        if aligned {
+            store.line(
+                8,
+                &format!("let yb = (pix_base + {off}u) * (p.cout >> 2u) + q0;"),
+            );
+        } else {
+            store.line(
+                8,
+                &format!("let yb = (pix_base + {off}u) * p.cout + 4u * q0;"),
+            );
+        }
+        for q in 0..quads {
+            decl.line(4, &format!("var acc{r}_{q} = vec4<f32>(0.0);"));
+            fma.line(16, &format!("acc{r}_{q} = fma(xv{r}, w{q}, acc{r}_{q});"));
+            if aligned {
+                store.line(
+                    8,
+                    &format!("if (q0 + {q}u < quads) {{ y4[yb + {q}u] = acc{r}_{q}; }}"),
+                );
+            } else {
+                for (c, l) in LANES.iter().enumerate() {
+                    let co = 4 * q + c;
+                    store.line(
+                        8,
+                        &format!(
+                            "if (4u * q0 + {co}u < p.cout) {{ y[yb + {co}u] = acc{r}_{q}.{l}; }}"
+                        ),
+                    );
                 }
             }
         }
+        store.line(4, "}");
     }
-    let rows = if pixels >= 64 * 4 * 8 { 4 } else { 1 };
-    (rows, channels.min(8))
+    code.map(|c| c.0)
 }
 
-/// Which entry point a template is generated for.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The dx kernel's `rows x cols` tile: DX_DECL, DX_TAP, DX_LOAD, DX_FMA, DX_STORE.
+fn backward_input_template(rows: usize, cols: usize) -> [String; 5] {
+    let mut code: [Code; 5] = Default::default();
+    let [decl, tap, load, fma, store] = &mut code;
+    for c in 0..cols {
+        decl.line(
+            4,
+            &format!("let wt{c} = min(ci0 + {c}u, p.cin - 1u) * p.k * p.k;"),
+        );
+        load.line(16, &format!("let w{c} = ld_w4(wt{c} + tap, q);"));
+    }
+    for r in 0..rows {
+        let off = r * 64;
+        decl.line(
+            4,
+            &format!("let j{r} = min(j_base + {off}u, p.count - 1u);"),
+        );
+        decl.line(4, &format!("let img{r} = j{r} / (p.hq * p.wq);"));
+        decl.line(4, &format!("let jy{r} = i32((j{r} / p.wq) % p.hq);"));
+        decl.line(4, &format!("let jx{r} = i32(j{r} % p.wq);"));
+        decl.line(4, &format!("let iy{r} = py + p.stride * u32(jy{r});"));
+        decl.line(4, &format!("let ix{r} = px + p.stride * u32(jx{r});"));
+        tap.line(12, &format!("let oy{r} = jy{r} + oy_off;"));
+        tap.line(12, &format!("let ox{r} = jx{r} + ox_off;"));
+        tap.line(
+            12,
+            &format!(
+                "let ok{r} = oy{r} >= 0 && oy{r} < i32(p.ho) && ox{r} >= 0 && ox{r} < i32(p.wo);"
+            ),
+        );
+        tap.line(
+            12,
+            &format!(
+                "let pd{r} = (img{r} * p.ho + u32(clamp(oy{r}, 0, i32(p.ho) - 1))) * p.wo \
+                 + u32(clamp(ox{r}, 0, i32(p.wo) - 1));"
+            ),
+        );
+        load.line(
+            16,
+            &format!("let g{r} = select(vec4<f32>(0.0), ld_dy4(pd{r}, q), ok{r});"),
+        );
+        store.line(
+            4,
+            &format!("if (j_base + {off}u < p.count && iy{r} < p.h && ix{r} < p.w) {{"),
+        );
+        store.line(
+            8,
+            &format!("let xb = ((img{r} * p.h + iy{r}) * p.w + ix{r}) * p.cin + ci0;"),
+        );
+        for c in 0..cols {
+            decl.line(4, &format!("var acc{r}_{c} = 0.0;"));
+            fma.line(16, &format!("acc{r}_{c} = acc{r}_{c} + dot(g{r}, w{c});"));
+            store.line(
+                8,
+                &format!("if (ci0 + {c}u < p.cin) {{ dx[xb + {c}u] = acc{r}_{c}; }}"),
+            );
+        }
+        store.line(4, "}");
+    }
+    code.map(|c| c.0)
+}
+
+/// The dw kernel's `quads x taps` tile: DW_DECL, DW_LOAD, DW_FMA, DW_STORE.
+fn backward_weight_template(quads: usize, taps: usize) -> [String; 4] {
+    let mut code: [Code; 4] = Default::default();
+    let [decl, load, fma, store] = &mut code;
+    for q in 0..quads {
+        decl.line(
+            4,
+            &format!("let qq{q} = min(q0 + {q}u, (p.cout4 >> 2u) - 1u);"),
+        );
+        load.line(8, &format!("let g{q} = ld_dy4_w(q, qq{q});"));
+    }
+    for t in 0..taps {
+        decl.line(4, &format!("let tc{t} = min(t0 + {t}u, p.taps - 1u);"));
+        decl.line(4, &format!("let ci{t} = tc{t} / kk;"));
+        decl.line(
+            4,
+            &format!("let ky{t} = i32((tc{t} % kk) / p.k) - i32(p.pad);"),
+        );
+        decl.line(4, &format!("let kx{t} = i32(tc{t} % p.k) - i32(p.pad);"));
+        load.line(
+            8,
+            &format!(
+                "let xv{t} = vec4<f32>(select(0.0, ld_x(x_pixel(row0, iy + ky{t}, ix + kx{t}) + ci{t}), \
+                 inside(iy + ky{t}, ix + kx{t})));"
+            ),
+        );
+    }
+    for q in 0..quads {
+        for t in 0..taps {
+            decl.line(4, &format!("var acc{q}_{t} = vec4<f32>(0.0);"));
+            fma.line(8, &format!("acc{q}_{t} = fma(g{q}, xv{t}, acc{q}_{t});"));
+            for (c, l) in LANES.iter().enumerate() {
+                store.line(
+                    4,
+                    &format!(
+                        "if (4u * (q0 + {q}u) + {c}u < p.cout && t0 + {t}u < p.taps) {{ \
+                         dw_part[out_base + (4u * (q0 + {q}u) + {c}u) * p.taps + t0 + {t}u] = acc{q}_{t}.{l}; }}"
+                    ),
+                );
+            }
+        }
+    }
+    code.map(|c| c.0)
+}
+
+/// Which entry point a template is generated for, with its tile.
 enum Pass {
-    Forward,
-    BackwardInput,
-    BackwardWeight,
+    Pack,
+    Forward { rows: usize, quads: usize },
+    BackwardInput { rows: usize, cols: usize },
+    BackwardWeight { quads: usize, taps: usize },
 }
 
-/// Generates the unrolled `rows x cols` register tile of `pass` into its placeholders; the
-/// placeholders of the other entry points stay empty.
-fn template(pass: Pass, rows: usize, cols: usize) -> Vec<(&'static str, String)> {
-    let mut fwd = [String::new(), String::new(), String::new(), String::new()];
-    let mut dxs = [String::new(), String::new(), String::new(), String::new()];
-    let mut dws = [String::new(), String::new(), String::new()];
-    let mut store = String::new();
-    let mut dx_store = String::new();
-    match pass {
-        Pass::Forward => {
-            let [decl, tap, load, fma] = &mut fwd;
-            for r in 0..rows {
-                let off = r * 64;
-                *decl += &format!("    let pix{r} = min(pix_base + {off}u, p.count - 1u);\n");
-                *decl += &format!(
-                    "    let oy{r} = i32((pix{r} / p.wo) % p.ho * p.stride) - i32(p.pad);\n"
-                );
-                *decl += &format!("    let ox{r} = i32(pix{r} % p.wo * p.stride) - i32(p.pad);\n");
-                *decl += &format!("    let row{r} = pix{r} / (p.ho * p.wo) * p.h;\n");
-                *tap +=
-                    &format!("            let in{r} = inside(oy{r} + i32(ky), ox{r} + i32(kx));\n");
-                *tap += &format!(
-                    "            let xb{r} = x_pixel(row{r}, oy{r} + i32(ky), ox{r} + i32(kx));\n"
-                );
-                *load +=
-                    &format!("                let xv{r} = select(0.0, x[xb{r} + ci], in{r});\n");
-                store += &format!("    if (pix_base + {off}u < p.count) {{\n");
-                store += &format!("        let yb{r} = (pix_base + {off}u) * p.cout + co0;\n");
-                for c in 0..cols {
-                    *decl += &format!("    var acc{r}_{c} = 0.0;\n");
-                    *fma +=
-                        &format!("                acc{r}_{c} = fma(xv{r}, w{c}, acc{r}_{c});\n");
-                    store += &format!(
-                        "        if (co0 + {c}u < p.cout) {{ y[yb{r} + {c}u] = acc{r}_{c}; }}\n"
-                    );
-                }
-                store += "    }\n";
-            }
-            for c in 0..cols {
-                *decl += &format!("    let wb{c} = min(co0 + {c}u, p.cout - 1u) * p.cin * kk;\n");
-                *load += &format!("                let w{c} = wt[wb{c} + wofs];\n");
-            }
+/// Every placeholder of `shaders/conv.wgsl`: `pass`'s generated, the others empty. `aligned`:
+/// cout is a multiple of 4 (dy quads are whole texels, y takes vec4 stores).
+fn template(pass: Pass, aligned: bool) -> Vec<(&'static str, String)> {
+    let mut fwd: [String; 5] = Default::default();
+    let mut dxs: [String; 5] = Default::default();
+    let mut dws: [String; 4] = Default::default();
+    let (mut ld_dy4, mut ld_dy4_w) = ("return vec4<f32>(0.0);".to_string(), String::new());
+    let (rows, cols, quads, taps) = match pass {
+        Pass::Pack => (1, 1, 1, 1),
+        Pass::Forward { rows, quads } => {
+            fwd = forward_template(rows, quads, aligned);
+            (rows, 1, quads, 1)
         }
-        Pass::BackwardInput => {
-            let [decl, tap, load, fma] = &mut dxs;
-            for r in 0..rows {
-                let off = r * 64;
-                *decl += &format!("    let q{r} = min(pix_base + {off}u, p.count - 1u);\n");
-                *decl += &format!("    let iy{r} = i32((q{r} / p.w) % p.h + p.pad);\n");
-                *decl += &format!("    let ix{r} = i32(q{r} % p.w + p.pad);\n");
-                *decl += &format!("    let orow{r} = q{r} / (p.h * p.w) * p.ho;\n");
-                *tap += &format!("            let oy{r} = out_coord(iy{r} - i32(ky), p.ho);\n");
-                *tap += &format!("            let ox{r} = out_coord(ix{r} - i32(kx), p.wo);\n");
-                *tap += &format!("            let ok{r} = oy{r} >= 0 && ox{r} >= 0;\n");
-                *tap += &format!(
-                    "            let db{r} = ((orow{r} + u32(max(oy{r}, 0))) * p.wo + u32(max(ox{r}, 0))) * p.cout;\n"
-                );
-                *load +=
-                    &format!("                let g{r} = select(0.0, dy[db{r} + co], ok{r});\n");
-                dx_store += &format!("    if (pix_base + {off}u < p.count) {{\n");
-                dx_store += &format!("        let xb{r} = (pix_base + {off}u) * p.cin + ci0;\n");
-                for c in 0..cols {
-                    *decl += &format!("    var acc{r}_{c} = 0.0;\n");
-                    *fma += &format!("                acc{r}_{c} = fma(g{r}, w{c}, acc{r}_{c});\n");
-                    dx_store += &format!(
-                        "        if (ci0 + {c}u < p.cin) {{ dx[xb{r} + {c}u] = acc{r}_{c}; }}\n"
-                    );
-                }
-                dx_store += "    }\n";
-            }
-            for c in 0..cols {
-                *decl += &format!("    let wb{c} = min(ci0 + {c}u, p.cin - 1u) * kk;\n");
-                *load += &format!("                let w{c} = wt[wofs + wb{c}];\n");
-            }
+        Pass::BackwardInput { rows, cols } => {
+            dxs = backward_input_template(rows, cols);
+            ld_dy4 = dy_loader("dy_tex", aligned);
+            (rows, cols, 1, 1)
         }
-        Pass::BackwardWeight => {
-            let [decl, fma, st] = &mut dws;
-            for c in 0..cols {
-                *decl += &format!("    let cc{c} = min(co0 + {c}u, p.cout - 1u);\n");
-                *decl += &format!("    var acc{c} = 0.0;\n");
-                *fma += &format!("        acc{c} = fma(xv, dy_w[dyb + cc{c}], acc{c});\n");
-                *st += &format!(
-                    "        if (co0 + {c}u < p.cout) {{ dw_part[out_base + (co0 + {c}u) * p.count] = acc{c}; }}\n"
-                );
-            }
+        Pass::BackwardWeight { quads, taps } => {
+            dws = backward_weight_template(quads, taps);
+            ld_dy4_w = dy_loader("dy_tex2", aligned);
+            (1, 1, quads, taps)
         }
+    };
+    if ld_dy4_w.is_empty() {
+        ld_dy4_w = "return vec4<f32>(0.0);".into();
     }
-    let [fd, ft, fl, ff] = fwd;
-    let [xd, xt, xl, xf] = dxs;
-    let [wd, wf, ws] = dws;
+    let [fd, ft, fl, ff, fs] = fwd;
+    let [xd, xt, xl, xf, xs] = dxs;
+    let [wd, wl, wf, ws] = dws;
     vec![
+        ("TW", TEX_WIDTH.to_string()),
         ("ROWS", rows.to_string()),
         ("COLS", cols.to_string()),
+        ("QUADS", quads.to_string()),
+        ("TAPS", taps.to_string()),
+        ("LD_DY4", ld_dy4),
+        ("LD_DY4_W", ld_dy4_w),
         ("FWD_DECL", fd),
         ("FWD_TAP", ft),
         ("FWD_LOAD", fl),
         ("FWD_FMA", ff),
-        ("FWD_STORE", store),
+        ("FWD_STORE", fs),
         ("DX_DECL", xd),
         ("DX_TAP", xt),
         ("DX_LOAD", xl),
         ("DX_FMA", xf),
-        ("DX_STORE", dx_store),
+        ("DX_STORE", xs),
         ("DW_DECL", wd),
+        ("DW_LOAD", wl),
         ("DW_FMA", wf),
         ("DW_STORE", ws),
     ]
 }
 
-/// Workgroups for `items` over lanes in blocks of `64 * rows`, folded into x/y, with `zs`
-/// channel blocks along z.
-fn grid(gpu: &Gpu, items: usize, rows: usize, zs: usize, op: &str) -> Result<[u32; 3]> {
-    let max = gpu.max_groups_per_dim();
-    let [gx, gy, _] = groups_for(u32_of(items.div_ceil(64 * rows), op)?, max);
-    let gz = u32_of(zs, op)?;
-    ensure(gz <= max, op, || {
-        format!("{zs} channel blocks exceed the device limit of {max} workgroups")
+/// Checks that a grid fits the device.
+fn check_grid(gpu: &Gpu, groups: [usize; 3], op: &str) -> Result<[u32; 3]> {
+    let max = gpu.max_groups_per_dim() as usize;
+    ensure(groups.iter().all(|&g| g <= max), op, || {
+        format!("grid {groups:?} exceeds the device limit of {max} workgroups per dimension")
     })?;
-    Ok([gx, gy, gz])
+    Ok(groups.map(|g| g as u32))
+}
+
+/// The weights packed as `wp[t, co]` (cout padded to whole quads), as a texture.
+fn packed_weights(gpu: &Gpu, g: &Geometry, w: &Tensor, op: &str) -> Result<crate::gpu::GpuTexture> {
+    let len = g.taps() * g.cout4();
+    let [gx, gy, _] = groups_for(u32_of(len.div_ceil(64), op)?, gpu.max_groups_per_dim());
+    let extra = Extra {
+        count: len,
+        groups_x: gx,
+        ..Default::default()
+    };
+    let kernel = gpu.kernel(&PACK_WEIGHTS, &template(Pass::Pack, true))?;
+    let wp = gpu.alloc((len * 4) as u64);
+    gpu.dispatch(&kernel, &g.params(extra, op)?, &[&w.buf, &wp], [gx, gy, 1])?;
+    gpu.to_texture(&wp, len)
 }
 
 /// `y[b, oy, ox, co] = sum_{ci, ky, kx} x[b, oy*s + ky - k/2, ox*s + kx - k/2, ci] * w[co, ci, ky, kx]`
@@ -284,25 +518,42 @@ fn grid(gpu: &Gpu, items: usize, rows: usize, zs: usize, op: &str) -> Result<[u3
 /// returns `y` `[n, ho, wo, cout]`.
 pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
     let op = "conv2d_forward";
-    let g = geometry(x, w, stride, op)?;
-    let npix = g.n * g.ho * g.wo;
-    let (rows, cols) = tile(npix, g.cout);
-    let groups = grid(gpu, npix, rows, g.cout.div_ceil(cols), op)?;
-    let kernel = gpu.kernel(&FORWARD, &template(Pass::Forward, rows, cols))?;
-    let params = g.params(npix, groups[0], 0, op)?;
+    let g = geometry(gpu, x, w, stride, op)?;
+    let npix = g.npix();
+    let (rows, quads) = tile("PROXYLESS_CONV_FWD_TILE", (4, 4));
+    let rows = tile_rows(npix, rows);
+    let quads = quads.min(g.cout4() / 4);
+    let blocks = u32_of(npix.div_ceil(64 * rows), op)?;
+    let [gx, gy, _] = groups_for(blocks, gpu.max_groups_per_dim());
+    let groups = check_grid(
+        gpu,
+        [gx as usize, gy as usize, (g.cout4() / 4).div_ceil(quads)],
+        op,
+    )?;
+    let extra = Extra {
+        count: npix,
+        groups_x: gx,
+        ..Default::default()
+    };
+    let params = g.params(extra, op)?;
+    let kernel = gpu.kernel(
+        &FORWARD,
+        &template(Pass::Forward { rows, quads }, g.cout.is_multiple_of(4)),
+    )?;
+    let wp = packed_weights(gpu, &g, w, op)?;
+    let xt = gpu.to_texture(&x.buf, x.numel())?;
     let y = gpu.empty(&g.out_shape());
-    gpu.dispatch(&kernel, &params, &[&x.buf, &w.buf, &y.buf], groups)?;
+    gpu.dispatch_with(
+        &kernel,
+        &params,
+        &[
+            Binding::Texture(&xt),
+            Binding::Texture(&wp),
+            Binding::Buffer(&y.buf),
+        ],
+        groups,
+    )?;
     Ok(y)
-}
-
-/// Output pixels per chunk of the weight gradient's reduction: enough chunks for at least 256
-/// workgroups in all and at most 16384 pixels per chunk, but no chunk under 64 pixels.
-fn weight_chunk(npix: usize, base_groups: usize) -> usize {
-    let want = 256usize
-        .div_ceil(base_groups.max(1))
-        .max(npix.div_ceil(16384));
-    let chunks = want.min(npix.div_ceil(64)).max(1);
-    npix.div_ceil(chunks)
 }
 
 /// Gradients of [`conv2d_forward`] for upstream gradient `dy` `[n, ho, wo, cout]`:
@@ -315,65 +566,152 @@ pub fn conv2d_backward(
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     let op = "conv2d_backward";
-    let g = geometry(x, w, stride, op)?;
+    let g = geometry(gpu, x, w, stride, op)?;
     expect_shape(dy, &g.out_shape(), op, "dy")?;
-
-    // dx: lanes over input pixels, a block of input channels per workgroup.
-    let in_pix = g.n * g.h * g.w;
-    let (rows, cols) = tile(in_pix, g.cin);
-    let groups = grid(gpu, in_pix, rows, g.cin.div_ceil(cols), op)?;
-    let dx_params = g.params(in_pix, groups[0], 0, op)?;
-    let dx_kernel = gpu.kernel(&BACKWARD_INPUT, &template(Pass::BackwardInput, rows, cols))?;
-
-    // dw: lanes over taps, a block of output channels per workgroup, chunks of pixels along z.
-    let taps = g.cin * g.k * g.k;
-    let npix = g.n * g.ho * g.wo;
-    let cols_w = g.cout.min(8);
-    let tap_blocks = taps.div_ceil(64);
-    let co_blocks = g.cout.div_ceil(cols_w);
-    let chunk = weight_chunk(npix, tap_blocks * co_blocks);
-    let chunks = npix.div_ceil(chunk);
-    let max = gpu.max_groups_per_dim() as usize;
-    ensure(
-        tap_blocks <= max && co_blocks <= max && chunks <= max,
-        op,
-        || {
-            format!(
-                "weight {:?}: grid {tap_blocks}x{co_blocks}x{chunks} over the device limit",
-                w.shape
-            )
-        },
-    )?;
-    let dw_groups = [tap_blocks as u32, co_blocks as u32, chunks as u32];
-    let dw_params = g.params(taps, tap_blocks as u32, chunk, op)?;
-    let dw_kernel = gpu.kernel(&BACKWARD_WEIGHT, &template(Pass::BackwardWeight, 1, cols_w))?;
-
+    let (dx_kernel, dx_params, dx_groups) = backward_input_plan(gpu, &g, op)?;
+    let dw_plan = backward_weight_plan(gpu, &g, op)?;
+    let wp = packed_weights(gpu, &g, w, op)?;
+    let dyt = gpu.to_texture(&dy.buf, dy.numel())?;
     let dx = gpu.empty(&x.shape);
-    let skip = std::env::var("TMP_SKIP").unwrap_or_default(); // TEMPORARY
-    if skip != "dx" {
-        gpu.dispatch(&dx_kernel, &dx_params, &[&dy.buf, &w.buf, &dx.buf], groups)?;
-    }
-    let dw = gpu.empty(&w.shape);
-    if skip == "dw" {
-        return Ok((dx, dw));
-    }
-    if chunks == 1 {
-        // A single slice is the gradient itself.
-        gpu.dispatch(
-            &dw_kernel,
-            &dw_params,
-            &[&x.buf, &dy.buf, &dw.buf],
-            dw_groups,
-        )?;
-    } else {
-        let partial = gpu.alloc((chunks * w.numel() * 4) as u64);
-        gpu.dispatch(
-            &dw_kernel,
-            &dw_params,
-            &[&x.buf, &dy.buf, &partial],
-            dw_groups,
-        )?;
-        reduce::sum_slices(gpu, &partial, &dw.buf, w.numel(), chunks, false)?;
-    }
+    gpu.dispatch_with(
+        &dx_kernel,
+        &dx_params,
+        &[
+            Binding::Texture(&dyt),
+            Binding::Texture(&wp),
+            Binding::Buffer(&dx.buf),
+        ],
+        dx_groups,
+    )?;
+    let dw = backward_weight_run(gpu, &g, x, &dyt, dw_plan)?;
     Ok((dx, dw))
+}
+
+/// The weight gradient of [`conv2d_forward`] alone: `dw [cout, cin, k, k]`. For the stem,
+/// whose input (the images) needs no gradient.
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let op = "conv2d_backward_weight";
+    let g = geometry(gpu, x, w, stride, op)?;
+    expect_shape(dy, &g.out_shape(), op, "dy")?;
+    let plan = backward_weight_plan(gpu, &g, op)?;
+    let dyt = gpu.to_texture(&dy.buf, dy.numel())?;
+    backward_weight_run(gpu, &g, x, &dyt, plan)
+}
+
+/// A compiled kernel, its uniform words and its grid.
+type Plan = (Arc<Kernel>, Vec<u32>, [u32; 3]);
+
+/// dx: per stride phase, lanes over that phase's input pixels, a block of input channels per
+/// workgroup along z.
+fn backward_input_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<Plan> {
+    let s = g.stride;
+    let (hq, wq) = (g.h.div_ceil(s), g.w.div_ceil(s));
+    let (phases_y, phases_x) = (s.min(g.h), s.min(g.w));
+    let count = g.n * hq * wq;
+    let (rows, cols) = tile("PROXYLESS_CONV_DX_TILE", (4, 4));
+    let rows = tile_rows(count, rows);
+    let cols = cols.min(g.cin);
+    let blocks = count.div_ceil(64 * rows);
+    let flat = u32_of(phases_y * phases_x * blocks, op)?;
+    let [gx, gy, _] = groups_for(flat, gpu.max_groups_per_dim());
+    let groups = check_grid(gpu, [gx as usize, gy as usize, g.cin.div_ceil(cols)], op)?;
+    let extra = Extra {
+        count,
+        groups_x: gx,
+        hq,
+        wq,
+        blocks,
+        phases_x,
+        ..Default::default()
+    };
+    let params = g.params(extra, op)?;
+    let kernel = gpu.kernel(
+        &BACKWARD_INPUT,
+        &template(Pass::BackwardInput { rows, cols }, g.cout.is_multiple_of(4)),
+    )?;
+    Ok((kernel, params, groups))
+}
+
+/// dw: a workgroup per (block of taps, block of output-channel quads, chunk of pixels), its
+/// lanes over the chunk's pixels; `(plan, slices)`.
+fn backward_weight_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<(Plan, usize)> {
+    let taps = g.taps();
+    let npix = g.npix();
+    let (quads, tile_taps) = tile("PROXYLESS_CONV_DW_TILE", (4, 3));
+    let quads = quads.min(g.cout4() / 4);
+    let tile_taps = tile_taps.min(taps);
+    let tiles = taps.div_ceil(tile_taps) * (g.cout4() / 4).div_ceil(quads);
+    // At least 64 workgroups where the pixels allow (16 per lane at least).
+    let chunks = 64usize.div_ceil(tiles).min(npix.div_ceil(64 * 16)).max(1);
+    let chunk = npix.div_ceil(chunks);
+    let chunks = npix.div_ceil(chunk);
+    let slices = chunks * 64;
+    let bytes = (slices * g.cout * taps * 4) as u64;
+    ensure(bytes <= gpu.max_binding_bytes(), op, || {
+        format!(
+            "weight [{}, {}, {}, {}]: {} MiB of weight-gradient partials exceed the binding \
+             limit; this kernel is meant for few input channels (the stem)",
+            g.cout,
+            g.cin,
+            g.k,
+            g.k,
+            bytes >> 20
+        )
+    })?;
+    let groups = check_grid(
+        gpu,
+        [
+            taps.div_ceil(tile_taps),
+            (g.cout4() / 4).div_ceil(quads),
+            chunks,
+        ],
+        op,
+    )?;
+    let extra = Extra {
+        chunk,
+        ..Default::default()
+    };
+    let params = g.params(extra, op)?;
+    let kernel = gpu.kernel(
+        &BACKWARD_WEIGHT,
+        &template(
+            Pass::BackwardWeight {
+                quads,
+                taps: tile_taps,
+            },
+            g.cout.is_multiple_of(4),
+        ),
+    )?;
+    Ok(((kernel, params, groups), slices))
+}
+
+fn backward_weight_run(
+    gpu: &Gpu,
+    g: &Geometry,
+    x: &Tensor,
+    dyt: &crate::gpu::GpuTexture,
+    ((kernel, params, groups), slices): (Plan, usize),
+) -> Result<Tensor> {
+    let len = g.cout * g.taps();
+    let xt = gpu.to_texture(&x.buf, x.numel())?;
+    let partial: GpuBuffer = gpu.alloc((slices * len * 4) as u64);
+    gpu.dispatch_with(
+        &kernel,
+        &params,
+        &[
+            Binding::Texture(&xt),
+            Binding::Texture(dyt),
+            Binding::Buffer(&partial),
+        ],
+        groups,
+    )?;
+    let dw = gpu.empty(&[g.cout, g.cin, g.k, g.k]);
+    reduce::sum_slices(gpu, &partial, &dw.buf, len, slices, false)?;
+    Ok(dw)
 }

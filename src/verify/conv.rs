@@ -6,8 +6,10 @@ use super::{f64s, Checker};
 use crate::{ops, reference};
 
 /// (n, h, w, cin, cout, k, stride): 1x1 images, batch 1, one channel, k 1/3/5/7, stride 2 and
-/// 3 with odd inputs, channel counts off every tile, the stem's shapes (CIFAR stride 1, an
-/// ImageNet-like stride 2), shapes with several row tiles and several dw chunks.
+/// 3 with odd inputs, channel counts off every tile and off whole quads (cout 1, 3, 5, 9, 10,
+/// 17), the stem's shapes (CIFAR stride 1, an ImageNet-like stride 2), shapes with 4-row tiles
+/// (2048 pixels and more) and several dw chunks, and strides that leave input pixels no tap
+/// (k 1 stride 2) or exceed the image.
 const SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (1, 1, 1, 1, 1, 1, 1),
     (1, 1, 1, 1, 1, 3, 1),
@@ -24,6 +26,11 @@ const SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (2, 30, 34, 3, 48, 3, 2),
     (5, 21, 20, 3, 24, 3, 1),
     (4, 24, 24, 3, 32, 3, 1),
+    (1, 7, 8, 2, 3, 1, 2),
+    (2, 2, 3, 2, 4, 3, 4),
+    (2, 5, 9, 6, 5, 3, 3),
+    (2, 65, 63, 3, 16, 3, 2),
+    (3, 26, 27, 3, 10, 3, 1),
 ];
 
 pub fn run(c: &mut Checker) -> Result<()> {
@@ -49,7 +56,9 @@ pub fn run(c: &mut Checker) -> Result<()> {
         );
         c.compare("conv", shape.clone(), "y", &y, &y_ref)?;
         c.compare("conv", shape.clone(), "dx", &dx, &dx_ref)?;
-        c.compare("conv", shape, "dw", &dw, &dw_ref)?;
+        c.compare("conv", shape.clone(), "dw", &dw, &dw_ref)?;
+        let dw_only = ops::conv::conv2d_backward_weight(c.gpu, &x, &wt, stride, &dy)?;
+        c.compare("conv_backward_weight", shape, "dw", &dw_only, &dw_ref)?;
     }
     Ok(())
 }
