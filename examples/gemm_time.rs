@@ -7,7 +7,8 @@ fn cpu() -> f64 {
 }
 fn main() -> anyhow::Result<()> {
     let gpu = Gpu::new(&Default::default())?;
-    let (m, k, n) = (8192usize, 40usize, 240usize);
+    let k: usize = std::env::var("K").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let (m, n) = (8192usize, 240usize);
     let x = gpu.upload(&vec![0.5f32; m * k], &[m, k])?;
     let w = gpu.upload(&vec![0.25f32; n * k], &[n, k])?;
     let dy = gpu.upload(&vec![0.5f32; m * n], &[m, n])?;
