@@ -48,8 +48,33 @@ const RING_SLOTS: u64 = 2048;
 
 struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The open compute pass: consecutive dispatches share one (a pass per dispatch costs
+    /// launch time); any other encoder command closes it first.
+    pass: Option<wgpu::ComputePass<'static>>,
     params: Vec<u8>,
     slots_used: u64,
+}
+
+impl Batch {
+    /// The encoder, with no pass open on it.
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        })
+    }
+
+    /// The open compute pass (begun if needed).
+    fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let pass = self
+                .encoder(device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("pass just opened")
+    }
 }
 
 /// The compute device and everything cached on it. Cheap to share (`&Gpu`) between threads:
@@ -213,6 +238,7 @@ impl Gpu {
             kernels: Mutex::new(HashMap::new()),
             batch: Mutex::new(Batch {
                 encoder: None,
+                pass: None,
                 params: Vec::new(),
                 slots_used: 0,
             }),
@@ -374,10 +400,7 @@ impl Gpu {
         });
         let total = buf.bytes().div_ceil(4) * 4;
         let mut b = self.lock_batch();
-        let enc = b.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
+        let enc = b.encoder(&self.device);
         let mut off = 0;
         while off < total {
             let n = (total - off).min(POISON_CHUNK);
@@ -405,10 +428,7 @@ impl Gpu {
     /// Sets a buffer to zero, in order with the dispatches already batched.
     pub fn clear(&self, buf: &GpuBuffer) {
         let mut b = self.lock_batch();
-        let enc = b.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
+        let enc = b.encoder(&self.device);
         enc.clear_buffer(buf.raw(), 0, Some(buf.bytes().div_ceil(4) * 4));
     }
 
@@ -422,10 +442,7 @@ impl Gpu {
             );
         }
         let mut b = self.lock_batch();
-        let enc = b.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
+        let enc = b.encoder(&self.device);
         enc.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(src.bytes()));
         Ok(())
     }
@@ -448,10 +465,7 @@ impl Gpu {
         let full_rows = texels / TEX_WIDTH as u64;
         let tail = texels % TEX_WIDTH as u64;
         let mut b = self.lock_batch();
-        let enc = b.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
+        let enc = b.encoder(&self.device);
         let row_bytes = TEX_WIDTH as u64 * 16;
         let mut copy = |offset: u64, y: u64, width: u64, height: u64| {
             enc.copy_buffer_to_texture(
@@ -636,11 +650,7 @@ impl Gpu {
             layout: &kernel.layout,
             entries: &entries,
         });
-        let enc = b.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let pass = b.pass(&self.device);
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[offset as u32]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -648,6 +658,7 @@ impl Gpu {
     }
 
     fn submit_batch(queue: &wgpu::Queue, ring: &wgpu::Buffer, b: &mut Batch) {
+        b.pass = None;
         if let Some(enc) = b.encoder.take() {
             if b.slots_used > 0 {
                 queue.write_buffer(ring, 0, &b.params);
@@ -693,10 +704,7 @@ impl Gpu {
         });
         {
             let mut b = self.lock_batch();
-            let enc = b.encoder.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-            });
+            let enc = b.encoder(&self.device);
             enc.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, Some(bytes));
         }
         self.flush();
