@@ -1,10 +1,14 @@
 //! Depthwise k x k convolution on NHWC tensors (`shaders/depthwise.wgsl`): k in {3, 5, 7},
 //! stride 1 or 2, padding k / 2, weights `[c, k, k]`.
 //!
-//! Each kernel is generated for its kernel size, stride, strip width and vector width: the
+//! Each kernel is generated for its kernel size, stride, strip width and operand kind: the
 //! per-row body (every tap of a strip of columns) is unrolled here and pasted into the WGSL.
-//! The weight gradient is a split reduction: one partial per (image, row chunk, column strip),
-//! summed by `reduce::sum_slices`.
+//! When the channel count is a multiple of 4 (every layer of the network) the operands are
+//! read through rgba32float texture copies, one texel (four channels) per invocation, because
+//! on lavapipe a texel fetch is a SIMD gather while a storage-buffer load is a loop over the
+//! lanes; other channel counts, and tensors over the texture size limit, read storage buffers
+//! one channel per invocation. The weight gradient is a split reduction: one partial per
+//! (image chunk, row chunk, column strip), summed by `reduce::sum_slices`.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -18,12 +22,6 @@ use crate::gpu::{groups_for, Access, Binding, Gpu, Kernel, KernelSpec, Tensor, T
 const SOURCE: &str = include_str!("../../shaders/depthwise.wgsl");
 const BUFFERS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
 const TEXTURES: &[Access] = &[Access::Texture, Access::Texture, Access::ReadWrite];
-
-/// Output columns per invocation of the forward and weight-gradient kernels, input columns
-/// per invocation of the input-gradient kernel (a multiple of the stride).
-const FWD_STRIP: usize = 8;
-const DX_STRIP: usize = 8;
-const DW_STRIP: usize = 8;
 
 /// Invocations to aim for before rows are split into chunks (both cores busy even at batch 1).
 const TARGET_INVOCATIONS: usize = 4096;
@@ -107,13 +105,6 @@ fn dims(x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Dims> {
     })
 }
 
-fn tune(i: usize, default: usize) -> usize {
-    std::env::var("PROXYLESS_DW")
-        .ok()
-        .and_then(|s| s.split(',').nth(i).and_then(|v| v.parse().ok()))
-        .unwrap_or(default)
-}
-
 /// The generated source text of the placeholders of one variant (the other entry points get
 /// inert fillers, so each variant compiles only its own body).
 fn template(v: Variant) -> Vec<(&'static str, String)> {
@@ -161,18 +152,17 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
         Entry::BackwardInput => dx = gen_backward_input(k, s, t, v.tex),
         Entry::BackwardWeight => dw = gen_backward_weight(k, s, t, v.tex),
     }
-    for (prefix, body) in [("FWD", fwd), ("DX", dx), ("DW", dw)] {
-        let names: [&'static str; 6] = match prefix {
-            "FWD" => ["FWD_T", "FWD_DECL", "FWD_PRELOAD", "FWD_STEP", "FWD_STORE", "FWD_DMIN"],
-            "DX" => ["DX_T", "DX_DECL", "DX_PRELOAD", "DX_STEP", "DX_STORE", "DX_DMIN"],
-            _ => ["DW_T", "DW_DECL", "DW_PRELOAD", "DW_STEP", "DW_STORE", "DW_DMIN"],
-        };
+    vals.push(("DX_DMIN", dx.dmin.to_string()));
+    vals.push(("DW_STORE", dw.store.clone()));
+    for (names, body) in [
+        (["FWD_T", "FWD_DECL", "FWD_PRELOAD", "FWD_STEP"], fwd),
+        (["DX_T", "DX_DECL", "DX_PRELOAD", "DX_STEP"], dx),
+        (["DW_T", "DW_DECL", "DW_PRELOAD", "DW_STEP"], dw),
+    ] {
         vals.push((names[0], body.t.to_string()));
         vals.push((names[1], body.decl));
         vals.push((names[2], body.preload));
         vals.push((names[3], body.step));
-        vals.push((names[4], body.store));
-        vals.push((names[5], body.dmin.to_string()));
     }
     vals
 }
@@ -268,10 +258,46 @@ fn gen_row_load(out: &mut String, indent: &str, base: &str, j: usize, width: usi
     for c in 0..width {
         let _ = writeln!(
             out,
-            "{indent}    r{j}_{c} = select({Z}, lda((rb + ci{c}){}), ok && ck{c});", if tune(4, 0) & 16 != 0 { " % 16384u" } else { "" }
+            "{indent}    r{j}_{c} = select({Z}, lda(rb + ci{c}), ok && ck{c});"
         );
     }
     let _ = writeln!(out, "{indent}}}");
+}
+
+/// Independent partial sums per output: one chain of K*K dependent additions cannot overlap
+/// with anything (each output's store loop ends the basic block); 4 chains measured ~5% faster
+/// on dw5.
+const CHAINS: usize = 4;
+
+/// Emits `let acc = sum of a * b over terms`, accumulated in `CHAINS` independent chains.
+fn gen_sum(out: &mut String, indent: &str, terms: &[(String, String)]) {
+    let chains = CHAINS.clamp(1, terms.len().max(1));
+    if terms.is_empty() {
+        let _ = writeln!(out, "{indent}let acc = {Z};");
+        return;
+    }
+    for (i, (a, b)) in terms.iter().enumerate() {
+        let ch = i % chains;
+        if i < chains {
+            let _ = writeln!(out, "{indent}var a{ch} = {a} * {b};");
+        } else {
+            let _ = writeln!(out, "{indent}a{ch} = fma({a}, {b}, a{ch});");
+        }
+    }
+    let mut parts: Vec<String> = (0..chains).map(|c| format!("a{c}")).collect();
+    while parts.len() > 1 {
+        parts = parts
+            .chunks(2)
+            .map(|p| {
+                if p.len() == 2 {
+                    format!("({} + {})", p[0], p[1])
+                } else {
+                    p[0].clone()
+                }
+            })
+            .collect();
+    }
+    let _ = writeln!(out, "{indent}let acc = {};", parts[0]);
 }
 
 /// Moves the window up by `by` rows.
@@ -300,37 +326,18 @@ fn gen_forward(k: usize, s: usize, t: usize, tex: bool) -> Body {
     }
     for c in 0..t {
         let _ = writeln!(b.step, "{IN2}{{");
-        let _ = writeln!(b.step, "{IN2}    var acc = r0_{} * w0_0;", c * s);
+        let mut terms = Vec::new();
         for ky in 0..k {
             for kx in 0..k {
-                if ky + kx > 0 {
-                    let _ = writeln!(
-                        b.step,
-                        "{IN2}    acc = fma(r{ky}_{}, w{ky}_{kx}, acc);",
-                        c * s + kx
-                    );
-                }
+                terms.push((format!("r{ky}_{}", c * s + kx), format!("w{ky}_{kx}")));
             }
         }
-        if tune(4, 0) & 32 != 0 {
-            let _ = writeln!(b.step, "{IN2}    tot = tot + acc;");
-        } else if tune(4, 0) & 1 == 0 {
+        gen_sum(&mut b.step, &format!("{IN2}    "), &terms);
         let _ = writeln!(
             b.step,
             "{IN2}    if (ox0 + {c}u < p.wo) {{ out[ybase + {c}u * p.cq] = acc; }}"
         );
-        } else {
-        let wrap = if tune(4, 0) & 8 != 0 { " % 16384u" } else { "" };
-        let _ = writeln!(
-            b.step,
-            "{IN2}    out[(ybase + {c}u * p.cq){wrap}] = acc;"
-        );
-        }
         let _ = writeln!(b.step, "{IN2}}}");
-    }
-    if tune(4, 0) & 32 != 0 {
-        let _ = writeln!(b.step, "{IN2}out[ybase] = tot;");
-        let _ = writeln!(b.decl, "    var tot = {Z};");
     }
     gen_shift(&mut b.step, k, s, width);
     b
@@ -379,17 +386,16 @@ fn gen_backward_input(k: usize, s: usize, t: usize, tex: bool) -> Body {
         for j in 0..t {
             let (u, rr) = (j / s, j % s);
             let _ = writeln!(b.step, "{IN2}    {{");
-            let _ = writeln!(b.step, "{IN2}        var acc = {Z};");
+            let mut terms = Vec::new();
             for &(ky, d) in &row_taps {
                 for (kx, e) in phase_taps(k, s, rr) {
-                    let _ = writeln!(
-                        b.step,
-                        "{IN2}        acc = fma(r{}_{}, w{ky}_{kx}, acc);",
-                        d - dmin,
-                        u as i32 + e - dmin
-                    );
+                    terms.push((
+                        format!("r{}_{}", d - dmin, u as i32 + e - dmin),
+                        format!("w{ky}_{kx}"),
+                    ));
                 }
             }
+            gen_sum(&mut b.step, &format!("{IN2}        "), &terms);
             let _ = writeln!(
                 b.step,
                 "{IN2}        if (iy < p.h && ix0 + {j}u < p.w) {{ out[xbase + {j}u * p.cq] = acc; }}"
@@ -469,30 +475,32 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool) -> Body {
     b
 }
 
-/// The compiled kernel of a variant; generated sources are cached so the hot path does not
-/// regenerate them.
+/// The compiled kernel of a variant. The generated source is filled into the WGSL here and
+/// kept for the life of the process (a bounded set: entry x k x stride x operand kind), so the
+/// kernel is named by its variant ("depthwise[k5 s1 tex t4]") in the cache key and in errors,
+/// instead of by kilobytes of template values, and the hot path does not rebuild that key.
 fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
-    type Cache = HashMap<Variant, Arc<Vec<(&'static str, String)>>>;
-    static TEMPLATES: OnceLock<Mutex<Cache>> = OnceLock::new();
-    let values = {
-        let mut cache = TEMPLATES
-            .get_or_init(|| Mutex::new(HashMap::new()))
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        Arc::clone(cache.entry(v).or_insert_with(|| Arc::new(template(v))))
-    };
-    let spec = KernelSpec {
-        file: "depthwise",
-        source: SOURCE,
-        entry: v.entry.name(),
-        bindings: if v.tex { TEXTURES } else { BUFFERS },
-    };
-    let t0 = std::time::Instant::now();
-    let r = gpu.kernel(&spec, &values);
-    if std::env::var("PROXYLESS_DW_CT").is_ok() && t0.elapsed().as_millis() > 20 {
-        eprintln!("compile {:?}: {:?}", v, t0.elapsed());
-    }
-    r
+    static SPECS: OnceLock<Mutex<HashMap<Variant, KernelSpec>>> = OnceLock::new();
+    let spec = *SPECS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(v)
+        .or_insert_with(|| {
+            let mut source = SOURCE.to_string();
+            for (name, value) in template(v) {
+                source = source.replace(&format!("{{{{{name}}}}}"), &value);
+            }
+            let kind = if v.tex { "tex" } else { "buf" };
+            let file = format!("depthwise[k{} s{} {kind} t{}]", v.k, v.stride, v.strip);
+            KernelSpec {
+                file: Box::leak(file.into_boxed_str()),
+                source: Box::leak(source.into_boxed_str()),
+                entry: v.entry.name(),
+                bindings: if v.tex { TEXTURES } else { BUFFERS },
+            }
+        });
+    gpu.kernel(&spec, &[])
 }
 
 /// Launch geometry of one kernel: images in chunks of `ipc`, `steps` row steps per image in
@@ -527,7 +535,14 @@ impl Grid {
 
     /// For partial sums: as few slices as keep `target` invocations busy, several images per
     /// invocation when the batch allows.
-    fn reduction(d: &Dims, tex: bool, cols: usize, strip: usize, steps: usize, target: usize) -> Grid {
+    fn reduction(
+        d: &Dims,
+        tex: bool,
+        cols: usize,
+        strip: usize,
+        steps: usize,
+        target: usize,
+    ) -> Grid {
         let mut g = Grid::new(d, tex, cols, strip, steps);
         let per_image = g.strips * g.cq;
         if g.chunks == 1 {
@@ -571,12 +586,41 @@ impl Grid {
     }
 }
 
+/// Columns per invocation: output columns for the forward and weight-gradient kernels, input
+/// columns (a multiple of the stride) for the input gradient. Wider strips load fewer halo
+/// columns but unroll more code: on lavapipe 4 runs as fast as 8 (measured on dw5)
+/// and compiles in half the time; k = 7 and the storage-buffer fallback use 2 to keep LLVM's
+/// compile time near a second; the stride-2 input gradient of k = 3 is cheap enough for 8.
+fn strip_for(entry: Entry, k: usize, stride: usize, tex: bool) -> usize {
+    if !tex || k == 7 {
+        2
+    } else if entry == Entry::BackwardInput && stride == 2 && k == 3 {
+        8
+    } else {
+        4
+    }
+}
+
+/// Errors (naming the op) unless a storage binding of `floats` elements fits the adapter.
+fn check_binding(gpu: &Gpu, floats: usize, op: &str, name: &str) -> Result<()> {
+    let bytes = floats as u64 * 4;
+    let max = gpu.max_binding_bytes();
+    ensure(bytes <= max, op, || {
+        format!(
+            "{name} of {} MiB exceeds this adapter's storage-binding limit of {} MiB; use a \
+             smaller batch",
+            bytes >> 20,
+            max >> 20
+        )
+    })
+}
+
 /// Whether the operands of `d` can be read through textures: whole texels per pixel (c a
 /// multiple of 4) and every operand within the texture size limit.
 fn use_textures(gpu: &Gpu, d: &Dims) -> bool {
     let max_floats = TEX_WIDTH as usize * gpu.limits.max_texture_dimension_2d as usize * 4;
     let largest = (d.n * d.h * d.w * d.c).max(d.n * d.ho * d.wo * d.c);
-    d.c % 4 == 0 && largest <= max_floats && tune(0, 1) == 1
+    d.c.is_multiple_of(4) && largest <= max_floats
 }
 
 /// y[n, oy, ox, c] = sum over ky, kx of x[n, oy*s + ky - k/2, ox*s + kx - k/2, c] * w[c, ky, kx]
@@ -588,10 +632,14 @@ pub fn depthwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Re
     let v = Variant {
         entry: Entry::Forward,
         k: d.k,
-        stride,
+        stride: d.stride,
         tex,
-        strip: tune(1, FWD_STRIP),
+        strip: strip_for(Entry::Forward, d.k, d.stride, tex),
     };
+    check_binding(gpu, d.n * d.ho * d.wo * d.c, op, "output")?;
+    if !tex {
+        check_binding(gpu, x.numel(), op, "input")?;
+    }
     let grid = Grid::new(&d, tex, d.wo, v.strip, d.ho);
     let kernel = kernel(gpu, v)?;
     let y = gpu.empty(&[d.n, d.ho, d.wo, d.c]);
@@ -632,22 +680,27 @@ pub fn depthwise_backward(
     let vi = Variant {
         entry: Entry::BackwardInput,
         k: d.k,
-        stride,
+        stride: d.stride,
         tex,
-        strip: tune(2, DX_STRIP),
+        strip: strip_for(Entry::BackwardInput, d.k, d.stride, tex),
     };
-    let gi = Grid::new(&d, tex, d.w, vi.strip, d.h.div_ceil(stride));
+    let gi = Grid::new(&d, tex, d.w, vi.strip, d.h.div_ceil(d.stride));
     let vw = Variant {
         entry: Entry::BackwardWeight,
         k: d.k,
-        stride,
+        stride: d.stride,
         tex,
-        strip: tune(3, DW_STRIP),
+        strip: strip_for(Entry::BackwardWeight, d.k, d.stride, tex),
     };
-    let gw = Grid::reduction(&d, tex, d.wo, vw.strip, d.ho, tune(6, DW_INVOCATIONS));
+    let gw = Grid::reduction(&d, tex, d.wo, vw.strip, d.ho, DW_INVOCATIONS);
     let slices = gw.slices(&d);
     let taps = d.c * d.k * d.k;
     u32_of(slices * taps, op)?;
+    check_binding(gpu, x.numel(), op, "dx")?;
+    check_binding(gpu, slices * taps, op, "weight-gradient partials")?;
+    if !tex {
+        check_binding(gpu, dy.numel(), op, "dy")?;
+    }
     let ki = kernel(gpu, vi)?;
     let kw = kernel(gpu, vw)?;
 
@@ -662,18 +715,14 @@ pub fn depthwise_backward(
             Binding::Texture(&wt),
             Binding::Buffer(&dx.buf),
         ];
-        if tune(5, 0) & 1 == 0 {
-            gi.dispatch(gpu, &ki, &d, &b, op)?;
-        }
+        gi.dispatch(gpu, &ki, &d, &b, op)?;
         let xt = gpu.to_texture(&x.buf, x.numel())?;
         let b = [
             Binding::Texture(&xt),
             Binding::Texture(&dyt),
             Binding::Buffer(&partial),
         ];
-        if tune(5, 0) & 2 == 0 {
-            gw.dispatch(gpu, &kw, &d, &b, op)?;
-        }
+        gw.dispatch(gpu, &kw, &d, &b, op)?;
     } else {
         let b = [
             Binding::Buffer(&dy.buf),
@@ -688,8 +737,6 @@ pub fn depthwise_backward(
         ];
         gw.dispatch(gpu, &kw, &d, &b, op)?;
     }
-    if tune(5, 0) & 4 == 0 {
-        reduce::sum_slices(gpu, &partial, &dw.buf, taps, slices, false)?;
-    }
+    reduce::sum_slices(gpu, &partial, &dw.buf, taps, slices, false)?;
     Ok((dx, dw))
 }

@@ -5,17 +5,20 @@ use anyhow::Result;
 use super::{f64s, Checker};
 use crate::{ops, reference};
 
-/// (n, h, w, c, k, stride): single pixels, one channel, odd sizes, widths off the column strip,
-/// stride 2 on odd inputs, channel counts off the vector width, row-chunked small batches, and
-/// the channel counts of the real network on small images.
+/// (n, h, w, c, k, stride). Channel counts off a multiple of 4 take the storage-buffer path
+/// (single pixels, one channel, odd sizes); the others take the texture path with every
+/// (k, stride) pair, widths off the column strip, stride 2 on odd inputs, row-chunked small
+/// batches, several images per weight-gradient slice (the 15-image case, a partial last
+/// chunk), and the channel counts of the real network on small images.
 const SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 1, 1, 1, 3, 1),
-    (1, 1, 1, 1, 7, 2),
-    (1, 2, 3, 4, 5, 1),
+    (1, 1, 1, 1, 5, 2),
     (1, 5, 7, 3, 3, 1),
     (2, 7, 5, 5, 5, 2),
-    (1, 9, 11, 6, 7, 1),
-    (2, 13, 9, 7, 3, 2),
+    (1, 9, 11, 6, 3, 1),
+    (2, 13, 9, 7, 5, 2),
+    (1, 2, 3, 4, 5, 1),
+    (1, 1, 1, 4, 7, 2),
     (1, 11, 17, 4, 7, 2),
     (1, 17, 19, 16, 3, 1),
     (2, 12, 12, 24, 5, 2),
@@ -30,6 +33,7 @@ const SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 5, 5, 480, 7, 2),
     (1, 4, 3, 576, 5, 2),
     (2, 2, 2, 1152, 7, 1),
+    (15, 3, 8, 1152, 3, 1),
     (1, 3, 2, 1280, 3, 2),
 ];
 
