@@ -9,20 +9,7 @@ use proxyless::ops::conv::{conv2d_backward, conv2d_backward_weight, conv2d_forwa
 
 use crate::common::gpu;
 
-fn t(shape: &[usize]) -> Tensor {
-    gpu().zeros(shape)
-}
-
-/// Asserts `r` is an error whose message names `op`.
-fn assert_err<T>(r: anyhow::Result<T>, op: &str, case: &str) {
-    match r {
-        Ok(_) => panic!("{case}: {op} accepted bad input"),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            assert!(msg.contains(op), "{case}: error does not name {op}: {msg}");
-        }
-    }
-}
+use crate::common::{assert_err, zeros as t};
 
 #[test]
 fn conv_forward_rejects_bad_shapes() {

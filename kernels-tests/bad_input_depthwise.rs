@@ -1,25 +1,11 @@
 //! Bad input: shapes that do not fit get an error naming the op and the shapes.
 //! Covers the depthwise convolution (`ops::depthwise`).
 
-use proxyless::gpu::Tensor;
 use proxyless::ops::depthwise::{depthwise_backward, depthwise_forward};
 
 use crate::common::gpu;
 
-fn t(shape: &[usize]) -> Tensor {
-    gpu().zeros(shape)
-}
-
-/// Asserts `r` is an error whose message names `op`.
-fn assert_err<T>(r: anyhow::Result<T>, op: &str, case: &str) {
-    match r {
-        Ok(_) => panic!("{case}: {op} accepted bad input"),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            assert!(msg.contains(op), "{case}: error does not name {op}: {msg}");
-        }
-    }
-}
+use crate::common::{assert_err, zeros as t};
 
 /// (case, x shape, w shape, stride): every way the input, weight and stride can disagree.
 fn bad_cases() -> Vec<(&'static str, Vec<usize>, Vec<usize>, usize)> {

@@ -11,26 +11,13 @@ use proxyless::ops::pool::{global_avg_pool_backward, global_avg_pool_forward};
 
 use crate::common::gpu;
 
-fn t(shape: &[usize]) -> Tensor {
-    gpu().zeros(shape)
-}
+use crate::common::{assert_err, zeros as t};
 
 /// Labels tensor of `n` u32 words.
 fn labels(values: &[u32]) -> Tensor {
     gpu()
         .upload(values, &[values.len()])
         .expect("upload labels")
-}
-
-/// Asserts `r` is an error whose message names `op`.
-fn assert_err<T>(r: anyhow::Result<T>, op: &str, case: &str) {
-    match r {
-        Ok(_) => panic!("{case}: {op} accepted bad input"),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            assert!(msg.contains(op), "{case}: error does not name {op}: {msg}");
-        }
-    }
 }
 
 #[test]

@@ -42,3 +42,19 @@ pub fn check_family(name: &str) {
         bad.join("\n")
     );
 }
+
+/// A zero tensor of `shape` on the shared device.
+pub fn zeros(shape: &[usize]) -> proxyless::gpu::Tensor {
+    gpu().zeros(shape)
+}
+
+/// Asserts `r` is an error whose message names `op`.
+pub fn assert_err<T>(r: anyhow::Result<T>, op: &str, case: &str) {
+    match r {
+        Ok(_) => panic!("{case}: {op} accepted bad input"),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            assert!(msg.contains(op), "{case}: error does not name {op}: {msg}");
+        }
+    }
+}

@@ -96,10 +96,9 @@ fn vec4_modes(g: &Gemm) -> Option<(Vec4Along, Vec4Along)> {
 }
 
 /// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
-/// Measured on lavapipe (benches/NOTES.md): 8x8 in general; 16 rows when the product is
-/// narrow (n <= 64, e.g. the input gradient of an expansion) and tall enough to keep 16+
-/// workgroups; 4 rows when 64 lanes x 8 rows would leave most rows of a short product
-/// (weight gradients: m = output channels) idle.
+/// Measured on lavapipe (benches/NOTES.md): 8x8 in general, 8x16 for wide products
+/// (n >= 128), 4x8 when 64 lanes x 8 rows would leave most rows of a short product (weight
+/// gradients: m = output channels) idle.
 fn tile_vec4(m: usize, n: usize) -> (u32, u32) {
     if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
         if let Some((r, c)) = s.split_once('x') {
@@ -116,8 +115,8 @@ fn tile_vec4(m: usize, n: usize) -> (u32, u32) {
     }
     if m <= 256 {
         (4, 8)
-    } else if n <= 64 && m >= 64 * 16 * 8 {
-        (16, 8)
+    } else if n >= 128 {
+        (8, 16)
     } else {
         (8, 8)
     }
