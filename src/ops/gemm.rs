@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::{ensure, reduce, u32_of};
-use crate::gpu::{Access, Binding, Gpu, GpuBuffer, KernelSpec};
+use crate::gpu::{Access, Binding, Gpu, GpuBuffer, GpuTexture, KernelSpec};
 
 const SPEC: KernelSpec = KernelSpec {
     file: "gemm",
@@ -311,6 +311,27 @@ pub fn gemm(
     g: Gemm,
     accumulate: bool,
 ) -> Result<()> {
+    gemm_sharing_a(gpu, a, None, b, c, g, accumulate)
+}
+
+/// Whether `gemm` reads its operands through textures on this adapter; callers that feed one
+/// operand to several products make its texture once (`Gpu::to_texture`) and pass it to
+/// `gemm_sharing_a`.
+pub fn reads_textures(gpu: &Gpu) -> bool {
+    textures_for(gpu)
+}
+
+/// `gemm` with an optional texture copy of all of `a` made by the caller (used when the
+/// product reads textures; ignored otherwise).
+pub fn gemm_sharing_a(
+    gpu: &Gpu,
+    a: &GpuBuffer,
+    a_texture: Option<&GpuTexture>,
+    b: &GpuBuffer,
+    c: &GpuBuffer,
+    g: Gemm,
+    accumulate: bool,
+) -> Result<()> {
     let op = "gemm";
     ensure(g.m > 0 && g.n > 0 && g.k > 0, op, || {
         format!("empty product {g:?}")
@@ -396,14 +417,18 @@ pub fn gemm(
     // again only to later commands, so the batch keeps its order.
     let a_len = last(g.m, g.a_si, g.k, g.a_sk);
     let b_len = last(g.k, g.b_sk, g.n, g.b_sj);
-    let tex = if textures {
-        Some((gpu.to_texture(a, a_len)?, gpu.to_texture(b, b_len)?))
+    let own_a = match (textures, a_texture) {
+        (true, None) => Some(gpu.to_texture(a, a_len)?),
+        _ => None,
+    };
+    let tex_b = if textures {
+        Some(gpu.to_texture(b, b_len)?)
     } else {
         None
     };
-    let (bind_a, bind_b) = match &tex {
-        Some((ta, tb)) => (Binding::Texture(ta), Binding::Texture(tb)),
-        None => (Binding::Buffer(a), Binding::Buffer(b)),
+    let (bind_a, bind_b) = match (own_a.as_ref().or(a_texture), &tex_b) {
+        (Some(ta), Some(tb)) if textures => (Binding::Texture(ta), Binding::Texture(tb)),
+        _ => (Binding::Buffer(a), Binding::Buffer(b)),
     };
     let groups = [gx as u32, gy as u32, splits as u32];
     if splits == 1 {

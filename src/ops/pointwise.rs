@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::gemm::{gemm, Gemm};
+use super::gemm::{gemm, gemm_sharing_a, reads_textures, Gemm};
 use super::{ensure, expect_bindable, expect_rank};
 use crate::gpu::{Gpu, Tensor};
 
@@ -61,6 +61,12 @@ pub fn pointwise_backward(
     let op = "pointwise_backward";
     let (m, cin, cout) = dims(gpu, x, w, op)?;
     super::expect_shape(dy, &[x.shape[0], x.shape[1], x.shape[2], cout], op, "dy")?;
+    // dy feeds both products: one texture copy serves both where products read textures.
+    let dy_texture = if reads_textures(gpu) {
+        Some(gpu.to_texture(&dy.buf, dy.numel())?)
+    } else {
+        None
+    };
     let dx = gpu.empty(&x.shape);
     let g = Gemm {
         m,
@@ -73,7 +79,7 @@ pub fn pointwise_backward(
         c_si: cin,
         c_sj: 1,
     };
-    gemm(gpu, &dy.buf, &w.buf, &dx.buf, g, false)?;
+    gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &w.buf, &dx.buf, g, false)?;
     let dw = gpu.empty(&w.shape);
     let g = Gemm {
         m: cout,
@@ -86,6 +92,6 @@ pub fn pointwise_backward(
         c_si: cin,
         c_sj: 1,
     };
-    gemm(gpu, &dy.buf, &x.buf, &dw.buf, g, false)?;
+    gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &x.buf, &dw.buf, g, false)?;
     Ok((dx, dw))
 }
