@@ -5,6 +5,7 @@ mod bad_input_conv_bn;
 mod bad_input_core;
 mod bad_input_depthwise;
 mod bad_input_misc;
+mod cli;
 mod common;
 mod gpu_kernels;
 mod pool;
