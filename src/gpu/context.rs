@@ -272,15 +272,28 @@ impl Gpu {
 
     /// The compiled kernel for `spec` with template values filled in (compiled on first use).
     pub fn kernel(&self, spec: &KernelSpec, values: &[(&str, String)]) -> Result<Arc<Kernel>> {
-        let mut key = format!("{}::{}", spec.file, spec.entry);
+        let mut variant = String::new();
         for (k, v) in values {
-            key.push_str(&format!(" {k}={v}"));
+            variant.push_str(&format!(" {k}={v}"));
         }
+        self.kernel_variant(spec, &variant, || values.to_vec())
+    }
+
+    /// The compiled kernel for `spec` in the variant named `variant`; `values` (the template
+    /// values) are only generated when the variant is not cached yet, so callers with large
+    /// generated bodies pay for them once.
+    pub fn kernel_variant<'v>(
+        &self,
+        spec: &KernelSpec,
+        variant: &str,
+        values: impl FnOnce() -> Vec<(&'v str, String)>,
+    ) -> Result<Arc<Kernel>> {
+        let key = format!("{}::{}{variant}", spec.file, spec.entry);
         let mut cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.get(&key) {
             return Ok(Arc::clone(k));
         }
-        let source = instantiate(spec, values)?;
+        let source = instantiate(spec, &values())?;
         // Compile errors in our own WGSL are bugs; report them with the kernel's name.
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self

@@ -369,13 +369,18 @@ pub fn gemm_sharing_a(
             // Dense rows of a length divisible by 4 take 16-byte stores (split-K slices are
             // dense by construction).
             let vec4_out = g.n.is_multiple_of(4) && g.c_sj == 1 && g.c_si.is_multiple_of(4);
-            let values = template_vec4(textures, vec4_out, rows, cols, am, bm);
-            let k = gpu.kernel(spec, &values)?;
+            let variant =
+                format!(" {rows}x{cols} {am:?}/{bm:?} textures={textures} vec4_out={vec4_out}");
+            let k = gpu.kernel_variant(spec, &variant, || {
+                template_vec4(textures, vec4_out, rows, cols, am, bm)
+            })?;
             (k, rows, cols)
         }
         None => {
             let (rows, cols) = tile();
-            (gpu.kernel(&SPEC, &template(rows, cols))?, rows, cols)
+            let variant = format!(" {rows}x{cols}");
+            let k = gpu.kernel_variant(&SPEC, &variant, || template(rows, cols))?;
+            (k, rows, cols)
         }
     };
     let gx = g.m.div_ceil(64 * rows as usize);
