@@ -87,6 +87,9 @@ pub struct Gpu {
     pub features: wgpu::Features,
     pool: Arc<Pool>,
     textures: Arc<TexturePool>,
+    /// Whether rgba32float textures can be bound as read-only storage textures
+    /// (`Access::StorageTexture`).
+    storage_texture_reads: bool,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     batch: Mutex<Batch>,
     ring: wgpu::Buffer,
@@ -226,7 +229,14 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let pool = Pool::new(device.clone());
-        let textures = TexturePool::new(device.clone());
+        let rgba32 = adapter.get_texture_format_features(wgpu::TextureFormat::Rgba32Float);
+        let storage_texture_reads = rgba32
+            .allowed_usages
+            .contains(wgpu::TextureUsages::STORAGE_BINDING)
+            && rgba32
+                .flags
+                .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY);
+        let textures = TexturePool::new(device.clone(), storage_texture_reads);
         Ok(Gpu {
             device,
             queue,
@@ -235,6 +245,7 @@ impl Gpu {
             features,
             pool,
             textures,
+            storage_texture_reads,
             kernels: Mutex::new(HashMap::new()),
             batch: Mutex::new(Batch {
                 encoder: None,
@@ -260,6 +271,12 @@ impl Gpu {
 
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size
+    }
+
+    /// Whether kernels may read `to_texture` copies as read-only storage textures
+    /// (`Access::StorageTexture`).
+    pub fn storage_texture_reads(&self) -> bool {
+        self.storage_texture_reads
     }
 
     pub fn max_groups_per_dim(&self) -> u32 {
@@ -313,6 +330,19 @@ impl Gpu {
             count: None,
         }];
         for (i, access) in spec.bindings.iter().enumerate() {
+            if *access == Access::StorageTexture {
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: i as u32 + 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::ReadOnly,
+                        format: wgpu::TextureFormat::Rgba32Float,
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                    },
+                    count: None,
+                });
+                continue;
+            }
             if *access == Access::Texture {
                 entries.push(wgpu::BindGroupLayoutEntry {
                     binding: i as u32 + 1,
@@ -589,7 +619,7 @@ impl Gpu {
         let max_bind = self.max_binding_bytes();
         for (i, b) in buffers.iter().enumerate() {
             let (Binding::Buffer(b), access) = (b, kernel.bindings[i]) else {
-                if kernel.bindings[i] != Access::Texture {
+                if !matches!(kernel.bindings[i], Access::Texture | Access::StorageTexture) {
                     bail!(
                         "{}: binding {} takes a buffer, got a texture",
                         kernel.name,
@@ -598,7 +628,7 @@ impl Gpu {
                 }
                 continue;
             };
-            if access == Access::Texture {
+            if matches!(access, Access::Texture | Access::StorageTexture) {
                 bail!(
                     "{}: binding {} takes a texture, got a buffer",
                     kernel.name,

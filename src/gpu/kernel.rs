@@ -16,6 +16,9 @@ pub enum Access {
     Uniform,
     /// A `texture_2d<f32>` (rgba32float, read with `textureLoad`): see `gpu::texture`.
     Texture,
+    /// The same texture bound as a read-only `texture_storage_2d<rgba32float, read>` (only
+    /// where `Gpu::storage_texture_reads`): on lavapipe a cheaper load than `Texture`.
+    StorageTexture,
 }
 
 /// A kernel entry point in a WGSL file.

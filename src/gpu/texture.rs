@@ -2,7 +2,10 @@
 //! real SIMD gather while a storage-buffer load is a per-lane loop, about 15x dearer per float
 //! (benches/NOTES.md), so the heaviest kernels read their operands through textures. A tensor
 //! of n floats lies in an rgba32float texture TEX_WIDTH texels wide, element i in component
-//! i % 4 of texel i / 4 at (texel % TEX_WIDTH, texel / TEX_WIDTH).
+//! i % 4 of texel i / 4 at (texel % TEX_WIDTH, texel / TEX_WIDTH). Where the adapter allows
+//! it, the textures can also be bound as read-only storage textures: on lavapipe 22.3 their
+//! `textureLoad` skips the mip-level arithmetic of a sampled-texture fetch and is cheaper still
+//! (benches/NOTES.md, "GEMM, second pass").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,13 +26,16 @@ fn row_bucket(rows: u32) -> u32 {
 
 pub(crate) struct TexturePool {
     device: wgpu::Device,
+    /// Textures are also made bindable as read-only storage textures.
+    storage: bool,
     free: Mutex<HashMap<u32, Vec<wgpu::Texture>>>,
 }
 
 impl TexturePool {
-    pub(crate) fn new(device: wgpu::Device) -> Arc<TexturePool> {
+    pub(crate) fn new(device: wgpu::Device, storage: bool) -> Arc<TexturePool> {
         Arc::new(TexturePool {
             device,
+            storage,
             free: Mutex::new(HashMap::new()),
         })
     }
@@ -43,6 +49,7 @@ impl TexturePool {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&bucket)
             .and_then(|v| v.pop());
+        let usage = wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST;
         let texture = reused.unwrap_or_else(|| {
             self.device.create_texture(&wgpu::TextureDescriptor {
                 label: Some("operand texture"),
@@ -55,7 +62,11 @@ impl TexturePool {
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
                 format: wgpu::TextureFormat::Rgba32Float,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                usage: if self.storage {
+                    usage | wgpu::TextureUsages::STORAGE_BINDING
+                } else {
+                    usage
+                },
                 view_formats: &[],
             })
         });

@@ -27,6 +27,17 @@ const SPEC_VEC4_TEXTURES: KernelSpec = KernelSpec {
     bindings: &[Access::Texture, Access::Texture, Access::ReadWrite],
 };
 
+const SPEC_VEC4_STORAGE_TEXTURES: KernelSpec = KernelSpec {
+    file: "gemm_vec4",
+    source: include_str!("../../shaders/gemm_vec4.wgsl"),
+    entry: "gemm_vec4",
+    bindings: &[
+        Access::StorageTexture,
+        Access::StorageTexture,
+        Access::ReadWrite,
+    ],
+};
+
 const OPERANDS_BUFFERS: &str = "@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 fn ld_a(t: u32) -> vec4<f32> { return a[t]; }
@@ -55,13 +66,38 @@ const OPERANDS_TEXTURES: &str = "@group(0) @binding(1) var a: texture_2d<f32>;
 fn ld_a(t: u32) -> vec4<f32> { return textureLoad(a, vec2<u32>(t & 1023u, t >> 10u), 0); }
 fn ld_b(t: u32) -> vec4<f32> { return textureLoad(b, vec2<u32>(t & 1023u, t >> 10u), 0); }";
 
-/// Whether operands are read through textures: by default on CPU adapters, where it is much
-/// faster (benches/NOTES.md); `PROXYLESS_GEMM_OPERANDS=buffers|textures` overrides.
-fn textures_for(gpu: &Gpu) -> bool {
+const OPERANDS_STORAGE_TEXTURES: &str =
+    "@group(0) @binding(1) var a: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var b: texture_storage_2d<rgba32float, read>;
+fn ld_a(t: u32) -> vec4<f32> { return textureLoad(a, vec2<u32>(t & 1023u, t >> 10u)); }
+fn ld_b(t: u32) -> vec4<f32> { return textureLoad(b, vec2<u32>(t & 1023u, t >> 10u)); }";
+
+/// Where the vec4 kernel reads its operands from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operands {
+    Buffers,
+    /// Sampled textures (`texture_2d<f32>`).
+    Textures,
+    /// The same textures bound as read-only storage textures.
+    StorageTextures,
+}
+
+/// Operands come through textures by default on CPU adapters, where it is much faster
+/// (benches/NOTES.md): as read-only storage textures where the adapter allows (cheaper loads
+/// still on lavapipe), else sampled. `PROXYLESS_GEMM_OPERANDS=buffers|textures|storage`
+/// overrides (storage falls back to sampled textures where unsupported).
+fn operands_for(gpu: &Gpu) -> Operands {
+    let textures = if gpu.storage_texture_reads() {
+        Operands::StorageTextures
+    } else {
+        Operands::Textures
+    };
     match std::env::var("PROXYLESS_GEMM_OPERANDS").as_deref() {
-        Ok("buffers") => false,
-        Ok("textures") => true,
-        _ => gpu.info.device_type == wgpu::DeviceType::Cpu,
+        Ok("buffers") => Operands::Buffers,
+        Ok("textures") => Operands::Textures,
+        Ok("storage") => textures,
+        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => textures,
+        _ => Operands::Buffers,
     }
 }
 
@@ -96,10 +132,11 @@ fn vec4_modes(g: &Gemm) -> Option<(Vec4Along, Vec4Along)> {
 }
 
 /// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
-/// Measured on lavapipe (benches/NOTES.md): 8x8 in general, 8x16 for wide products
-/// (n >= 128), 4x8 when 64 lanes x 8 rows would leave most rows of a short product (weight
-/// gradients: m = output channels) idle.
-fn tile_vec4(m: usize, n: usize) -> (u32, u32) {
+/// Measured on lavapipe (benches/NOTES.md): 8x16 for wide products (n >= 128); for narrow
+/// ones 8x8 with sampled textures or buffers; with storage textures 8 x ~20 when both operands
+/// are read along k, else 4x8; 4x8 when 64 lanes x 8 rows would leave most rows of a short
+/// product (weight gradients: m = output channels) idle.
+fn tile_vec4(m: usize, n: usize, operands: Operands, k_major: bool) -> (u32, u32) {
     if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
         if let Some((r, c)) = s.split_once('x') {
             if let (Ok(r), Ok(c)) = (r.parse::<u32>(), c.parse::<u32>()) {
@@ -117,6 +154,12 @@ fn tile_vec4(m: usize, n: usize) -> (u32, u32) {
         (4, 8)
     } else if n >= 128 {
         (8, 16)
+    } else if operands == Operands::StorageTextures && k_major {
+        // About 20 columns, n split evenly (n = 40: two groups of 20).
+        let groups = n.div_ceil(20);
+        (8, (n.div_ceil(groups).div_ceil(4) * 4).min(32) as u32)
+    } else if operands == Operands::StorageTextures {
+        (4, 8)
     } else {
         (8, 8)
     }
@@ -124,7 +167,7 @@ fn tile_vec4(m: usize, n: usize) -> (u32, u32) {
 
 /// Generates the unrolled body of the vec4 kernel for a ROWS x COLS tile.
 fn template_vec4(
-    textures: bool,
+    operands: Operands,
     vec4_out: bool,
     rows: u32,
     cols: u32,
@@ -134,6 +177,7 @@ fn template_vec4(
     let groups = rows / 4;
     let mut decl = String::new();
     let mut load = String::new();
+    let mut load_t: [String; 4] = Default::default();
     let mut fma = String::new();
     let mut store = String::new();
     // Row r = 4*q + t lives in row group g_q = g_base + 64*q, at row 4*g_q + t.
@@ -152,7 +196,7 @@ fn template_vec4(
             Vec4Along::Out => {
                 decl += &format!("    let ga{q} = min(g{q}, p.m / 4u - 1u);\n");
                 for t in 0..4 {
-                    load += &format!(
+                    load_t[t as usize] += &format!(
                         "        let a{q}_{t} = ld_a((k + {t}u) * (p.a_sk / 4u) + ga{q});\n"
                     );
                 }
@@ -171,7 +215,7 @@ fn template_vec4(
             for cc in 0..col_groups {
                 decl += &format!("    let cb{cc} = min(j0 / 4u + {cc}u, p.n / 4u - 1u);\n");
                 for t in 0..4 {
-                    load += &format!(
+                    load_t[t as usize] += &format!(
                         "        let b{cc}_{t} = ld_b((k + {t}u) * (p.b_sk / 4u) + cb{cc});\n"
                     );
                 }
@@ -206,7 +250,10 @@ fn template_vec4(
         }
         store += "    }\n";
     }
+    // Operands read along the output dimension hold one k per vec4: load them next to the
+    // multiply-adds of that k, so fewer loaded values are live at once (fewer spills).
     for t in 0..4 {
+        fma += &load_t[t as usize];
         for r in 0..rows {
             for c in 0..cols {
                 fma += &format!(
@@ -217,10 +264,10 @@ fn template_vec4(
             }
         }
     }
-    let operands = if textures {
-        OPERANDS_TEXTURES
-    } else {
-        OPERANDS_BUFFERS
+    let operands = match operands {
+        Operands::Buffers => OPERANDS_BUFFERS,
+        Operands::Textures => OPERANDS_TEXTURES,
+        Operands::StorageTextures => OPERANDS_STORAGE_TEXTURES,
     };
     let output = if vec4_out { OUTPUT_VEC4 } else { OUTPUT_SCALAR };
     vec![
@@ -318,7 +365,14 @@ pub fn gemm(
 /// operand to several products make its texture once (`Gpu::to_texture`) and pass it to
 /// `gemm_sharing_a`.
 pub fn reads_textures(gpu: &Gpu) -> bool {
-    textures_for(gpu)
+    operands_for(gpu) != Operands::Buffers
+}
+
+/// Whether `gemm` reads read-only storage textures on this adapter: there a product whose
+/// operands are both read along k runs fastest (benches/NOTES.md, "GEMM, second pass"), so
+/// callers may pass a transposed copy of a small operand to get that layout.
+pub fn reads_storage_textures(gpu: &Gpu) -> bool {
+    operands_for(gpu) == Operands::StorageTextures
 }
 
 /// `gemm` with an optional texture copy of all of `a` made by the caller (used when the
@@ -357,22 +411,26 @@ pub fn gemm_sharing_a(
     } else {
         vec4_modes(&g)
     };
-    let textures = modes.is_some() && textures_for(gpu);
+    let operands = match modes {
+        Some(_) => operands_for(gpu),
+        None => Operands::Buffers,
+    };
+    let textures = operands != Operands::Buffers;
     let (kernel, rows, cols) = match modes {
         Some((am, bm)) => {
-            let (rows, cols) = tile_vec4(g.m, g.n);
-            let spec = if textures {
-                &SPEC_VEC4_TEXTURES
-            } else {
-                &SPEC_VEC4
+            let k_major = (am, bm) == (Vec4Along::K, Vec4Along::K);
+            let (rows, cols) = tile_vec4(g.m, g.n, operands, k_major);
+            let spec = match operands {
+                Operands::Buffers => &SPEC_VEC4,
+                Operands::Textures => &SPEC_VEC4_TEXTURES,
+                Operands::StorageTextures => &SPEC_VEC4_STORAGE_TEXTURES,
             };
             // Dense rows of a length divisible by 4 take 16-byte stores (split-K slices are
             // dense by construction).
             let vec4_out = g.n.is_multiple_of(4) && g.c_sj == 1 && g.c_si.is_multiple_of(4);
-            let variant =
-                format!(" {rows}x{cols} {am:?}/{bm:?} textures={textures} vec4_out={vec4_out}");
+            let variant = format!(" {rows}x{cols} {am:?}/{bm:?} {operands:?} vec4_out={vec4_out}");
             let k = gpu.kernel_variant(spec, &variant, || {
-                template_vec4(textures, vec4_out, rows, cols, am, bm)
+                template_vec4(operands, vec4_out, rows, cols, am, bm)
             })?;
             (k, rows, cols)
         }

@@ -77,6 +77,30 @@ fn launch(
     gpu.dispatch(&kernel, &params, buffers, groups)
 }
 
+/// dst [cols, rows] = src [rows, cols] transposed (`transpose` in `shaders/linear.wgsl`).
+pub(crate) fn transpose(
+    gpu: &Gpu,
+    src: &GpuBuffer,
+    dst: &GpuBuffer,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let op = "transpose";
+    ensure(
+        (rows * cols * 4) as u64 <= src.bytes().min(dst.bytes()),
+        op,
+        || format!("[{rows}, {cols}] does not fit the buffers"),
+    )?;
+    launch(
+        gpu,
+        &TRANSPOSE,
+        false,
+        op,
+        [rows * cols, rows, cols],
+        &[src, dst],
+    )
+}
+
 /// y[i, o] = sum_k x[i, k] w[o, k] + b[o].
 pub fn linear_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let op = "linear_forward";

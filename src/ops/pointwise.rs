@@ -1,10 +1,11 @@
 //! Pointwise (1x1) convolution on NHWC tensors: a matrix product over m = n*h*w rows.
-//! Forward y = x W^T; backward dx = dy W and dW = dy^T x (a reduction over every pixel of the
-//! batch, split by `gemm`).
+//! Forward y = x W^T; backward dx = dy W (W read transposed where `gemm` reads storage
+//! textures) and dW = dy^T x (a reduction over every pixel of the batch, split by `gemm`).
 
 use anyhow::Result;
 
-use super::gemm::{gemm, gemm_sharing_a, reads_textures, Gemm};
+use super::gemm::{gemm, gemm_sharing_a, reads_storage_textures, reads_textures, Gemm};
+use super::linear::transpose;
 use super::{ensure, expect_bindable, expect_rank};
 use crate::gpu::{Gpu, Tensor};
 
@@ -79,7 +80,20 @@ pub fn pointwise_backward(
         c_si: cin,
         c_sj: 1,
     };
-    gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &w.buf, &dx.buf, g, false)?;
+    if reads_storage_textures(gpu) {
+        // Read W along k from a transposed copy wt [cin, cout]: with both operands along k
+        // the product is ~1.4x faster on lavapipe (benches/NOTES.md), the copy is tiny.
+        let wt = gpu.alloc((cout * cin * 4) as u64);
+        transpose(gpu, &w.buf, &wt, cout, cin)?;
+        let g = Gemm {
+            b_sk: 1,
+            b_sj: cout,
+            ..g
+        };
+        gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &wt, &dx.buf, g, false)?;
+    } else {
+        gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &w.buf, &dx.buf, g, false)?;
+    }
     let dw = gpu.empty(&w.shape);
     let g = Gemm {
         m: cout,
