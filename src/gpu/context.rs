@@ -235,7 +235,8 @@ impl Gpu {
             .contains(wgpu::TextureUsages::STORAGE_BINDING)
             && rgba32
                 .flags
-                .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY);
+                .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY)
+            && std::env::var_os("PROXYLESS_NO_STORAGE_TEXTURES").is_none();
         let textures = TexturePool::new(device.clone(), storage_texture_reads);
         Ok(Gpu {
             device,
