@@ -22,6 +22,11 @@ use crate::gpu::{groups_for, Access, Binding, Gpu, Kernel, KernelSpec, Tensor, T
 const SOURCE: &str = include_str!("../../shaders/depthwise.wgsl");
 const BUFFERS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
 const TEXTURES: &[Access] = &[Access::Texture, Access::Texture, Access::ReadWrite];
+const STORAGE_TEXTURES: &[Access] = &[
+    Access::StorageTexture,
+    Access::StorageTexture,
+    Access::ReadWrite,
+];
 
 /// Invocations to aim for before rows are split into chunks (both cores busy even at batch 1).
 const TARGET_INVOCATIONS: usize = 4096;
@@ -54,6 +59,9 @@ struct Variant {
     /// Operands read through textures, four channels per invocation (else storage buffers,
     /// one channel per invocation).
     tex: bool,
+    /// The textures are bound as read-only storage textures (`Gpu::storage_texture_reads`):
+    /// on lavapipe their loads skip the mip-level arithmetic of sampled fetches.
+    storage: bool,
     /// Strip width in columns.
     strip: usize,
 }
@@ -118,20 +126,26 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
     let out_ty = if v.tex { "vec4<f32>" } else { "f32" };
     if v.tex {
         vals.push(("V", "vec4<f32>".into()));
+        let (ty, level) = if v.storage {
+            ("texture_storage_2d<rgba32float, read>", "")
+        } else {
+            ("texture_2d<f32>", ", 0")
+        };
         vals.push((
             "BINDINGS",
-            "@group(0) @binding(1) var a: texture_2d<f32>;\n\
-             @group(0) @binding(2) var b: texture_2d<f32>;\n\
-             @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;"
-                .into(),
+            format!(
+                "@group(0) @binding(1) var a: {ty};\n\
+                 @group(0) @binding(2) var b: {ty};\n\
+                 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;"
+            ),
         ));
         vals.push((
             "LOAD_A",
-            "return textureLoad(a, vec2<u32>(i % TW, i / TW), 0);".into(),
+            format!("return textureLoad(a, vec2<u32>(i % TW, i / TW){level});"),
         ));
         vals.push((
             "LOAD_B",
-            "return textureLoad(b, vec2<u32>(i % TW, i / TW), 0);".into(),
+            format!("return textureLoad(b, vec2<u32>(i % TW, i / TW){level});"),
         ));
     } else {
         vals.push(("V", "f32".into()));
@@ -491,13 +505,21 @@ fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
             for (name, value) in template(v) {
                 source = source.replace(&format!("{{{{{name}}}}}"), &value);
             }
-            let kind = if v.tex { "tex" } else { "buf" };
+            let kind = match (v.tex, v.storage) {
+                (true, true) => "stex",
+                (true, false) => "tex",
+                _ => "buf",
+            };
             let file = format!("depthwise[k{} s{} {kind} t{}]", v.k, v.stride, v.strip);
             KernelSpec {
                 file: Box::leak(file.into_boxed_str()),
                 source: Box::leak(source.into_boxed_str()),
                 entry: v.entry.name(),
-                bindings: if v.tex { TEXTURES } else { BUFFERS },
+                bindings: match (v.tex, v.storage) {
+                    (true, true) => STORAGE_TEXTURES,
+                    (true, false) => TEXTURES,
+                    _ => BUFFERS,
+                },
             }
         });
     gpu.kernel(&spec, &[])
@@ -634,6 +656,7 @@ pub fn depthwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Re
         k: d.k,
         stride: d.stride,
         tex,
+        storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::Forward, d.k, d.stride, tex),
     };
     check_binding(gpu, d.n * d.ho * d.wo * d.c, op, "output")?;
@@ -682,6 +705,7 @@ pub fn depthwise_backward(
         k: d.k,
         stride: d.stride,
         tex,
+        storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardInput, d.k, d.stride, tex),
     };
     let gi = Grid::new(&d, tex, d.w, vi.strip, d.h.div_ceil(d.stride));
@@ -690,6 +714,7 @@ pub fn depthwise_backward(
         k: d.k,
         stride: d.stride,
         tex,
+        storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardWeight, d.k, d.stride, tex),
     };
     let gw = Grid::reduction(&d, tex, d.wo, vw.strip, d.ho, DW_INVOCATIONS);
