@@ -36,8 +36,10 @@ const TW: u32 = {{TW}}u;
 
 // x and dy as textures or as storage buffers; only the generated loaders use them.
 @group(0) @binding(1) var x_tex: texture_2d<f32>;
+@group(0) @binding(1) var x_stex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(1) var<storage, read> x_buf: array<f32>;
 @group(0) @binding(2) var dy_tex: texture_2d<f32>;
+@group(0) @binding(2) var dy_stex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> dy_buf: array<f32>;
 
 // Channel group e of the flat [m, cg] view of x (of dy).

@@ -21,6 +21,7 @@ const SOURCE: &str = include_str!("../../shaders/batchnorm.wgsl");
 const R: Access = Access::Read;
 const W: Access = Access::ReadWrite;
 const T: Access = Access::Texture;
+const S: Access = Access::StorageTexture;
 
 /// The entry points, with their bindings when x and dy are storage buffers and when they are
 /// textures.
@@ -46,19 +47,33 @@ impl Entry {
         }
     }
 
-    fn bindings(self, textures: bool) -> &'static [Access] {
-        match (self, textures) {
-            (Entry::StatsPartial, false) => &[R, W],
-            (Entry::StatsPartial, true) => &[T, W],
+    fn bindings(self, operands: Operands) -> &'static [Access] {
+        use Operands::{Buffers as B, StorageTextures as ST, Textures as TX};
+        match (self, operands) {
+            (Entry::StatsPartial, B) => &[R, W],
+            (Entry::StatsPartial, TX) => &[T, W],
+            (Entry::StatsPartial, ST) => &[S, W],
             (Entry::StatsFinalize, _) => &[R, W, W, W, W],
-            (Entry::TrainNormalize | Entry::EvalForward, false) => &[R, R, R, R, R, W],
-            (Entry::TrainNormalize | Entry::EvalForward, true) => &[T, R, R, R, R, W],
-            (Entry::BackwardPartial, false) => &[R, R, R, R, W, W],
-            (Entry::BackwardPartial, true) => &[T, T, R, R, W, W],
-            (Entry::BackwardDx, false) => &[R, R, R, R, R, R, R, W],
-            (Entry::BackwardDx, true) => &[T, T, R, R, R, R, R, W],
+            (Entry::TrainNormalize | Entry::EvalForward, B) => &[R, R, R, R, R, W],
+            (Entry::TrainNormalize | Entry::EvalForward, TX) => &[T, R, R, R, R, W],
+            (Entry::TrainNormalize | Entry::EvalForward, ST) => &[S, R, R, R, R, W],
+            (Entry::BackwardPartial, B) => &[R, R, R, R, W, W],
+            (Entry::BackwardPartial, TX) => &[T, T, R, R, W, W],
+            (Entry::BackwardPartial, ST) => &[S, S, R, R, W, W],
+            (Entry::BackwardDx, B) => &[R, R, R, R, R, R, R, W],
+            (Entry::BackwardDx, TX) => &[T, T, R, R, R, R, R, W],
+            (Entry::BackwardDx, ST) => &[S, S, R, R, R, R, R, W],
         }
     }
+}
+
+/// How x and dy are bound: storage buffers, sampled textures, or read-only storage textures
+/// (where `Gpu::storage_texture_reads`: on lavapipe a cheaper fetch than a sampled one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operands {
+    Buffers,
+    Textures,
+    StorageTextures,
 }
 
 /// Whether x and dy are read through textures (four channels per texel): where c is a multiple
@@ -122,20 +137,36 @@ impl Layout {
         [self.cg.div_ceil(self.span) as u32, self.chunks as u32, 1]
     }
 
+    /// How this layout's x and dy are bound on `gpu`.
+    fn operands(&self, gpu: &Gpu) -> Operands {
+        match (self.textures, gpu.storage_texture_reads()) {
+            (false, _) => Operands::Buffers,
+            (true, false) => Operands::Textures,
+            (true, true) => Operands::StorageTextures,
+        }
+    }
+
     /// The compiled kernel of `entry` for this layout's operands.
     fn kernel(&self, gpu: &Gpu, entry: Entry) -> Result<std::sync::Arc<Kernel>> {
         let spec = KernelSpec {
             file: "batchnorm",
             source: SOURCE,
             entry: entry.name(),
-            bindings: entry.bindings(self.textures),
+            bindings: entry.bindings(self.operands(gpu)),
         };
         let values: Vec<(&str, String)> = if self.textures {
-            let load = |t: &str| format!("return textureLoad({t}, vec2<u32>(e % TW, e / TW), 0);");
+            let storage = self.operands(gpu) == Operands::StorageTextures;
+            let load = |t: &str| {
+                if storage {
+                    format!("return textureLoad({t}_stex, vec2<u32>(e % TW, e / TW));")
+                } else {
+                    format!("return textureLoad({t}_tex, vec2<u32>(e % TW, e / TW), 0);")
+                }
+            };
             vec![
                 ("V", "vec4<f32>".into()),
-                ("LD_X", load("x_tex")),
-                ("LD_DY", load("dy_tex")),
+                ("LD_X", load("x")),
+                ("LD_DY", load("dy")),
                 ("TW", TEX_WIDTH.to_string()),
             ]
         } else {
