@@ -427,6 +427,7 @@ fn backward_weight_template(quads: usize, taps: usize) -> [String; 4] {
 }
 
 /// Which entry point a template is generated for, with its tile.
+#[derive(Clone, Copy, Debug)]
 enum Pass {
     Pack,
     Forward { rows: usize, quads: usize },
@@ -436,6 +437,18 @@ enum Pass {
 
 /// Every placeholder of `shaders/conv.wgsl`: `pass`'s generated, the others empty. `aligned`:
 /// cout is a multiple of 4 (dy quads are whole texels, y takes vec4 stores).
+/// The compiled kernel of `pass`; its template is generated only on the first use of the
+/// variant.
+fn kernel_for(
+    gpu: &Gpu,
+    spec: &KernelSpec,
+    pass: Pass,
+    aligned: bool,
+) -> Result<std::sync::Arc<crate::gpu::Kernel>> {
+    let variant = format!(" {pass:?} aligned={aligned}");
+    gpu.kernel_variant(spec, &variant, || template(pass, aligned))
+}
+
 fn template(pass: Pass, aligned: bool) -> Vec<(&'static str, String)> {
     let mut fwd: [String; 5] = Default::default();
     let mut dxs: [String; 5] = Default::default();
@@ -507,7 +520,7 @@ fn packed_weights(gpu: &Gpu, g: &Geometry, w: &Tensor, op: &str) -> Result<crate
         groups_x: gx,
         ..Default::default()
     };
-    let kernel = gpu.kernel(&PACK_WEIGHTS, &template(Pass::Pack, true))?;
+    let kernel = kernel_for(gpu, &PACK_WEIGHTS, Pass::Pack, true)?;
     let wp = gpu.alloc((len * 4) as u64);
     gpu.dispatch(&kernel, &g.params(extra, op)?, &[&w.buf, &wp], [gx, gy, 1])?;
     gpu.to_texture(&wp, len)
@@ -536,9 +549,11 @@ pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Resul
         ..Default::default()
     };
     let params = g.params(extra, op)?;
-    let kernel = gpu.kernel(
+    let kernel = kernel_for(
+        gpu,
         &FORWARD,
-        &template(Pass::Forward { rows, quads }, g.cout.is_multiple_of(4)),
+        Pass::Forward { rows, quads },
+        g.cout.is_multiple_of(4),
     )?;
     let wp = packed_weights(gpu, &g, w, op)?;
     let xt = gpu.to_texture(&x.buf, x.numel())?;
@@ -631,9 +646,11 @@ fn backward_input_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<Plan> {
         ..Default::default()
     };
     let params = g.params(extra, op)?;
-    let kernel = gpu.kernel(
+    let kernel = kernel_for(
+        gpu,
         &BACKWARD_INPUT,
-        &template(Pass::BackwardInput { rows, cols }, g.cout.is_multiple_of(4)),
+        Pass::BackwardInput { rows, cols },
+        g.cout.is_multiple_of(4),
     )?;
     Ok((kernel, params, groups))
 }
@@ -678,15 +695,14 @@ fn backward_weight_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<(Plan, usiz
         ..Default::default()
     };
     let params = g.params(extra, op)?;
-    let kernel = gpu.kernel(
+    let kernel = kernel_for(
+        gpu,
         &BACKWARD_WEIGHT,
-        &template(
-            Pass::BackwardWeight {
-                quads,
-                taps: tile_taps,
-            },
-            g.cout.is_multiple_of(4),
-        ),
+        Pass::BackwardWeight {
+            quads,
+            taps: tile_taps,
+        },
+        g.cout.is_multiple_of(4),
     )?;
     Ok(((kernel, params, groups), slices))
 }
