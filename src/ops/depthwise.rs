@@ -10,9 +10,8 @@
 //! one channel per invocation. The weight gradient is a split reduction: one partial per
 //! (image chunk, row chunk, column strip), summed by `reduce::sum_slices`.
 
-use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -489,40 +488,22 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool) -> Body {
     b
 }
 
-/// The compiled kernel of a variant. The generated source is filled into the WGSL here and
-/// kept for the life of the process (a bounded set: entry x k x stride x operand kind), so the
-/// kernel is named by its variant ("depthwise[k5 s1 tex t4]") in the cache key and in errors,
-/// instead of by kilobytes of template values, and the hot path does not rebuild that key.
+/// The compiled kernel of a variant, named by it ("depthwise::dw_forward k5 s1 stex t4") in
+/// the cache key and in errors; its template is generated only on the variant's first use.
 fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
-    static SPECS: OnceLock<Mutex<HashMap<Variant, KernelSpec>>> = OnceLock::new();
-    let spec = *SPECS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(v)
-        .or_insert_with(|| {
-            let mut source = SOURCE.to_string();
-            for (name, value) in template(v) {
-                source = source.replace(&format!("{{{{{name}}}}}"), &value);
-            }
-            let kind = match (v.tex, v.storage) {
-                (true, true) => "stex",
-                (true, false) => "tex",
-                _ => "buf",
-            };
-            let file = format!("depthwise[k{} s{} {kind} t{}]", v.k, v.stride, v.strip);
-            KernelSpec {
-                file: Box::leak(file.into_boxed_str()),
-                source: Box::leak(source.into_boxed_str()),
-                entry: v.entry.name(),
-                bindings: match (v.tex, v.storage) {
-                    (true, true) => STORAGE_TEXTURES,
-                    (true, false) => TEXTURES,
-                    _ => BUFFERS,
-                },
-            }
-        });
-    gpu.kernel(&spec, &[])
+    let (kind, bindings) = match (v.tex, v.storage) {
+        (true, true) => ("stex", STORAGE_TEXTURES),
+        (true, false) => ("tex", TEXTURES),
+        _ => ("buf", BUFFERS),
+    };
+    let spec = KernelSpec {
+        file: "depthwise",
+        source: SOURCE,
+        entry: v.entry.name(),
+        bindings,
+    };
+    let variant = format!(" k{} s{} {kind} t{}", v.k, v.stride, v.strip);
+    gpu.kernel_variant(&spec, &variant, || template(v))
 }
 
 /// Launch geometry of one kernel: images in chunks of `ipc`, `steps` row steps per image in
