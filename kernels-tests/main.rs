@@ -1,11 +1,13 @@
 //! Kernel correctness: every GPU kernel against the f64 CPU reference, and every reference
 //! backward against central finite differences.
 
+mod autograd;
 mod bad_input_conv_bn;
 mod bad_input_core;
 mod bad_input_depthwise;
 mod bad_input_misc;
 mod cli;
+mod data;
 mod common;
 mod gpu_kernels;
 mod pool;

@@ -4,8 +4,12 @@
 //! `ops` (WGSL kernels with typed launchers), `reference` (f64 CPU twins of every op),
 //! `verify` (GPU-vs-reference comparisons used by the tests and `proxyless check`).
 
+pub mod autograd;
 pub mod bench;
+pub mod data;
 pub mod gpu;
+pub mod nn;
 pub mod ops;
 pub mod reference;
+pub mod train;
 pub mod verify;

@@ -3,6 +3,8 @@
 mod bench;
 mod check;
 mod devices;
+mod info;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +34,12 @@ enum Command {
     Check(check::Args),
     /// Time a workload of shared/bench/WORKLOADS.md on this adapter.
     Bench(bench::Args),
+    /// Layer table, parameter count and multiply-accumulates of a net config.
+    Info(info::Args),
+    /// Train a net config from scratch (CIFAR-10, an image folder, or the synthetic set).
+    Train(train::Args),
+    /// Accuracy of saved weights on a test set.
+    Eval(train::EvalArgs),
 }
 
 pub fn run() -> Result<()> {
@@ -43,6 +51,9 @@ pub fn run() -> Result<()> {
         Command::Devices => devices::run(),
         Command::Check(a) => check::run(&open(&opts)?, a),
         Command::Bench(a) => bench::run(&open(&opts)?, a),
+        Command::Info(a) => info::run(&open(&opts)?, a),
+        Command::Train(a) => train::run(&open(&opts)?, a),
+        Command::Eval(a) => train::eval(&open(&opts)?, a),
     }
 }
 

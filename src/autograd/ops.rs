@@ -1,0 +1,298 @@
+//! The differentiable ops: each forward records a [`Node`] saving what its backward needs.
+
+use std::rc::Rc;
+
+use anyhow::Result;
+
+use crate::gpu::{Gpu, Tensor};
+use crate::ops::{batchnorm, conv, depthwise, dropout, elementwise, linear, pointwise, pool};
+
+use super::tape::{Source, Tape, Var};
+
+/// A recorded op: the id of its output, the ids of its inputs and its saved tensors.
+pub(super) enum Node {
+    Conv {
+        out: usize,
+        x: Var,
+        w: Var,
+        stride: usize,
+    },
+    Pointwise {
+        out: usize,
+        x: Var,
+        w: Var,
+    },
+    Depthwise {
+        out: usize,
+        x: Var,
+        w: Var,
+        stride: usize,
+    },
+    BatchNorm {
+        out: usize,
+        x: Var,
+        gamma: Var,
+        beta: usize,
+        mean: Tensor,
+        rstd: Tensor,
+    },
+    /// Saves its output: 0 < y < 6 exactly where 0 < x < 6, and the output is usually saved
+    /// anyway by the conv that reads it, so the input can go back to the pool at once.
+    Relu6 { out: usize, x: usize, y: Rc<Tensor> },
+    Add { out: usize, a: usize, b: usize },
+    GlobalAvgPool {
+        out: usize,
+        x: usize,
+        shape: Vec<usize>,
+    },
+    Linear {
+        out: usize,
+        x: Var,
+        w: Var,
+        b: usize,
+    },
+    Dropout {
+        out: usize,
+        x: usize,
+        p: f32,
+        seed: u32,
+    },
+}
+
+/// Input gradients of one node: (input id, gradient).
+type InputGrads = Vec<(usize, Rc<Tensor>)>;
+
+impl Node {
+    pub(super) fn output(&self) -> usize {
+        match self {
+            Node::Conv { out, .. }
+            | Node::Pointwise { out, .. }
+            | Node::Depthwise { out, .. }
+            | Node::BatchNorm { out, .. }
+            | Node::Relu6 { out, .. }
+            | Node::Add { out, .. }
+            | Node::GlobalAvgPool { out, .. }
+            | Node::Linear { out, .. }
+            | Node::Dropout { out, .. } => *out,
+        }
+    }
+
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Node::Conv { .. } => "conv2d",
+            Node::Pointwise { .. } => "pointwise",
+            Node::Depthwise { .. } => "depthwise",
+            Node::BatchNorm { .. } => "batchnorm",
+            Node::Relu6 { .. } => "relu6",
+            Node::Add { .. } => "add",
+            Node::GlobalAvgPool { .. } => "global_avg_pool",
+            Node::Linear { .. } => "linear",
+            Node::Dropout { .. } => "dropout",
+        }
+    }
+
+    /// Gradients for the inputs that need one.
+    pub(super) fn backward(
+        &self,
+        gpu: &Gpu,
+        dy: &Rc<Tensor>,
+        sources: &[Source],
+    ) -> Result<InputGrads> {
+        let needs = |id: usize| matches!(sources[id], Source::Param(_) | Source::Computed);
+        let mut g = InputGrads::new();
+        let mut push = |id: usize, t: Tensor| {
+            if needs(id) {
+                g.push((id, Rc::new(t)));
+            }
+        };
+        match self {
+            Node::Conv { x, w, stride, .. } => {
+                if needs(x.id) {
+                    let (dx, dw) = conv::conv2d_backward(gpu, &x.value, &w.value, *stride, dy)?;
+                    push(x.id, dx);
+                    push(w.id, dw);
+                } else {
+                    let dw = conv::conv2d_backward_weight(gpu, &x.value, &w.value, *stride, dy)?;
+                    push(w.id, dw);
+                }
+            }
+            Node::Pointwise { x, w, .. } => {
+                let (dx, dw) = pointwise::pointwise_backward(gpu, &x.value, &w.value, dy)?;
+                push(x.id, dx);
+                push(w.id, dw);
+            }
+            Node::Depthwise { x, w, stride, .. } => {
+                let (dx, dw) = depthwise::depthwise_backward(gpu, &x.value, &w.value, *stride, dy)?;
+                push(x.id, dx);
+                push(w.id, dw);
+            }
+            Node::BatchNorm {
+                x,
+                gamma,
+                beta,
+                mean,
+                rstd,
+                ..
+            } => {
+                let (dx, dgamma, dbeta) =
+                    batchnorm::batchnorm_train_backward(gpu, &x.value, &gamma.value, mean, rstd, dy)?;
+                push(x.id, dx);
+                push(gamma.id, dgamma);
+                push(*beta, dbeta);
+            }
+            Node::Relu6 { x, y, .. } => push(*x, elementwise::relu6_backward(gpu, y, dy)?),
+            Node::Add { a, b, .. } => {
+                // Both inputs receive dy itself; accumulation never writes in place.
+                for id in [*a, *b] {
+                    if needs(id) {
+                        g.push((id, Rc::clone(dy)));
+                    }
+                }
+            }
+            Node::GlobalAvgPool { x, shape, .. } => {
+                push(*x, pool::global_avg_pool_backward(gpu, dy, shape)?)
+            }
+            Node::Linear { x, w, b, .. } => {
+                let (dx, dw, db) = linear::linear_backward(gpu, &x.value, &w.value, dy)?;
+                push(x.id, dx);
+                push(w.id, dw);
+                push(*b, db);
+            }
+            Node::Dropout { x, p, seed, .. } => {
+                push(*x, dropout::dropout_backward(gpu, dy, *p, *seed)?)
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// Batch-norm parameters and running statistics, as the op needs them.
+pub struct BnArgs<'a> {
+    pub gamma: &'a Var,
+    pub beta: &'a Var,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl Tape<'_> {
+    /// Dense convolution (the stem and other `ConvLayer`s with k > 1): x NHWC, w OIHW, pad k/2.
+    pub fn conv2d(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
+        let y = self.timed("forward conv2d", || conv::conv2d_forward(self.gpu, &x.value, &w.value, stride))?;
+        Ok(self.output(y, &[x, w], |out, _| Node::Conv {
+            out,
+            x: x.clone(),
+            w: w.clone(),
+            stride,
+        }))
+    }
+
+    /// 1x1 convolution, w `[cout, cin]`.
+    pub fn pointwise(&self, x: &Var, w: &Var) -> Result<Var> {
+        let y = self.timed("forward pointwise", || pointwise::pointwise_forward(self.gpu, &x.value, &w.value))?;
+        Ok(self.output(y, &[x, w], |out, _| Node::Pointwise {
+            out,
+            x: x.clone(),
+            w: w.clone(),
+        }))
+    }
+
+    /// Depthwise k x k convolution, w `[c, k, k]`, pad k/2.
+    pub fn depthwise(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
+        let y = self.timed("forward depthwise", || depthwise::depthwise_forward(self.gpu, &x.value, &w.value, stride))?;
+        Ok(self.output(y, &[x, w], |out, _| Node::Depthwise {
+            out,
+            x: x.clone(),
+            w: w.clone(),
+            stride,
+        }))
+    }
+
+    /// Batch norm over the channels (last axis). `train` uses batch statistics and updates
+    /// the running ones; otherwise the running statistics normalise.
+    pub fn batchnorm(&self, x: &Var, bn: &BnArgs, train: bool) -> Result<Var> {
+        if !train {
+            let y = batchnorm::batchnorm_eval_forward(
+                self.gpu,
+                &x.value,
+                &bn.gamma.value,
+                &bn.beta.value,
+                bn.running_mean,
+                bn.running_var,
+                bn.eps,
+            )?;
+            // Eval-mode BN is affine in x; it is not differentiated here (nothing trains
+            // through running statistics).
+            return Ok(self.push_value(Rc::new(y), Source::Detached));
+        }
+        let (y, mean, rstd) = self.timed("forward batchnorm", || {
+            batchnorm::batchnorm_train_forward(
+                self.gpu,
+                &x.value,
+                &bn.gamma.value,
+                &bn.beta.value,
+                bn.running_mean,
+                bn.running_var,
+                bn.momentum,
+                bn.eps,
+            )
+        })?;
+        Ok(self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNorm {
+            out,
+            x: x.clone(),
+            gamma: bn.gamma.clone(),
+            beta: bn.beta.id,
+            mean,
+            rstd,
+        }))
+    }
+
+    pub fn relu6(&self, x: &Var) -> Result<Var> {
+        let y = self.timed("forward relu6", || elementwise::relu6_forward(self.gpu, &x.value))?;
+        Ok(self.output(y, &[x], |out, y| Node::Relu6 { out, x: x.id, y }))
+    }
+
+    pub fn add(&self, a: &Var, b: &Var) -> Result<Var> {
+        let y = self.timed("forward add", || elementwise::add(self.gpu, &a.value, &b.value))?;
+        Ok(self.output(y, &[a, b], |out, _| Node::Add {
+            out,
+            a: a.id,
+            b: b.id,
+        }))
+    }
+
+    /// `[n, h, w, c]` -> `[n, c]`.
+    pub fn global_avg_pool(&self, x: &Var) -> Result<Var> {
+        let y = self.timed("forward global_avg_pool", || pool::global_avg_pool_forward(self.gpu, &x.value))?;
+        Ok(self.output(y, &[x], |out, _| Node::GlobalAvgPool {
+            out,
+            x: x.id,
+            shape: x.value.shape.clone(),
+        }))
+    }
+
+    /// x `[n, in]`, w `[out, in]`, b `[out]`.
+    pub fn linear(&self, x: &Var, w: &Var, b: &Var) -> Result<Var> {
+        let y = self.timed("forward linear", || linear::linear_forward(self.gpu, &x.value, &w.value, &b.value))?;
+        Ok(self.output(y, &[x, w, b], |out, _| Node::Linear {
+            out,
+            x: x.clone(),
+            w: w.clone(),
+            b: b.id,
+        }))
+    }
+
+    /// Inverted dropout with a mask hashed from the tape's seed and a per-op counter.
+    pub fn dropout(&self, x: &Var, p: f32) -> Result<Var> {
+        let seed = self.seed.get();
+        self.seed.set(seed.wrapping_add(0x9E37_79B9));
+        let y = self.timed("forward dropout", || dropout::dropout_forward(self.gpu, &x.value, p, seed))?;
+        Ok(self.output(y, &[x], |out, _| Node::Dropout {
+            out,
+            x: x.id,
+            p,
+            seed,
+        }))
+    }
+}

@@ -1,0 +1,205 @@
+//! `proxyless train`: train a net config from scratch; `proxyless eval`: test saved weights.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use proxyless::gpu::Gpu;
+use proxyless::nn::{NetConfig, Network};
+use proxyless::train::{self, DataSource, Observer, Progress, RunDir, TrainConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Net config in the official ProxylessNASNets JSON format (e.g. data/nets/cifar-small.config).
+    #[arg(long)]
+    net: PathBuf,
+    /// CIFAR-10 binary directory or image folder (DIR/<class>/*.png|jpg, or DIR/train + DIR/val);
+    /// without it, the built-in synthetic set.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Peak learning rate (cosine decay to 0 after the warm-up).
+    #[arg(long, default_value_t = 0.1)]
+    lr: f32,
+    /// Epochs of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 0)]
+    warmup_epochs: usize,
+    /// sgd (momentum 0.9) or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// Weight decay of conv and linear weights (BN and biases are never decayed).
+    #[arg(long, default_value_t = 4e-5)]
+    weight_decay: f32,
+    /// Plain momentum instead of Nesterov.
+    #[arg(long)]
+    no_nesterov: bool,
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    /// Images held out of the training set for per-epoch validation.
+    #[arg(long, default_value_t = 5000)]
+    valid: usize,
+    /// Input resolution for image folders and the synthetic set (CIFAR is always 32).
+    #[arg(long, default_value_t = 32)]
+    resolution: usize,
+    /// Seed of the initial weights, the data order, augmentation and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory: log.jsonl, checkpoint.safetensors, weights.safetensors, net.config.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+}
+
+struct Bar {
+    bar: Option<ProgressBar>,
+    epoch: usize,
+}
+
+impl Observer for Bar {
+    fn progress(&mut self, p: &Progress) {
+        if self.bar.is_none() || self.epoch != p.epoch {
+            if let Some(b) = self.bar.take() {
+                b.finish_and_clear();
+            }
+            let b = ProgressBar::new(p.batches as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{}/{}", p.epoch + 1, p.epochs));
+            self.bar = Some(b);
+            self.epoch = p.epoch;
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(p.batch as u64);
+            b.set_message(format!(
+                "loss {:.3} acc {:.1}% {:.0} img/s lr {:.4}",
+                p.loss,
+                100.0 * p.accuracy,
+                p.images_per_s,
+                p.lr
+            ));
+        }
+    }
+
+    fn epoch_done(&mut self, r: &serde_json::Value) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let pct = |k: &str| r[k].as_f64().map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+        eprintln!(
+            "epoch {}/{}: train loss {:.4} acc {} | valid {} | test {} | {:.0} img/s, {:.0} s",
+            r["epoch"],
+            r["epochs"],
+            r["train_loss"].as_f64().unwrap_or(f64::NAN),
+            pct("train_accuracy"),
+            pct("valid_accuracy"),
+            pct("test_accuracy"),
+            r["images_per_s"].as_f64().unwrap_or(0.0),
+            r["epoch_seconds"].as_f64().unwrap_or(0.0),
+        );
+    }
+}
+
+pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
+    let config = NetConfig::load(&a.net)?;
+    let t = Instant::now();
+    let data = DataSource::open(a.data.as_deref(), a.resolution, a.valid, a.seed)?;
+    eprintln!(
+        "data: {} ({} train, {} valid, {} test images, {} classes; loaded in {:.1} s)",
+        data.name,
+        data.train_indices.len(),
+        data.valid_indices.len(),
+        data.test.as_ref().map_or(0, |t| t.len()),
+        data.classes(),
+        t.elapsed().as_secs_f64()
+    );
+    check_classes(&config, data.classes(), &a.net)?;
+    let net = Network::new(gpu, &config, a.seed)?;
+    let cfg = TrainConfig {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        warmup_epochs: a.warmup_epochs,
+        optimizer: train::optimizer_kind(&a.optimizer, a.weight_decay, !a.no_nesterov)?,
+        label_smoothing: a.label_smoothing,
+        seed: a.seed,
+    };
+    let out = RunDir(a.out.clone());
+    let mut bar = Bar {
+        bar: None,
+        epoch: usize::MAX,
+    };
+    let s = train::train(gpu, &net, &data, &cfg, &out, a.resume, &mut bar)?;
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+    println!(
+        "done in {:.0} s: valid accuracy {}, test accuracy {}; {:.0} images/s; pool high-water {:.1} MiB; weights in {}",
+        s.seconds,
+        pct(s.valid_accuracy),
+        pct(s.test_accuracy),
+        s.images_per_s,
+        s.pool_high_water as f64 / (1 << 20) as f64,
+        out.weights().display()
+    );
+    Ok(())
+}
+
+pub fn check_classes(config: &NetConfig, classes: usize, net: &std::path::Path) -> Result<()> {
+    if config.classes() != classes {
+        anyhow::bail!(
+            "{}: the classifier has {} outputs but the data has {classes} classes: set the \
+             classifier's out_features to {classes}",
+            net.display(),
+            config.classes()
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    net: PathBuf,
+    /// weights.safetensors written by `train`.
+    #[arg(long)]
+    weights: PathBuf,
+    /// The data to test on: its test split (CIFAR test_batch.bin, DIR/val or DIR/test); an
+    /// image folder without one is tested whole. Without it, the synthetic test set.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    resolution: usize,
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+    /// Seed of the synthetic set (as given to `train`).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn eval(gpu: &Gpu, a: EvalArgs) -> Result<()> {
+    let config = NetConfig::load(&a.net)?;
+    let net = Network::new(gpu, &config, 0)?;
+    train::load_weights(gpu, &net, &a.weights)?;
+    let (data, norm) = train::test_set(a.data.as_deref(), a.resolution, a.seed, &a.weights)?;
+    check_classes(&config, data.classes(), &a.net)?;
+    let t = Instant::now();
+    let n = data.len();
+    let (loss, acc) = train::evaluate(gpu, &net, &std::sync::Arc::new(data), (0..n).collect(), norm, a.batch)
+        .context("evaluation failed")?;
+    println!(
+        "{n} images: accuracy {:.2}%, loss {loss:.4} ({:.1} s)",
+        100.0 * acc,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! Training a net from scratch, and evaluating it: the step, the epoch loop with validation,
+//! logs and atomic checkpoints. Sits above `nn` and `data`; the command line adds progress
+//! display on top through [`Observer`].
+
+mod checkpoint;
+mod source;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::autograd::Tape;
+use crate::data::{Augment, Dataset, Loader, Normalize};
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
+use crate::nn::Network;
+use crate::ops::{elementwise, loss};
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
+pub use source::DataSource;
+
+/// Hyperparameters of a training run.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub warmup_epochs: usize,
+    pub optimizer: OptimizerKind,
+    pub label_smoothing: f32,
+    pub seed: u64,
+}
+
+/// What one step returns, still on the device (read back only when shown).
+pub struct StepOutput {
+    pub loss: Tensor,
+    pub correct: Tensor,
+}
+
+/// Uploads a batch: images `[n, h, w, 3]`, labels `[n]`.
+pub fn upload_batch(gpu: &Gpu, b: &crate::data::Batch) -> Result<(Tensor, Tensor)> {
+    let x = gpu.upload(&b.images, &[b.n, b.height, b.width, 3])?;
+    let y = gpu.upload(&b.labels, &[b.n])?;
+    Ok((x, y))
+}
+
+/// One SGD/Adam step on a batch: forward in training mode, cross-entropy, backward, update.
+pub fn train_step(
+    gpu: &Gpu,
+    net: &Network,
+    opt: &mut Optimizer,
+    images: Tensor,
+    labels: &Tensor,
+    lr: f32,
+    smoothing: f32,
+    seed: u32,
+) -> Result<StepOutput> {
+    let tape = Tape::new(gpu, seed);
+    let x = tape.constant(images);
+    let logits = net.forward(&tape, &x, true)?;
+    drop(x);
+    let (loss, dlogits) = loss::softmax_cross_entropy(gpu, logits.value(), labels, smoothing)?;
+    let correct = loss::count_correct(gpu, logits.value(), labels)?;
+    let grads = tape.backward(&logits, dlogits)?;
+    drop(logits);
+    opt.step(gpu, &net.params, &grads, lr)?;
+    Ok(StepOutput { loss, correct })
+}
+
+/// Sums of loss and correct predictions kept on the device, so a step needs no readback.
+struct Totals {
+    loss: Tensor,
+    correct: Tensor,
+    images: usize,
+    batches: usize,
+}
+
+impl Totals {
+    fn new(gpu: &Gpu) -> Totals {
+        Totals {
+            loss: gpu.zeros(&[1]),
+            correct: gpu.zeros(&[1]),
+            images: 0,
+            batches: 0,
+        }
+    }
+
+    fn add(&mut self, gpu: &Gpu, s: &StepOutput, n: usize) -> Result<()> {
+        elementwise::add_assign(gpu, &self.loss, &s.loss)?;
+        elementwise::add_assign(gpu, &self.correct, &s.correct)?;
+        self.images += n;
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// (mean loss per batch, accuracy).
+    fn read(&self, gpu: &Gpu) -> Result<(f64, f64)> {
+        let l = gpu.read_f32(&self.loss)?[0] as f64;
+        let c = gpu.read_f32(&self.correct)?[0] as f64;
+        Ok((
+            l / self.batches.max(1) as f64,
+            c / self.images.max(1) as f64,
+        ))
+    }
+}
+
+/// Loss and accuracy of `net` (BN in eval mode) over `indices` of `data`.
+pub fn evaluate(
+    gpu: &Gpu,
+    net: &Network,
+    data: &Arc<Dataset>,
+    indices: Vec<usize>,
+    norm: Normalize,
+    batch: usize,
+) -> Result<(f64, f64)> {
+    if indices.is_empty() {
+        bail!("evaluate: no images to evaluate on");
+    }
+    let loader = Loader::new(
+        Arc::clone(data),
+        indices,
+        batch,
+        false,
+        false,
+        Augment::None,
+        norm,
+        0,
+        0,
+    );
+    let mut totals = Totals::new(gpu);
+    for b in loader {
+        let (x, y) = upload_batch(gpu, &b)?;
+        let tape = Tape::new(gpu, 0);
+        let _no_grad = tape.no_grad();
+        let x = tape.constant(x);
+        let logits = net.forward(&tape, &x, false)?;
+        let (loss, dlogits) = loss::softmax_cross_entropy(gpu, logits.value(), &y, 0.0)?;
+        drop(dlogits);
+        let correct = loss::count_correct(gpu, logits.value(), &y)?;
+        totals.add(gpu, &StepOutput { loss, correct }, b.n)?;
+    }
+    totals.read(gpu)
+}
+
+/// Progress of a run, for display.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub images_per_s: f64,
+    pub lr: f32,
+}
+
+/// Hooks for the caller: progress within an epoch and a line per finished epoch.
+pub trait Observer {
+    fn progress(&mut self, _p: &Progress) {}
+    fn epoch_done(&mut self, _record: &serde_json::Value) {}
+}
+
+/// Observes nothing (tests).
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Where a run writes: `log.jsonl`, `checkpoint.safetensors`, `weights.safetensors`,
+/// `net.config`.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn log(&self) -> PathBuf {
+        self.0.join("log.jsonl")
+    }
+    pub fn checkpoint(&self) -> PathBuf {
+        self.0.join("checkpoint.safetensors")
+    }
+    pub fn weights(&self) -> PathBuf {
+        self.0.join("weights.safetensors")
+    }
+    pub fn net_config(&self) -> PathBuf {
+        self.0.join("net.config")
+    }
+}
+
+/// The result of a run: the final epoch's record.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub valid_accuracy: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub train_accuracy: f64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub pool_high_water: u64,
+}
+
+/// Seconds between readbacks of the running loss: often enough to show progress and to catch
+/// a NaN early, rare enough not to stall a real GPU's pipeline.
+const READ_EVERY_S: f64 = 0.5;
+
+/// Trains `net` for `cfg.epochs` on `data`, writing into `out`. With `resume`, continues from
+/// `out/checkpoint.safetensors`. A checkpoint is written (atomically) after every epoch; a
+/// non-finite loss stops the run with an error and leaves the last good checkpoint alone.
+pub fn train(
+    gpu: &Gpu,
+    net: &Network,
+    data: &DataSource,
+    cfg: &TrainConfig,
+    out: &RunDir,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<Summary> {
+    if cfg.epochs == 0 || cfg.batch == 0 {
+        bail!("--epochs and --batch must be at least 1");
+    }
+    std::fs::create_dir_all(&out.0)
+        .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
+    let mut opt = Optimizer::new(cfg.optimizer, &net.params);
+    let mut start_epoch = 0;
+    let mut step = 0usize;
+    if resume {
+        let ck = load_checkpoint(gpu, &out.checkpoint(), net, &mut opt)?;
+        start_epoch = ck.epochs_done;
+        step = ck.step;
+        if ck.seed != cfg.seed {
+            bail!(
+                "{}: the checkpoint was made with --seed {}, this run has {}; resume with the same seed",
+                out.checkpoint().display(),
+                ck.seed,
+                cfg.seed
+            );
+        }
+    } else {
+        // A fresh run starts a fresh log.
+        let _ = std::fs::remove_file(out.log());
+    }
+    crate::nn::params::write_atomic(
+        &out.net_config(),
+        serde_json::to_string_pretty(&net.config.to_json())?.as_bytes(),
+    )?;
+    let per_epoch = data.train_indices.len() / cfg.batch;
+    if per_epoch == 0 {
+        bail!(
+            "the training set has {} images, fewer than one batch of {}: lower --batch",
+            data.train_indices.len(),
+            cfg.batch
+        );
+    }
+    let schedule = CosineSchedule {
+        base: cfg.lr,
+        warmup: cfg.warmup_epochs * per_epoch,
+        total: cfg.epochs * per_epoch,
+    };
+    let mut summary = None;
+    let run_start = Instant::now();
+    for epoch in start_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        gpu.reset_high_water();
+        let loader = Loader::new(
+            Arc::clone(&data.train),
+            data.train_indices.clone(),
+            cfg.batch,
+            true,
+            true,
+            data.augment,
+            data.norm,
+            cfg.seed,
+            epoch as u64,
+        );
+        let batches = loader.batches();
+        let mut totals = Totals::new(gpu);
+        let mut last_read = Instant::now();
+        let mut lr = cfg.lr;
+        for (i, b) in loader.enumerate() {
+            lr = schedule.lr(step);
+            let (x, y) = upload_batch(gpu, &b)?;
+            let seed = (cfg.seed as u32) ^ (step as u32).wrapping_mul(0x85EB_CA6B);
+            let s = train_step(gpu, net, &mut opt, x, &y, lr, cfg.label_smoothing, seed)?;
+            totals.add(gpu, &s, b.n)?;
+            step += 1;
+            if last_read.elapsed().as_secs_f64() >= READ_EVERY_S || i + 1 == batches {
+                last_read = Instant::now();
+                let (loss, acc) = totals.read(gpu)?;
+                if !loss.is_finite() {
+                    bail!(
+                        "the training loss became {loss} in epoch {} (step {step}); stopped. \
+                         The last good checkpoint is {} (lower --lr and --resume)",
+                        epoch + 1,
+                        if epoch > 0 { out.checkpoint().display().to_string() } else { "not written yet".into() }
+                    );
+                }
+                observer.progress(&Progress {
+                    epoch,
+                    epochs: cfg.epochs,
+                    batch: i + 1,
+                    batches,
+                    loss,
+                    accuracy: acc,
+                    images_per_s: totals.images as f64 / t0.elapsed().as_secs_f64(),
+                    lr,
+                });
+            }
+        }
+        gpu.sync()?;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let (train_loss, train_acc) = totals.read(gpu)?;
+        let high_water = gpu.pool_stats().high_water_bytes;
+        let valid = if data.valid_indices.is_empty() {
+            None
+        } else {
+            Some(evaluate(gpu, net, &data.train, data.valid_indices.clone(), data.norm, cfg.batch.max(100))?)
+        };
+        let last = epoch + 1 == cfg.epochs;
+        let test = match (&data.test, last) {
+            (Some(t), true) => Some(evaluate(gpu, net, t, (0..t.len()).collect(), data.norm, cfg.batch.max(100))?),
+            _ => None,
+        };
+        let ips = totals.images as f64 / train_seconds;
+        let record = json!({
+            "epoch": epoch + 1,
+            "epochs": cfg.epochs,
+            "step": step,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "valid_loss": valid.map(|v| v.0),
+            "valid_accuracy": valid.map(|v| v.1),
+            "test_loss": test.map(|v| v.0),
+            "test_accuracy": test.map(|v| v.1),
+            "images_per_s": ips,
+            "epoch_seconds": train_seconds,
+            "elapsed_seconds": run_start.elapsed().as_secs_f64(),
+            "pool_high_water_bytes": high_water,
+        });
+        save_checkpoint(gpu, &out.checkpoint(), net, &opt, &Checkpoint {
+            epochs_done: epoch + 1,
+            step,
+            seed: cfg.seed,
+        })?;
+        save_weights(gpu, net, &out.weights(), Some(data.norm))?;
+        append_line(&out.log(), &record)?;
+        observer.epoch_done(&record);
+        summary = Some(Summary {
+            valid_accuracy: valid.map(|v| v.1),
+            test_accuracy: test.map(|v| v.1),
+            train_accuracy: train_acc,
+            seconds: run_start.elapsed().as_secs_f64(),
+            images_per_s: ips,
+            pool_high_water: high_water,
+        });
+    }
+    summary.with_context(|| {
+        format!(
+            "nothing to do: the checkpoint in {} has already done all {} epochs (raise --epochs)",
+            out.0.display(),
+            cfg.epochs
+        )
+    })
+}
+
+/// The weights alone, under the official names (what `eval` and the reference code load),
+/// with the input normalisation they were trained with in the metadata.
+pub fn save_weights(gpu: &Gpu, net: &Network, path: &Path, norm: Option<Normalize>) -> Result<()> {
+    let meta = norm.map(|n| {
+        std::collections::HashMap::from([
+            ("normalize_mean".to_string(), format!("{:?}", n.mean)),
+            ("normalize_std".to_string(), format!("{:?}", n.std)),
+        ])
+    });
+    crate::nn::params::save_safetensors(path, &net.params.to_host(gpu)?, meta)
+}
+
+/// The normalisation stored by [`save_weights`], if any.
+pub fn stored_normalization(path: &Path) -> Result<Option<Normalize>> {
+    let (_, meta) = crate::nn::params::load_safetensors(path)?;
+    let parse = |k: &str| -> Option<[f32; 3]> { serde_json::from_str(meta.get(k)?).ok() };
+    Ok(match (parse("normalize_mean"), parse("normalize_std")) {
+        (Some(mean), Some(std)) => Some(Normalize { mean, std }),
+        _ => None,
+    })
+}
+
+/// The test images of `dir` (CIFAR's test batch, an image folder's `val/` or `test/`, or the
+/// whole folder when it has none; the synthetic test set without `dir`) and the normalisation
+/// to apply: the one stored with `weights`, else that of the training images.
+pub fn test_set(dir: Option<&Path>, size: usize, seed: u64, weights: &Path) -> Result<(Dataset, Normalize)> {
+    use crate::data::CifarSplit;
+    let stored = stored_normalization(weights)?;
+    let norm_of_train = |d: &Path| -> Result<Normalize> {
+        Ok(Normalize::of(&crate::data::load(d, CifarSplit::Train, size)?))
+    };
+    match dir {
+        None => {
+            let s = DataSource::open(None, size, 0, seed)?;
+            let test = s.test.context("the synthetic source has a test set")?;
+            Ok(((*test).clone(), stored.unwrap_or(s.norm)))
+        }
+        Some(d) => {
+            let split_dirs = d.join("train").is_dir() && (d.join("val").is_dir() || d.join("test").is_dir());
+            let test = if crate::data::is_cifar_dir(d) || split_dirs {
+                crate::data::load(d, CifarSplit::Test, size)?
+            } else {
+                crate::data::load(d, CifarSplit::Train, size)?
+            };
+            let norm = match stored {
+                Some(n) => n,
+                None => norm_of_train(d)?,
+            };
+            Ok((test, norm))
+        }
+    }
+}
+
+/// Loads weights saved by [`save_weights`] (or converted from the reference code) into `net`.
+pub fn load_weights(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
+    let (tensors, _) = crate::nn::params::load_safetensors(path)?;
+    net.params.load_from(gpu, &tensors, path)
+}
+
+fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    writeln!(f, "{v}").with_context(|| format!("cannot write {}", path.display()))?;
+    f.sync_data().ok();
+    Ok(())
+}
+
+/// Default training hyperparameters for an optimizer name.
+pub fn optimizer_kind(name: &str, weight_decay: f32, nesterov: bool) -> Result<OptimizerKind> {
+    match name {
+        "sgd" => Ok(OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov,
+            weight_decay,
+        }),
+        "adam" => Ok(OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }),
+        other => bail!("unknown optimizer {other:?}: use sgd or adam"),
+    }
+}
