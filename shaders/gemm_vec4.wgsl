@@ -6,7 +6,7 @@
 //
 // On CPU drivers (lavapipe) every storage load instruction costs about the same whatever it
 // loads, so the kernel is built to do many multiply-adds per load: one invocation owns
-// ROWS x COLS outputs (rows 4g..4g+3 of ROWS/4 row groups g spaced 64 apart, columns
+// ROWS x COLS outputs (rows 4g..4g+3 of ROWS/4 row groups g spaced LANES_M apart, columns
 // j0..j0+COLS shared by the whole workgroup) and walks k four at a time. A is read as vec4
 // along k (A_MODE k: a_sk = 1) or along i (A_MODE i: a_si = 1); B along k (b_sk = 1) or j
 // (b_sj = 1). Either way one k-step of 4 costs ROWS + COLS vec4 loads for 4*ROWS*COLS FMAs.
@@ -37,11 +37,15 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g_base = wid.x * (64u * {{GROUPS}}u) + lid.x;
+    // LANES_M lanes along m; the 64 / LANES_M lane rows of the workgroup take successive
+    // k slices (LANES_M = 64 unless m is short, see lanes_along_m in src/ops/gemm.rs).
+    let lane_m = lid.x % {{LANES_M}}u;
+    let slice = wid.z * (64u / {{LANES_M}}u) + lid.x / {{LANES_M}}u;
+    let g_base = wid.x * ({{LANES_M}}u * {{GROUPS}}u) + lane_m;
     let j0 = wid.y * {{COLS}}u;
-    let k_begin = wid.z * p.k_chunk;
+    let k_begin = min(slice * p.k_chunk, p.k);
     let k_end = min(k_begin + p.k_chunk, p.k);
-    let out_base = wid.z * p.m * p.n;
+    let out_base = slice * p.m * p.n;
 {{DECL}}
     for (var k = k_begin; k < k_end; k = k + 4u) {
 {{LOAD}}

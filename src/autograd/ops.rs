@@ -77,7 +77,14 @@ impl Node {
         }
     }
 
-    pub(super) fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> String {
+        match self {
+            Node::Pointwise { x, w, .. } => format!("pointwise {:?}x{:?}", x.shape(), w.shape()),
+            _ => self.kind().to_string(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
         match self {
             Node::Conv { .. } => "conv2d",
             Node::Pointwise { .. } => "pointwise",
@@ -190,7 +197,8 @@ impl Tape<'_> {
 
     /// 1x1 convolution, w `[cout, cin]`.
     pub fn pointwise(&self, x: &Var, w: &Var) -> Result<Var> {
-        let y = self.timed("forward pointwise", || pointwise::pointwise_forward(self.gpu, &x.value, &w.value))?;
+        let name = format!("forward pointwise {:?}x{:?}", x.shape(), w.shape());
+        let y = self.timed(&name, || pointwise::pointwise_forward(self.gpu, &x.value, &w.value))?;
         Ok(self.output(y, &[x, w], |out, _| Node::Pointwise {
             out,
             x: x.clone(),

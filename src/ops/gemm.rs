@@ -165,12 +165,33 @@ fn tile_vec4(m: usize, n: usize, operands: Operands, k_major: bool) -> (u32, u32
     }
 }
 
+/// Lanes of a 64-lane workgroup spread along m; the others take further slices of k. A short
+/// product (weight gradients: m = output channels, often 16 to 96) would otherwise leave most
+/// of 64 lanes x 4 rows computing clamped copies of the last row.
+fn lanes_along_m(m: usize, rows: u32, k: usize) -> u32 {
+    if let Ok(v) = std::env::var("PROXYLESS_GEMM_LANES_M") {
+        if let Ok(l) = v.parse::<u32>() {
+            if [1, 2, 4, 8, 16, 32, 64].contains(&l) {
+                return l;
+            }
+        }
+    }
+    let needed = m.div_ceil(rows as usize).next_power_of_two().max(8);
+    // Only worth it where k is long enough to give every slice real work.
+    if needed >= 64 || k < 128 * (64 / needed) {
+        64
+    } else {
+        needed as u32
+    }
+}
+
 /// Generates the unrolled body of the vec4 kernel for a ROWS x COLS tile.
 fn template_vec4(
     operands: Operands,
     vec4_out: bool,
     rows: u32,
     cols: u32,
+    lanes_m: u32,
     a_mode: Vec4Along,
     b_mode: Vec4Along,
 ) -> Vec<(&'static str, String)> {
@@ -180,9 +201,9 @@ fn template_vec4(
     let mut load_t: [String; 4] = Default::default();
     let mut fma = String::new();
     let mut store = String::new();
-    // Row r = 4*q + t lives in row group g_q = g_base + 64*q, at row 4*g_q + t.
+    // Row r = 4*q + t lives in row group g_q = g_base + LANES_M*q, at row 4*g_q + t.
     for q in 0..groups {
-        decl += &format!("    let g{q} = g_base + {}u;\n", q * 64);
+        decl += &format!("    let g{q} = g_base + {}u;\n", q * lanes_m);
         match a_mode {
             Vec4Along::K => {
                 for t in 0..4 {
@@ -274,6 +295,7 @@ fn template_vec4(
         ("OUTPUT", output.to_string()),
         ("OPERANDS", operands.to_string()),
         ("GROUPS", groups.to_string()),
+        ("LANES_M", lanes_m.to_string()),
         ("COLS", cols.to_string()),
         ("DECL", decl),
         ("LOAD", load),
@@ -416,7 +438,7 @@ pub fn gemm_sharing_a(
         None => Operands::Buffers,
     };
     let textures = operands != Operands::Buffers;
-    let (kernel, rows, cols) = match modes {
+    let (kernel, rows, cols, lanes_m) = match modes {
         Some((am, bm)) => {
             let k_major = (am, bm) == (Vec4Along::K, Vec4Along::K);
             let (rows, cols) = tile_vec4(g.m, g.n, operands, k_major);
@@ -428,35 +450,48 @@ pub fn gemm_sharing_a(
             // Dense rows of a length divisible by 4 take 16-byte stores (split-K slices are
             // dense by construction).
             let vec4_out = g.n.is_multiple_of(4) && g.c_sj == 1 && g.c_si.is_multiple_of(4);
-            let variant = format!(" {rows}x{cols} {am:?}/{bm:?} {operands:?} vec4_out={vec4_out}");
+            // Slicing k needs the split path, which writes dense slices.
+            let dense_c = g.c_sj == 1 && g.c_si == g.n;
+            let lanes_m = if dense_c {
+                lanes_along_m(g.m, rows, g.k)
+            } else {
+                64
+            };
+            let variant = format!(
+                " {rows}x{cols} {am:?}/{bm:?} {operands:?} vec4_out={vec4_out} lanes_m={lanes_m}"
+            );
             let k = gpu.kernel_variant(spec, &variant, || {
-                template_vec4(operands, vec4_out, rows, cols, am, bm)
+                template_vec4(operands, vec4_out, rows, cols, lanes_m, am, bm)
             })?;
-            (k, rows, cols)
+            (k, rows, cols, lanes_m as usize)
         }
         None => {
             let (rows, cols) = tile();
             let variant = format!(" {rows}x{cols}");
             let k = gpu.kernel_variant(&SPEC, &variant, || template(rows, cols))?;
-            (k, rows, cols)
+            (k, rows, cols, 64)
         }
     };
-    let gx = g.m.div_ceil(64 * rows as usize);
+    // A workgroup is lanes_m lanes along m times lanes_k slices of k.
+    let lanes_k = 64 / lanes_m;
+    let gx = g.m.div_ceil(lanes_m * rows as usize);
     let gy = g.n.div_ceil(cols as usize);
-    // Aim for at least 64 workgroups, each reducing at least 128 values of k.
+    // Aim for at least 64 workgroups, each slice reducing at least 128 values of k.
     let base = gx * gy;
-    let mut splits = if base >= 64 {
+    let mut slices = if base >= 64 {
         1
     } else {
         64usize.div_ceil(base)
-    };
-    splits = splits.min(g.k / 128).max(1);
-    let mut k_chunk = g.k.div_ceil(splits);
+    } * lanes_k;
+    slices = slices.min(g.k / 128).max(1);
+    let mut k_chunk = g.k.div_ceil(slices);
     if modes.is_some() {
         // The vec4 kernel walks k four at a time, so chunks start on multiples of 4.
         k_chunk = k_chunk.div_ceil(4) * 4;
     }
-    let splits = g.k.div_ceil(k_chunk);
+    // Whole workgroups of slices; slices past the end of k write zeros.
+    let splits = g.k.div_ceil(k_chunk).div_ceil(lanes_k);
+    let slices = splits * lanes_k;
     let max = gpu.max_groups_per_dim() as usize;
     ensure(gx <= max && gy <= max && splits <= max, op, || {
         format!("grid {gx}x{gy}x{splits} over the device limit for {g:?}")
@@ -494,7 +529,7 @@ pub fn gemm_sharing_a(
         _ => (Binding::Buffer(a), Binding::Buffer(b)),
     };
     let groups = [gx as u32, gy as u32, splits as u32];
-    if splits == 1 {
+    if slices == 1 {
         return gpu.dispatch_with(
             &kernel,
             &params(g.m, g.n, g.c_si, g.c_sj, accumulate)?,
@@ -506,12 +541,12 @@ pub fn gemm_sharing_a(
     ensure(g.c_sj == 1 && g.c_si == g.n, op, || {
         format!("split-K needs a dense row-major C, got {g:?}")
     })?;
-    let partial = gpu.alloc((splits * g.m * g.n * 4) as u64);
+    let partial = gpu.alloc((slices * g.m * g.n * 4) as u64);
     gpu.dispatch_with(
         &kernel,
         &params(g.m, g.n, g.n, 1, false)?,
         &[bind_a, bind_b, Binding::Buffer(&partial)],
         groups,
     )?;
-    reduce::sum_slices(gpu, &partial, c, g.m * g.n, splits, accumulate)
+    reduce::sum_slices(gpu, &partial, c, g.m * g.n, slices, accumulate)
 }

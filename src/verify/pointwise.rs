@@ -6,7 +6,7 @@ use super::{f64s, Checker};
 use crate::{ops, reference};
 
 /// (n, h, w, cin, cout): batch 1, one channel, odd sizes, sizes off every tile, split-K sized
-/// reductions and the channel counts of the real network.
+/// reductions, short weight gradients and the channel counts of the real network.
 const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (1, 1, 1, 1, 1),
     (1, 3, 5, 7, 9),
@@ -16,6 +16,10 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (4, 16, 16, 24, 144),
     (2, 4, 4, 320, 1280),
     (1, 2, 2, 1280, 10),
+    // Short weight gradients (m = cout small, k long): lanes split between m and k slices.
+    (4, 17, 16, 72, 24),
+    (2, 16, 20, 48, 96),
+    (5, 13, 16, 16, 8),
 ];
 
 pub fn run(c: &mut Checker) -> Result<()> {
