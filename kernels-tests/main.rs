@@ -12,3 +12,4 @@ mod common;
 mod gpu_kernels;
 mod pool;
 mod reference_fd;
+mod training;

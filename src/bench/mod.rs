@@ -6,6 +6,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+mod network;
+
 use crate::gpu::{Gpu, Tensor};
 use crate::ops;
 
@@ -16,7 +18,7 @@ pub const CPU_SGEMM_PEAK_GFLOPS: f64 = 260.0;
 pub const CPU_COPY_GBPS: f64 = 19.0;
 
 /// Names of the workloads `bench` knows.
-pub const WORKLOADS: &[&str] = &["pw", "dw5", "dw3s2"];
+pub const WORKLOADS: &[&str] = &["pw", "dw5", "dw3s2", "mbconv", "step"];
 
 /// One measured workload.
 #[derive(Clone, Debug, Serialize)]
@@ -29,6 +31,12 @@ pub struct BenchResult {
     /// ceiling; not part of the WORKLOADS.md line format.
     #[serde(skip)]
     pub bytes_moved: f64,
+    /// `step` only: training images per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_per_s: Option<f64>,
+    /// `mbconv` and `step`: the pool's live-byte high-water mark during one run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_high_water_bytes: Option<u64>,
 }
 
 fn uniform(rng: &mut StdRng, n: usize, bound: f32) -> Vec<f32> {
@@ -83,6 +91,8 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
             // fwd reads x, writes y; bwd reads x and dy, writes dx.
             (3.0 * 2.0 * macs, 4.0 * (3.0 * xin + 2.0 * yout), t)
         }
+        "mbconv" => return network::mbconv(gpu, &mut rng, reps),
+        "step" => return network::step(gpu, &mut rng, reps),
         other => bail!(
             "unknown workload {other:?}; valid: {}",
             WORKLOADS.join(", ")
@@ -95,6 +105,8 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
         gflops: flops / secs / 1e9,
         adapter: gpu.adapter_name(),
         bytes_moved: bytes,
+        images_per_s: None,
+        pool_high_water_bytes: None,
     })
 }
 
@@ -104,7 +116,13 @@ pub fn describe(gpu: &Gpu, r: &BenchResult) -> String {
         "{:<6} median {:>8.2} ms  {:>7.2} GFLOP/s",
         r.workload, r.median_ms, r.gflops
     );
-    if gpu.info.device_type == wgpu::DeviceType::Cpu {
+    if let Some(ips) = r.images_per_s {
+        line += &format!("  {ips:.1} images/s");
+    }
+    if let Some(hw) = r.pool_high_water_bytes {
+        line += &format!("  pool high-water {:.1} MiB", hw as f64 / (1u64 << 20) as f64);
+    }
+    if gpu.info.device_type == wgpu::DeviceType::Cpu && r.bytes_moved > 0.0 {
         let mem_ms = r.bytes_moved / (CPU_COPY_GBPS * 1e9) * 1e3;
         line += &format!(
             "  ({:.1}% of {CPU_SGEMM_PEAK_GFLOPS} GFLOP/s sgemm peak; {:.0} MB moved = {:.2} ms at \

@@ -40,6 +40,9 @@ pub struct Args {
     no_nesterov: bool,
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f32,
+    /// Train on the images as they are (no random crop or flip): for short runs.
+    #[arg(long)]
+    no_augment: bool,
     /// Images held out of the training set for per-epoch validation.
     #[arg(long, default_value_t = 5000)]
     valid: usize,
@@ -52,6 +55,9 @@ pub struct Args {
     /// Output directory: log.jsonl, checkpoint.safetensors, weights.safetensors, net.config.
     #[arg(long)]
     out: PathBuf,
+    /// Stop after this many epochs (of --epochs, whose schedule is kept); continue with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
     /// Continue from OUT/checkpoint.safetensors.
     #[arg(long)]
     resume: bool,
@@ -114,7 +120,10 @@ impl Observer for Bar {
 pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let config = NetConfig::load(&a.net)?;
     let t = Instant::now();
-    let data = DataSource::open(a.data.as_deref(), a.resolution, a.valid, a.seed)?;
+    let mut data = DataSource::open(a.data.as_deref(), a.resolution, a.valid, a.seed)?;
+    if a.no_augment {
+        data.augment = proxyless::data::Augment::None;
+    }
     eprintln!(
         "data: {} ({} train, {} valid, {} test images, {} classes; loaded in {:.1} s)",
         data.name,
@@ -134,6 +143,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         optimizer: train::optimizer_kind(&a.optimizer, a.weight_decay, !a.no_nesterov)?,
         label_smoothing: a.label_smoothing,
         seed: a.seed,
+        stop_after: a.stop_after,
     };
     let out = RunDir(a.out.clone());
     let mut bar = Bar {

@@ -32,6 +32,9 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     pub label_smoothing: f32,
     pub seed: u64,
+    /// Stop once this many epochs are done (the schedule stays that of `epochs`), to run a
+    /// long training in parts with `--resume`.
+    pub stop_after: Option<usize>,
 }
 
 /// What one step returns, still on the device (read back only when shown).
@@ -257,7 +260,8 @@ pub fn train(
     };
     let mut summary = None;
     let run_start = Instant::now();
-    for epoch in start_epoch..cfg.epochs {
+    let end = cfg.stop_after.unwrap_or(cfg.epochs).min(cfg.epochs);
+    for epoch in start_epoch..end {
         let t0 = Instant::now();
         gpu.reset_high_water();
         let loader = Loader::new(
@@ -290,7 +294,7 @@ pub fn train(
                         "the training loss became {loss} in epoch {} (step {step}); stopped. \
                          The last good checkpoint is {} (lower --lr and --resume)",
                         epoch + 1,
-                        if epoch > 0 { out.checkpoint().display().to_string() } else { "not written yet".into() }
+                        if out.checkpoint().exists() { out.checkpoint().display().to_string() } else { "not written yet".into() }
                     );
                 }
                 observer.progress(&Progress {

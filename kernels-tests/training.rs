@@ -1,0 +1,248 @@
+//! Networks from net configs, training end to end, checkpoints and their bad input.
+
+use std::path::{Path, PathBuf};
+
+use proxyless::data::{synthetic, Augment};
+use proxyless::nn::config::{BlockOp, NetConfig};
+use proxyless::nn::optim::OptimizerKind;
+use proxyless::nn::Network;
+use proxyless::train::{self, DataSource, Quiet, RunDir, TrainConfig};
+
+use crate::common::gpu;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("proxyless-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sgd() -> OptimizerKind {
+    OptimizerKind::Sgd {
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 4e-5,
+    }
+}
+
+/// Parameters counted from the config alone (weights, BN scale and shift, biases), to check
+/// the network's own count against.
+fn count_from_config(c: &NetConfig) -> usize {
+    let conv = |i: usize, o: usize, k: usize, bn: bool| i * o * k * k + if bn { 2 * o } else { 0 };
+    let mut n = conv(c.first_conv.in_channels, c.first_conv.out_channels, c.first_conv.kernel, c.first_conv.use_bn);
+    for b in &c.blocks {
+        if let BlockOp::MbConv(m) = &b.op {
+            let mid = m.mid_channels;
+            let dw = if m.expand_ratio == 1 { m.in_channels } else { mid };
+            if m.expand_ratio != 1 {
+                n += conv(m.in_channels, mid, 1, true);
+            }
+            n += dw * m.kernel * m.kernel + 2 * dw;
+            n += conv(dw, m.out_channels, 1, true);
+        }
+    }
+    if let Some(f) = &c.feature_mix {
+        n += conv(f.in_channels, f.out_channels, f.kernel, f.use_bn);
+    }
+    let l = &c.classifier;
+    n + l.in_features * l.out_features + if l.bias { l.out_features } else { 0 }
+}
+
+#[test]
+fn official_and_bundled_configs_load_with_consistent_counts() {
+    let mut paths: Vec<PathBuf> = ["cifar-mb6k5", "cifar-small", "tiny"]
+        .iter()
+        .map(|n| repo(&format!("data/nets/{n}.config")))
+        .collect();
+    let official = repo("../shared/data/official");
+    for n in ["proxyless_gpu", "proxyless_cpu", "proxyless_mobile"] {
+        let p = official.join(format!("{n}.config"));
+        if p.exists() {
+            paths.push(p);
+        }
+    }
+    for p in paths {
+        let c = NetConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        let net = Network::new(gpu(), &c, 0).unwrap();
+        let size = if c.first_conv.stride == 2 { 224 } else { 32 };
+        let rows = net.layers(size);
+        let table: usize = rows.iter().map(|r| r.params).sum();
+        assert_eq!(table, net.params.trainable_count(), "{}", p.display());
+        assert_eq!(table, count_from_config(&c), "{}", p.display());
+        assert!(rows.iter().map(|r| r.macs).sum::<u64>() > 0);
+        // The JSON written back parses to the same net.
+        let again = NetConfig::parse(&c.to_json().to_string()).unwrap();
+        assert_eq!(again, c, "{}: round trip", p.display());
+    }
+}
+
+#[test]
+fn bad_net_configs_name_what_is_wrong() {
+    let text = std::fs::read_to_string(repo("data/nets/tiny.config")).unwrap();
+    let dir = temp_dir("bad-configs");
+    let cases = [
+        (text.replacen("MBInvertedConvLayer", "FancyConvLayer", 1), "FancyConvLayer"),
+        (text.replacen("\"out_channels\": 8", "\"out_channels\": 9", 1), "do not chain"),
+        ("{ not json".to_string(), "not valid JSON"),
+        (text.replacen("\"kernel_size\": 3,\n        \"stride\": 1,\n        \"expand_ratio\"", "\"kernel_size\": 4,\n        \"stride\": 1,\n        \"expand_ratio\"", 1), "kernel_size 4"),
+    ];
+    for (i, (body, phrase)) in cases.iter().enumerate() {
+        assert_ne!(body, &text, "case {i} changed nothing");
+        let p = dir.join(format!("bad{i}.config"));
+        std::fs::write(&p, body).unwrap();
+        let err = format!("{:#}", NetConfig::load(&p).unwrap_err());
+        assert!(err.contains(phrase) && err.contains(&format!("bad{i}.config")), "case {i}: {err}");
+    }
+    let missing = format!("{:#}", NetConfig::load(&dir.join("absent.config")).unwrap_err());
+    assert!(missing.contains("absent.config"), "{missing}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn small_source(n: usize, size: usize) -> DataSource {
+    let train = synthetic(5, n, size);
+    let test = synthetic(6, 200, size);
+    DataSource::from_sets("synthetic".into(), train, Some(test), Augment::CropFlip { pad: 2 }, n / 5).unwrap()
+}
+
+fn config(epochs: usize, lr: f32) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch: 32,
+        lr,
+        warmup_epochs: 0,
+        optimizer: sgd(),
+        label_smoothing: 0.1,
+        seed: 3,
+        stop_after: None,
+    }
+}
+
+/// The bar: a small net learns the synthetic set to at least 95% held-out accuracy;
+/// the saved weights give the same accuracy through `eval`'s path.
+#[test]
+fn synthetic_training_reaches_95_percent_held_out() {
+    let gpu = gpu();
+    let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let net = Network::new(gpu, &c, 1).unwrap();
+    let data = DataSource::open(None, 16, 1000, 0).unwrap();
+    let out = temp_dir("synthetic95");
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch: 64,
+        lr: 0.2,
+        ..config(2, 0.2)
+    };
+    let s = train::train(gpu, &net, &data, &cfg, &RunDir(out.clone()), false, &mut Quiet).unwrap();
+    let test = s.test_accuracy.unwrap();
+    assert!(test >= 0.95, "held-out accuracy {test}");
+    assert!(s.valid_accuracy.unwrap() >= 0.95);
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["train_loss"].as_f64().unwrap().is_finite());
+    }
+    // Weights reload into a fresh net and evaluate the same.
+    let fresh = Network::new(gpu, &NetConfig::load(&out.join("net.config")).unwrap(), 99).unwrap();
+    train::load_weights(gpu, &fresh, &out.join("weights.safetensors")).unwrap();
+    let (set, norm) = train::test_set(None, 16, 0, &out.join("weights.safetensors")).unwrap();
+    let n = set.len();
+    let (_, acc) = train::evaluate(gpu, &fresh, &std::sync::Arc::new(set), (0..n).collect(), norm, 100).unwrap();
+    assert!((acc - test).abs() < 1e-9, "reloaded {acc} vs trained {test}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+fn weights_of(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let (t, _) = proxyless::nn::params::load_safetensors(path).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t.into_iter().map(|(k, (_, d))| (k, d)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Two epochs straight, or one epoch then `--resume` for the second: the same weights, bit for
+/// bit (data order, augmentation and dropout are all seeded by epoch and step).
+#[test]
+fn resume_continues_bit_for_bit() {
+    let gpu = gpu();
+    let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let data = small_source(400, 12);
+    let straight = temp_dir("straight");
+    let net = Network::new(gpu, &c, 4).unwrap();
+    train::train(gpu, &net, &data, &config(2, 0.1), &RunDir(straight.clone()), false, &mut Quiet).unwrap();
+
+    // A run stopped after epoch 1 (as a killed run leaves it), continued in a fresh process's
+    // worth of state: a net with other initial weights, restored from the checkpoint.
+    let part = temp_dir("part");
+    let net = Network::new(gpu, &c, 4).unwrap();
+    let first = TrainConfig {
+        stop_after: Some(1),
+        ..config(2, 0.1)
+    };
+    train::train(gpu, &net, &data, &first, &RunDir(part.clone()), false, &mut Quiet).unwrap();
+    let log = std::fs::read_to_string(part.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 1);
+    let net = Network::new(gpu, &c, 77).unwrap();
+    train::train(gpu, &net, &data, &config(2, 0.1), &RunDir(part.clone()), true, &mut Quiet).unwrap();
+    assert_eq!(
+        weights_of(&part.join("weights.safetensors")),
+        weights_of(&straight.join("weights.safetensors")),
+        "the resumed run differs from the straight run"
+    );
+    let log = std::fs::read_to_string(part.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "the resumed run appends to the log");
+    for d in [straight, part] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// A loss that becomes NaN or infinite stops training with a message, and the checkpoint of
+/// the last good epoch stays as it was.
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let gpu = gpu();
+    let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let data = small_source(300, 12);
+    let out = temp_dir("nan");
+    let net = Network::new(gpu, &c, 2).unwrap();
+    train::train(gpu, &net, &data, &config(1, 0.1), &RunDir(out.clone()), false, &mut Quiet).unwrap();
+    let ck = out.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    let net = Network::new(gpu, &c, 2).unwrap();
+    let err = train::train(gpu, &net, &data, &config(3, 1e30), &RunDir(out.clone()), true, &mut Quiet)
+        .expect_err("a learning rate of 1e30 must blow the loss up");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("loss became") && msg.contains("checkpoint.safetensors"), "{msg}");
+    assert_eq!(std::fs::read(&ck).unwrap(), before, "the good checkpoint was overwritten");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Weights whose names or shapes are not the net's are refused with the tensor named.
+#[test]
+fn weights_of_another_net_are_refused() {
+    let gpu = gpu();
+    let dir = temp_dir("weights");
+    let tiny = Network::new(gpu, &NetConfig::load(&repo("data/nets/tiny.config")).unwrap(), 0).unwrap();
+    let small = Network::new(gpu, &NetConfig::load(&repo("data/nets/cifar-small.config")).unwrap(), 0).unwrap();
+    let p = dir.join("small.safetensors");
+    train::save_weights(gpu, &small, &p, None).unwrap();
+    let err = format!("{:#}", train::load_weights(gpu, &tiny, &p).unwrap_err());
+    assert!(err.contains("small.safetensors") && err.contains("shape"), "{err}");
+
+    // A renamed tensor.
+    let mut t = tiny.params.to_host(gpu).unwrap();
+    t[0].0 = "first_conv.conv.weights".into();
+    let q = dir.join("renamed.safetensors");
+    proxyless::nn::params::save_safetensors(&q, &t, None).unwrap();
+    let err = format!("{:#}", train::load_weights(gpu, &tiny, &q).unwrap_err());
+    assert!(err.contains("renamed.safetensors") && err.contains("first_conv.conv.weight"), "{err}");
+
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not safetensors").unwrap();
+    let err = format!("{:#}", train::load_weights(gpu, &tiny, &junk).unwrap_err());
+    assert!(err.contains("junk.safetensors"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
