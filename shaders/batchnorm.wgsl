@@ -42,6 +42,16 @@ const TW: u32 = {{TW}}u;
 @group(0) @binding(2) var dy_stex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> dy_buf: array<f32>;
 
+// The activation fused after the normalisation (ACT: identity or ReLU6, clamp to [0, 6]) and
+// its backward (ACT_GRAD: dy where 0 < pre < 6 for ReLU6). The backward recomputes the
+// pre-activation from x with the forward's exact expression, so nothing else is saved.
+fn act(v: V) -> V {
+    {{ACT}}
+}
+fn act_grad(dy: V, pre: V) -> V {
+    {{ACT_GRAD}}
+}
+
 // Channel group e of the flat [m, cg] view of x (of dy).
 fn ld_x(e: u32) -> V {
     {{LD_X}}
@@ -69,19 +79,23 @@ fn ld_dy(e: u32) -> V {
 @group(0) @binding(5) var<storage, read> var_in: array<V>;
 @group(0) @binding(6) var<storage, read_write> y: array<V>;
 
-// bn_backward_partial: x, dy, mean_b, rstd_b -> part_dbeta, part_dgamma
+// bn_backward_partial: x, dy, mean_b, rstd_b -> part_dbeta, part_dgamma; gamma_p, beta_p
+// (read only by a fused activation's mask)
 @group(0) @binding(3) var<storage, read> mean_b: array<V>;
 @group(0) @binding(4) var<storage, read> rstd_b: array<V>;
 @group(0) @binding(5) var<storage, read_write> part_dbeta: array<V>;
 @group(0) @binding(6) var<storage, read_write> part_dgamma: array<V>;
+@group(0) @binding(7) var<storage, read> gamma_p: array<V>;
+@group(0) @binding(8) var<storage, read> beta_p: array<V>;
 
-// bn_backward_dx: x, dy, gamma_d, mean_d, rstd_d, dgamma, dbeta -> dx
+// bn_backward_dx: x, dy, gamma_d, mean_d, rstd_d, dgamma, dbeta -> dx; beta_d (for the mask)
 @group(0) @binding(3) var<storage, read> gamma_d: array<V>;
 @group(0) @binding(4) var<storage, read> mean_d: array<V>;
 @group(0) @binding(5) var<storage, read> rstd_d: array<V>;
 @group(0) @binding(6) var<storage, read> dgamma: array<V>;
 @group(0) @binding(7) var<storage, read> dbeta: array<V>;
 @group(0) @binding(8) var<storage, read_write> dx: array<V>;
+@group(0) @binding(9) var<storage, read> beta_d: array<V>;
 
 // An invocation's channel group, row phase and rows: it takes rows first, first + step, ...
 // below end. `ok` is false for lanes past the channel groups or the phases.
@@ -168,11 +182,11 @@ fn bn_stats_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     running_var[ch] = keep * running_var[ch] + p.momentum * (var_b * p.unbias);
 }
 
-// y = (x - mu) * scale + shift over the lane's rows.
+// y = act((x - mu) * scale + shift) over the lane's rows.
 fn normalize_rows(l: Lane, mu: V, scale: V, shift: V) {
     for (var r = l.first; r < l.end; r = r + l.step) {
         let e = r * p.cg + l.g;
-        y[e] = fma(ld_x(e) - mu, scale, shift);
+        y[e] = act(fma(ld_x(e) - mu, scale, shift));
     }
 }
 
@@ -207,13 +221,17 @@ fn bn_backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
         return;
     }
     let mu = mean_b[l.g];
+    // The forward's scale and shift, for the pre-activation of a fused activation.
+    let scale = gamma_p[l.g] * rstd_b[l.g];
+    let shift = beta_p[l.g];
     var sb = V(0.0);
     var sg = V(0.0);
     for (var r = l.first; r < l.end; r = r + l.step) {
         let e = r * p.cg + l.g;
-        let g = ld_dy(e);
+        let xc = ld_x(e) - mu;
+        let g = act_grad(ld_dy(e), fma(xc, scale, shift));
         sb = sb + g;
-        sg = fma(g, ld_x(e) - mu, sg);
+        sg = fma(g, xc, sg);
     }
     let out = (wid.y * p.phases + l.phase) * p.cg + l.g;
     part_dbeta[out] = sb;
@@ -221,7 +239,7 @@ fn bn_backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
     part_dgamma[out] = sg * rstd_b[l.g];
 }
 
-// Input gradient, the statistics differentiated too:
+// Input gradient, the statistics differentiated too (dy after the fused activation's mask):
 //   dx = gamma * rstd * (dy - dbeta / m - xhat * dgamma / m)
 @compute @workgroup_size(64)
 fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -235,9 +253,11 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let scale = gamma_d[l.g] * rstd;
     let db = dbeta[l.g] / mf;
     let dg = dgamma[l.g] / mf;
+    let shift = beta_d[l.g];
     for (var r = l.first; r < l.end; r = r + l.step) {
         let e = r * p.cg + l.g;
-        let xhat = (ld_x(e) - mu) * rstd;
-        dx[e] = scale * (ld_dy(e) - db - xhat * dg);
+        let xc = ld_x(e) - mu;
+        let g = act_grad(ld_dy(e), fma(xc, scale, shift));
+        dx[e] = scale * (g - db - xc * rstd * dg);
     }
 }

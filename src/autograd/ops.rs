@@ -36,6 +36,16 @@ pub(super) enum Node {
         mean: Tensor,
         rstd: Tensor,
     },
+    /// BN followed by ReLU6 in one kernel; the backward recomputes the mask from x, so only x
+    /// is saved (the output of a fused layer is never kept for its own backward).
+    BatchNormRelu6 {
+        out: usize,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        mean: Tensor,
+        rstd: Tensor,
+    },
     /// Saves its output: 0 < y < 6 exactly where 0 < x < 6, and the output is usually saved
     /// anyway by the conv that reads it, so the input can go back to the pool at once.
     Relu6 { out: usize, x: usize, y: Rc<Tensor> },
@@ -69,6 +79,7 @@ impl Node {
             | Node::Pointwise { out, .. }
             | Node::Depthwise { out, .. }
             | Node::BatchNorm { out, .. }
+            | Node::BatchNormRelu6 { out, .. }
             | Node::Relu6 { out, .. }
             | Node::Add { out, .. }
             | Node::GlobalAvgPool { out, .. }
@@ -90,6 +101,7 @@ impl Node {
             Node::Pointwise { .. } => "pointwise",
             Node::Depthwise { .. } => "depthwise",
             Node::BatchNorm { .. } => "batchnorm",
+            Node::BatchNormRelu6 { .. } => "batchnorm_relu6",
             Node::Relu6 { .. } => "relu6",
             Node::Add { .. } => "add",
             Node::GlobalAvgPool { .. } => "global_avg_pool",
@@ -146,6 +158,27 @@ impl Node {
                 push(x.id, dx);
                 push(gamma.id, dgamma);
                 push(*beta, dbeta);
+            }
+            Node::BatchNormRelu6 {
+                x,
+                gamma,
+                beta,
+                mean,
+                rstd,
+                ..
+            } => {
+                let (dx, dgamma, dbeta) = batchnorm::batchnorm_relu6_train_backward(
+                    gpu,
+                    &x.value,
+                    &gamma.value,
+                    &beta.value,
+                    mean,
+                    rstd,
+                    dy,
+                )?;
+                push(x.id, dx);
+                push(gamma.id, dgamma);
+                push(beta.id, dbeta);
             }
             Node::Relu6 { x, y, .. } => push(*x, elementwise::relu6_backward(gpu, y, dy)?),
             Node::Add { a, b, .. } => {
@@ -251,6 +284,44 @@ impl Tape<'_> {
             x: x.clone(),
             gamma: bn.gamma.clone(),
             beta: bn.beta.id,
+            mean,
+            rstd,
+        }))
+    }
+
+    /// `relu6(batchnorm(x))` in one pass (forward and backward).
+    pub fn batchnorm_relu6(&self, x: &Var, bn: &BnArgs, train: bool) -> Result<Var> {
+        if !train {
+            let y = self.timed("forward batchnorm_relu6", || {
+                batchnorm::batchnorm_relu6_eval_forward(
+                    self.gpu,
+                    &x.value,
+                    &bn.gamma.value,
+                    &bn.beta.value,
+                    bn.running_mean,
+                    bn.running_var,
+                    bn.eps,
+                )
+            })?;
+            return Ok(self.push_value(Rc::new(y), Source::Detached));
+        }
+        let (y, mean, rstd) = self.timed("forward batchnorm_relu6", || {
+            batchnorm::batchnorm_relu6_train_forward(
+                self.gpu,
+                &x.value,
+                &bn.gamma.value,
+                &bn.beta.value,
+                bn.running_mean,
+                bn.running_var,
+                bn.momentum,
+                bn.eps,
+            )
+        })?;
+        Ok(self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNormRelu6 {
+            out,
+            x: x.clone(),
+            gamma: bn.gamma.clone(),
+            beta: bn.beta.clone(),
             mean,
             rstd,
         }))

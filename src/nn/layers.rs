@@ -63,6 +63,15 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
+        self.run(ctx, x, false)
+    }
+
+    /// BN then ReLU6, fused.
+    pub fn forward_relu6(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
+        self.run(ctx, x, true)
+    }
+
+    fn run(&self, ctx: &Ctx, x: &Var, relu6: bool) -> Result<Var> {
         let (gamma, beta) = (ctx.var(self.gamma), ctx.var(self.beta));
         let args = BnArgs {
             gamma: &gamma,
@@ -72,7 +81,11 @@ impl BatchNorm {
             momentum: ctx.bn_momentum,
             eps: ctx.bn_eps,
         };
-        ctx.tape.batchnorm(x, &args, ctx.train)
+        if relu6 {
+            ctx.tape.batchnorm_relu6(x, &args, ctx.train)
+        } else {
+            ctx.tape.batchnorm(x, &args, ctx.train)
+        }
     }
 }
 
@@ -169,18 +182,18 @@ impl ConvBnAct {
 
     pub fn forward(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
         let w = ctx.var(self.weight);
-        let mut y = match self.kind {
+        let y = match self.kind {
             ConvKind::Dense => ctx.tape.conv2d(x, &w, self.stride)?,
             ConvKind::Pointwise => ctx.tape.pointwise(x, &w)?,
             ConvKind::Depthwise => ctx.tape.depthwise(x, &w, self.stride)?,
         };
-        if let Some(bn) = &self.bn {
-            y = bn.forward(ctx, &y)?;
+        match (&self.bn, self.act) {
+            // One kernel for the pair, forward and backward.
+            (Some(bn), Act::Relu6) => bn.forward_relu6(ctx, &y),
+            (Some(bn), Act::None) => bn.forward(ctx, &y),
+            (None, Act::Relu6) => ctx.tape.relu6(&y),
+            (None, Act::None) => Ok(y),
         }
-        if self.act == Act::Relu6 {
-            y = ctx.tape.relu6(&y)?;
-        }
-        Ok(y)
     }
 
     /// Output spatial size for an input of `size` (pad k/2).

@@ -57,12 +57,35 @@ impl Entry {
             (Entry::TrainNormalize | Entry::EvalForward, B) => &[R, R, R, R, R, W],
             (Entry::TrainNormalize | Entry::EvalForward, TX) => &[T, R, R, R, R, W],
             (Entry::TrainNormalize | Entry::EvalForward, ST) => &[S, R, R, R, R, W],
-            (Entry::BackwardPartial, B) => &[R, R, R, R, W, W],
-            (Entry::BackwardPartial, TX) => &[T, T, R, R, W, W],
-            (Entry::BackwardPartial, ST) => &[S, S, R, R, W, W],
-            (Entry::BackwardDx, B) => &[R, R, R, R, R, R, R, W],
-            (Entry::BackwardDx, TX) => &[T, T, R, R, R, R, R, W],
-            (Entry::BackwardDx, ST) => &[S, S, R, R, R, R, R, W],
+            (Entry::BackwardPartial, B) => &[R, R, R, R, W, W, R, R],
+            (Entry::BackwardPartial, TX) => &[T, T, R, R, W, W, R, R],
+            (Entry::BackwardPartial, ST) => &[S, S, R, R, W, W, R, R],
+            (Entry::BackwardDx, B) => &[R, R, R, R, R, R, R, W, R],
+            (Entry::BackwardDx, TX) => &[T, T, R, R, R, R, R, W, R],
+            (Entry::BackwardDx, ST) => &[S, S, R, R, R, R, R, W, R],
+        }
+    }
+}
+
+/// The activation fused after the normalisation (and into its backward).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnAct {
+    Identity,
+    /// min(max(y, 0), 6): the BN + ReLU6 pair of every conv layer but the MBConv projection.
+    Relu6,
+}
+
+impl BnAct {
+    fn template(self) -> [(&'static str, String); 2] {
+        match self {
+            BnAct::Identity => [("ACT", "return v;".into()), ("ACT_GRAD", "return dy;".into())],
+            BnAct::Relu6 => [
+                ("ACT", "return clamp(v, V(0.0), V(6.0));".into()),
+                (
+                    "ACT_GRAD",
+                    "return select(V(0.0), dy, (pre > V(0.0)) & (pre < V(6.0)));".into(),
+                ),
+            ],
         }
     }
 }
@@ -147,7 +170,7 @@ impl Layout {
     }
 
     /// The compiled kernel of `entry` for this layout's operands.
-    fn kernel(&self, gpu: &Gpu, entry: Entry) -> Result<std::sync::Arc<Kernel>> {
+    fn kernel(&self, gpu: &Gpu, entry: Entry, act: BnAct) -> Result<std::sync::Arc<Kernel>> {
         let spec = KernelSpec {
             file: "batchnorm",
             source: SOURCE,
@@ -177,6 +200,8 @@ impl Layout {
                 ("TW", TEX_WIDTH.to_string()),
             ]
         };
+        let mut values = values;
+        values.extend(act.template());
         gpu.kernel(&spec, &values)
     }
 }
@@ -253,7 +278,41 @@ pub fn batchnorm_train_forward(
     momentum: f32,
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let op = "batchnorm_train_forward";
+    let rs = (running_mean, running_var);
+    train_forward(gpu, x, gamma, beta, rs, momentum, eps, BnAct::Identity)
+}
+
+/// [`batchnorm_train_forward`] followed by ReLU6 in the same pass: `y = clamp(bn(x), 0, 6)`.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_relu6_train_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    momentum: f32,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let rs = (running_mean, running_var);
+    train_forward(gpu, x, gamma, beta, rs, momentum, eps, BnAct::Relu6)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    (running_mean, running_var): (&Tensor, &Tensor),
+    momentum: f32,
+    eps: f32,
+    act: BnAct,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let op = match act {
+        BnAct::Identity => "batchnorm_train_forward",
+        BnAct::Relu6 => "batchnorm_relu6_train_forward",
+    };
     let l = layout(gpu, x, op)?;
     expect_channels(
         &[
@@ -273,9 +332,9 @@ pub fn batchnorm_train_forward(
         format!("momentum must be in [0, 1], got {momentum}")
     })?;
     let params = l.params(momentum, eps, op)?;
-    let k_partial = l.kernel(gpu, Entry::StatsPartial)?;
-    let k_finalize = l.kernel(gpu, Entry::StatsFinalize)?;
-    let k_normalize = l.kernel(gpu, Entry::TrainNormalize)?;
+    let k_partial = l.kernel(gpu, Entry::StatsPartial, BnAct::Identity)?;
+    let k_finalize = l.kernel(gpu, Entry::StatsFinalize, BnAct::Identity)?;
+    let k_normalize = l.kernel(gpu, Entry::TrainNormalize, act)?;
 
     // The texture copy (if any) lives until both kernels reading it are batched.
     let tex = l
@@ -325,7 +384,37 @@ pub fn batchnorm_eval_forward(
     running_var: &Tensor,
     eps: f32,
 ) -> Result<Tensor> {
-    let op = "batchnorm_eval_forward";
+    let rs = (running_mean, running_var);
+    eval_forward(gpu, x, gamma, beta, rs, eps, BnAct::Identity)
+}
+
+/// [`batchnorm_eval_forward`] followed by ReLU6 in the same pass.
+pub fn batchnorm_relu6_eval_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let rs = (running_mean, running_var);
+    eval_forward(gpu, x, gamma, beta, rs, eps, BnAct::Relu6)
+}
+
+fn eval_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    (running_mean, running_var): (&Tensor, &Tensor),
+    eps: f32,
+    act: BnAct,
+) -> Result<Tensor> {
+    let op = match act {
+        BnAct::Identity => "batchnorm_eval_forward",
+        BnAct::Relu6 => "batchnorm_relu6_eval_forward",
+    };
     let l = layout(gpu, x, op)?;
     expect_channels(
         &[
@@ -339,7 +428,7 @@ pub fn batchnorm_eval_forward(
     )?;
     expect_eps(eps, op)?;
     let params = l.params(0.0, eps, op)?;
-    let kernel = l.kernel(gpu, Entry::EvalForward)?;
+    let kernel = l.kernel(gpu, Entry::EvalForward, act)?;
     let tex = l
         .textures
         .then(|| gpu.to_texture(&x.buf, x.numel()))
@@ -373,13 +462,48 @@ pub fn batchnorm_train_backward(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let op = "batchnorm_train_backward";
+    // beta only shapes the fused activation's mask: gamma stands in, unread.
+    train_backward(gpu, x, gamma, gamma, (mean, rstd), dy, BnAct::Identity)
+}
+
+/// The backward of [`batchnorm_relu6_train_forward`] from the same `x`, parameters and
+/// statistics: dy is masked where the pre-activation (recomputed from x) is outside (0, 6),
+/// then as [`batchnorm_train_backward`].
+pub fn batchnorm_relu6_train_backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    train_backward(gpu, x, gamma, beta, (mean, rstd), dy, BnAct::Relu6)
+}
+
+fn train_backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    (mean, rstd): (&Tensor, &Tensor),
+    dy: &Tensor,
+    act: BnAct,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let op = match act {
+        BnAct::Identity => "batchnorm_train_backward",
+        BnAct::Relu6 => "batchnorm_relu6_train_backward",
+    };
     let l = layout(gpu, x, op)?;
-    expect_channels(&[(gamma, "gamma"), (mean, "mean"), (rstd, "rstd")], l.c, op)?;
+    expect_channels(
+        &[(gamma, "gamma"), (beta, "beta"), (mean, "mean"), (rstd, "rstd")],
+        l.c,
+        op,
+    )?;
     expect_shape(dy, &x.shape, op, "dy")?;
     let params = l.params(0.0, 0.0, op)?;
-    let k_partial = l.kernel(gpu, Entry::BackwardPartial)?;
-    let k_dx = l.kernel(gpu, Entry::BackwardDx)?;
+    let k_partial = l.kernel(gpu, Entry::BackwardPartial, act)?;
+    let k_dx = l.kernel(gpu, Entry::BackwardDx, act)?;
 
     let tex = if l.textures {
         Some((
@@ -401,7 +525,7 @@ pub fn batchnorm_train_backward(
     let part_dgamma = split.then(|| gpu.alloc((l.slices() * l.c * 4) as u64));
     let pb = part_dbeta.as_ref().unwrap_or(&dbeta.buf);
     let pg = part_dgamma.as_ref().unwrap_or(&dgamma.buf);
-    let per_channel = [&mean.buf, &rstd.buf, pb, pg];
+    let per_channel = [&mean.buf, &rstd.buf, pb, pg, &gamma.buf, &beta.buf];
     let mut b = vec![xb, dyb];
     b.extend(per_channel.map(Binding::Buffer));
     gpu.dispatch_with(&k_partial, &params, &b, l.row_grid())?;
@@ -417,6 +541,7 @@ pub fn batchnorm_train_backward(
         &dgamma.buf,
         &dbeta.buf,
         &dx.buf,
+        &beta.buf,
     ];
     let mut b = vec![xb, dyb];
     b.extend(per_channel.map(Binding::Buffer));

@@ -1,6 +1,6 @@
 //! Batch normalisation against the reference: training forward (y, batch mean and rstd, the
 //! running statistics after the update), evaluation forward, and the training backward
-//! (dx, dgamma, dbeta).
+//! (dx, dgamma, dbeta); and the same three with ReLU6 fused after the normalisation.
 
 use anyhow::Result;
 
@@ -113,7 +113,33 @@ pub fn run(c: &mut Checker) -> Result<()> {
             &dgamma,
             &dg_ref,
         )?;
-        c.compare("batchnorm_backward", label, "dbeta", &dbeta, &db_ref)?;
+        c.compare("batchnorm_backward", label.clone(), "dbeta", &dbeta, &db_ref)?;
+
+        // BN + ReLU6 fused: the forward is relu6 of the reference, the backward the reference
+        // backward of the masked dy. The mask comes from the device's own fused output (0 < y
+        // < 6 exactly where the pre-activation is): an f64 pre-activation within rounding of
+        // 0 or 6 would otherwise flip single elements.
+        let ye6 = ops::batchnorm::batchnorm_relu6_eval_forward(
+            c.gpu, &x, &gamma, &beta, &rm, &rv, eps,
+        )?;
+        let ye6_ref = reference::relu6_forward(&ye_ref);
+        c.compare("batchnorm_relu6_eval", label.clone(), "y", &ye6, &ye6_ref)?;
+        let (y6, mean6, rstd6) = ops::batchnorm::batchnorm_relu6_train_forward(
+            c.gpu, &x, &gamma, &beta, &rm, &rv, momentum, eps,
+        )?;
+        let y6_ref = reference::relu6_forward(&y_ref);
+        c.compare("batchnorm_relu6_train", label.clone(), "y", &y6, &y6_ref)?;
+        let (dx6, dg6, db6) = ops::batchnorm::batchnorm_relu6_train_backward(
+            c.gpu, &x, &gamma, &beta, &mean6, &rstd6, &dy,
+        )?;
+        let y6_dev = f64s(&c.gpu.read_f32(&y6)?);
+        let dy_masked = reference::relu6_backward(&y6_dev, &f64s(&dyv));
+        let (dx6_ref, dg6_ref, db6_ref) =
+            reference::batchnorm_train_backward(&xd, m, ch, &gd, eps_d, &dy_masked);
+        let fused = "batchnorm_relu6_backward";
+        c.compare(fused, label.clone(), "dx", &dx6, &dx6_ref)?;
+        c.compare(fused, label.clone(), "dgamma", &dg6, &dg6_ref)?;
+        c.compare(fused, label, "dbeta", &db6, &db6_ref)?;
     }
     Ok(())
 }
