@@ -50,3 +50,77 @@ fn devices_lists_at_least_one_adapter() {
         "{out}"
     );
 }
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn info_prints_the_layer_table_and_totals() {
+    let (ok, out, err) = proxyless(&["info", "--net", &repo("data/nets/cifar-mb6k5.config")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("first_conv") && out.contains("blocks.21") && out.contains("classifier"), "{out}");
+    let total = out.lines().last().unwrap_or("");
+    assert!(total.starts_with("total: ") && total.contains("parameters"), "{out}");
+    let (ok, _, err) = proxyless(&["info", "--net", "/nonexistent/net.config"]);
+    assert!(!ok && err.contains("/nonexistent/net.config"), "{err}");
+}
+
+/// A short train on the synthetic set writes every output file, and eval reads the weights back.
+#[test]
+fn train_then_eval_on_the_synthetic_set() {
+    let dir = std::env::temp_dir().join(format!("proxyless-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_string_lossy().into_owned();
+    let net = repo("data/nets/tiny.config");
+    let args = [
+        "train", "--net", &net, "--epochs", "1", "--batch", "32", "--valid", "500",
+        "--resolution", "12", "--lr", "0.1", "--out", &out,
+    ];
+    let (ok, stdout, err) = proxyless(&args);
+    assert!(ok, "{stdout}\n{err}");
+    assert!(stdout.contains("test accuracy") && err.contains("epoch 1/1"), "{stdout}\n{err}");
+    for f in ["log.jsonl", "checkpoint.safetensors", "weights.safetensors", "net.config"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    let weights = format!("{out}/weights.safetensors");
+    let (ok, stdout, err) = proxyless(&[
+        "eval", "--net", &format!("{out}/net.config"), "--weights", &weights, "--resolution", "12",
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("1000 images: accuracy"), "{stdout}");
+    // Nothing left to do: resuming a finished run says so.
+    let mut again = args.to_vec();
+    again.push("--resume");
+    let (ok, _, err) = proxyless(&again);
+    assert!(!ok && err.contains("already done"), "{err}");
+    // Weights of another net.
+    let (ok, _, err) = proxyless(&[
+        "eval", "--net", &repo("data/nets/cifar-small.config"), "--weights", &weights,
+    ]);
+    assert!(!ok && err.contains("weights.safetensors"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn train_refuses_bad_data_and_mismatched_classes() {
+    let net = repo("data/nets/tiny.config");
+    let (ok, _, err) = proxyless(&["train", "--net", &net, "--data", "/nonexistent/cifar", "--out", "/tmp/x"]);
+    assert!(!ok && err.contains("/nonexistent/cifar"), "{err}");
+    // A folder with 2 classes against a 10-class net.
+    let dir = std::env::temp_dir().join(format!("proxyless-cli-classes-{}", std::process::id()));
+    for class in ["cat", "dog"] {
+        let d = dir.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..3 {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i * 40, 7, 9]))
+                .save(d.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let (ok, _, err) = proxyless(&[
+        "train", "--net", &net, "--data", &dir.to_string_lossy(), "--valid", "1", "--out", "/tmp/x",
+    ]);
+    assert!(!ok && err.contains("10 outputs") && err.contains("2 classes"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
