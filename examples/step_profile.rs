@@ -11,16 +11,24 @@ use proxyless::ops::loss;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).context("usage: step_profile NET.config [BATCH] [RES]")?;
+    let path = args
+        .get(1)
+        .context("usage: step_profile NET.config [BATCH] [RES]")?;
     let batch: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;
     let res: usize = args.get(3).map_or(Ok(32), |s| s.parse())?;
     let gpu = Gpu::new(&GpuOptions::default())?;
     let net = Network::new(&gpu, &NetConfig::load(std::path::Path::new(path))?, 1)?;
     let mut opt = Optimizer::new(
-        OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 4e-5 },
+        OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 4e-5,
+        },
         &net.params,
     );
-    let xs: Vec<f32> = (0..batch * res * res * 3).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
+    let xs: Vec<f32> = (0..batch * res * res * 3)
+        .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+        .collect();
     let ys: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
     let labels = gpu.upload(&ys, &[batch])?;
     let mut step = |profile: bool| -> Result<Vec<(String, f64, usize)>> {
@@ -41,9 +49,19 @@ fn main() -> Result<()> {
     report.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = report.iter().map(|r| r.1).sum();
     for (name, s, n) in &report {
-        println!("{name:<28} {:>8.2} ms {:>4} calls {:>5.1}%", s * 1e3, n, 100.0 * s / total);
+        println!(
+            "{name:<28} {:>8.2} ms {:>4} calls {:>5.1}%",
+            s * 1e3,
+            n,
+            100.0 * s / total
+        );
     }
     let t = gpu.time_median(2, 5, || step(false).map(|_| ()))?;
-    println!("profiled ops sum {:.1} ms; plain step median {:.1} ms = {:.1} img/s", total * 1e3, t.as_secs_f64() * 1e3, batch as f64 / t.as_secs_f64());
+    println!(
+        "profiled ops sum {:.1} ms; plain step median {:.1} ms = {:.1} img/s",
+        total * 1e3,
+        t.as_secs_f64() * 1e3,
+        batch as f64 / t.as_secs_f64()
+    );
     Ok(())
 }

@@ -19,7 +19,13 @@ use crate::common::gpu;
 type Weights = HashMap<String, Vec<f64>>;
 
 /// Official-format JSON of a net: stem, the given blocks, optional feature mix, classifier.
-fn net_json(stem_stride: usize, stem_out: usize, blocks: &[(usize, usize, usize, usize, usize, &str)], mix: Option<usize>, dropout: f64) -> String {
+fn net_json(
+    stem_stride: usize,
+    stem_out: usize,
+    blocks: &[(usize, usize, usize, usize, usize, &str)],
+    mix: Option<usize>,
+    dropout: f64,
+) -> String {
     let conv = |i: usize, o: usize, k: usize, s: usize| {
         format!(
             r#"{{"name":"ConvLayer","kernel_size":{k},"stride":{s},"dilation":1,"groups":1,"bias":false,
@@ -71,7 +77,9 @@ fn ref_conv(c: &ConvBnAct, w: &Weights, net: &Network, a: Act4, eps: f64) -> Act
     let name = |i: usize| net.params.get(i).name.clone();
     let wv = &w[&name(c.weight)];
     let (mut y, s) = match c.kind {
-        ConvKind::Dense => r::conv::conv2d_forward(&a.x, a.s, wv, c.out_channels, c.kernel, c.stride),
+        ConvKind::Dense => {
+            r::conv::conv2d_forward(&a.x, a.s, wv, c.out_channels, c.kernel, c.stride)
+        }
         ConvKind::Depthwise => r::depthwise::depthwise_forward(&a.x, a.s, wv, c.kernel, c.stride),
         ConvKind::Pointwise => {
             let m = a.s[0] * a.s[1] * a.s[2];
@@ -81,7 +89,15 @@ fn ref_conv(c: &ConvBnAct, w: &Weights, net: &Network, a: Act4, eps: f64) -> Act
     };
     if let Some(bn) = &c.bn {
         let m = s[0] * s[1] * s[2];
-        y = r::batchnorm::batchnorm_train_forward(&y, m, s[3], &w[&name(bn.gamma)], &w[&name(bn.beta)], eps).0;
+        y = r::batchnorm::batchnorm_train_forward(
+            &y,
+            m,
+            s[3],
+            &w[&name(bn.gamma)],
+            &w[&name(bn.beta)],
+            eps,
+        )
+        .0;
     }
     if c.act == Act::Relu6 {
         y = r::activation::relu6_forward(&y);
@@ -90,12 +106,30 @@ fn ref_conv(c: &ConvBnAct, w: &Weights, net: &Network, a: Act4, eps: f64) -> Act
 }
 
 /// The f64 training-mode forward of `net` with weights `w`; returns the logits.
-fn ref_forward(net: &Network, w: &Weights, x: &[f64], xs: [usize; 4], dropout_seed: u32) -> Vec<f64> {
+fn ref_forward(
+    net: &Network,
+    w: &Weights,
+    x: &[f64],
+    xs: [usize; 4],
+    dropout_seed: u32,
+) -> Vec<f64> {
     let eps = net.config.bn_eps as f64;
-    let mut h = ref_conv(&net.first_conv, w, net, Act4 { x: x.to_vec(), s: xs }, eps);
+    let mut h = ref_conv(
+        &net.first_conv,
+        w,
+        net,
+        Act4 {
+            x: x.to_vec(),
+            s: xs,
+        },
+        eps,
+    );
     for b in &net.blocks {
         if let Block::MbConv { op, shortcut } = b {
-            let input = Act4 { x: h.x.clone(), s: h.s };
+            let input = Act4 {
+                x: h.x.clone(),
+                s: h.s,
+            };
             let mut y = match &op.expand {
                 Some(e) => ref_conv(e, w, net, input, eps),
                 None => input,
@@ -117,7 +151,14 @@ fn ref_forward(net: &Network, w: &Weights, x: &[f64], xs: [usize; 4], dropout_se
         pooled = r::dropout::dropout_forward(&pooled, c.dropout, dropout_seed);
     }
     let name = |i: usize| net.params.get(i).name.clone();
-    r::linear::linear_forward(&pooled, h.s[0], c.in_features, &w[&name(c.weight)], &w[&name(c.bias.unwrap())], c.out_features)
+    r::linear::linear_forward(
+        &pooled,
+        h.s[0],
+        c.in_features,
+        &w[&name(c.weight)],
+        &w[&name(c.bias.unwrap())],
+        c.out_features,
+    )
 }
 
 /// GPU gradients of the mean CE loss (smoothing 0.1) of every trainable parameter vs central
@@ -135,15 +176,24 @@ fn check_gradients(config_json: &str, n: usize, size: usize, seed: u64) {
     let tape_seed = 77u32;
 
     let tape = Tape::new(gpu, tape_seed);
-    let xv = tape.constant(gpu.upload(&x.iter().map(|&v| v as f32).collect::<Vec<_>>(), &xs).unwrap());
+    let xv = tape.constant(
+        gpu.upload(&x.iter().map(|&v| v as f32).collect::<Vec<_>>(), &xs)
+            .unwrap(),
+    );
     let lab = gpu.upload(&labels, &[n]).unwrap();
     let logits = net.forward(&tape, &xv, true).unwrap();
-    let (_, dl) = proxyless::ops::loss::softmax_cross_entropy(gpu, logits.value(), &lab, 0.1).unwrap();
+    let (_, dl) =
+        proxyless::ops::loss::softmax_cross_entropy(gpu, logits.value(), &lab, 0.1).unwrap();
     let grads = tape.backward(&logits, dl).unwrap();
     let gpu_grads: HashMap<usize, Vec<f64>> = grads
         .by_param
         .iter()
-        .map(|(i, g)| (*i, gpu.read_f32(g).unwrap().iter().map(|&v| v as f64).collect()))
+        .map(|(i, g)| {
+            (
+                *i,
+                gpu.read_f32(g).unwrap().iter().map(|&v| v as f64).collect(),
+            )
+        })
         .collect();
 
     let mut w: Weights = net
@@ -162,7 +212,11 @@ fn check_gradients(config_json: &str, n: usize, size: usize, seed: u64) {
     let mut per_param = Vec::new();
     for (i, p) in net.params.params.iter().enumerate() {
         if !p.trainable() {
-            assert!(!gpu_grads.contains_key(&i), "{} is a buffer but got a gradient", p.name);
+            assert!(
+                !gpu_grads.contains_key(&i),
+                "{} is a buffer but got a gradient",
+                p.name
+            );
             continue;
         }
         let g = gpu_grads
@@ -187,14 +241,22 @@ fn check_gradients(config_json: &str, n: usize, size: usize, seed: u64) {
     let mut report = Vec::new();
     let mut worst: f64 = 0.0;
     for (name, g, fd) in &per_param {
-        let diff = g.iter().zip(fd).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let diff = g
+            .iter()
+            .zip(fd)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let norm = fd.iter().map(|v| v * v).sum::<f64>().sqrt();
         let floor = 1e-2 * rms * (fd.len() as f64).sqrt();
         let e = diff / norm.max(floor);
         worst = worst.max(e);
         report.push(format!("{name}: rel {e:.2e} (|fd| {norm:.2e})"));
     }
-    eprintln!("gradient check: whole {total:.2e}, worst parameter {worst:.2e}, {} values", all_g.len());
+    eprintln!(
+        "gradient check: whole {total:.2e}, worst parameter {worst:.2e}, {} values",
+        all_g.len()
+    );
     assert!(
         total < 1e-4 && worst < 1e-3,
         "gradient mismatch: whole {total:.2e}, worst parameter {worst:.2e}\n{}",
@@ -244,11 +306,25 @@ fn tiny_network_gradients() {
 #[test]
 fn backward_frees_every_saved_activation() {
     let gpu = Gpu::new(&GpuOptions::default()).expect("a wgpu adapter");
-    let j = net_json(1, 8, &[(8, 8, 3, 1, 1, "none"), (8, 12, 5, 2, 6, "none"), (12, 12, 3, 1, 3, "id")], Some(16), 0.2);
+    let j = net_json(
+        1,
+        8,
+        &[
+            (8, 8, 3, 1, 1, "none"),
+            (8, 12, 5, 2, 6, "none"),
+            (12, 12, 3, 1, 3, "id"),
+        ],
+        Some(16),
+        0.2,
+    );
     let config = NetConfig::parse(&j).unwrap();
     let net = Network::new(&gpu, &config, 3).unwrap();
     let mut opt = proxyless::nn::optim::Optimizer::new(
-        proxyless::nn::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 4e-5 },
+        proxyless::nn::optim::OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 4e-5,
+        },
         &net.params,
     );
     gpu.sync().unwrap();
@@ -256,19 +332,32 @@ fn backward_frees_every_saved_activation() {
     for _step in 0..2 {
         let (n, s) = (4, 9);
         let tape = Tape::new(&gpu, 5);
-        let x = tape.constant(gpu.upload(&vec![0.3f32; n * s * s * 3], &[n, s, s, 3]).unwrap());
+        let x = tape.constant(
+            gpu.upload(&vec![0.3f32; n * s * s * 3], &[n, s, s, 3])
+                .unwrap(),
+        );
         let lab = gpu.upload(&[0u32, 1, 2, 3], &[n]).unwrap();
         let logits = net.forward(&tape, &x, true).unwrap();
         assert!(tape.recorded() > 0);
-        let (loss, dl) = proxyless::ops::loss::softmax_cross_entropy(&gpu, logits.value(), &lab, 0.1).unwrap();
+        let (loss, dl) =
+            proxyless::ops::loss::softmax_cross_entropy(&gpu, logits.value(), &lab, 0.1).unwrap();
         let grads = tape.backward(&logits, dl).unwrap();
         assert_eq!(tape.recorded(), 0, "the tape is empty after backward");
         drop((x, logits, loss, lab));
         gpu.sync().unwrap();
         let grad_bytes: u64 = grads.by_param.iter().map(|(_, g)| g.raw().size()).sum();
         let trainable = net.params.params.iter().filter(|p| p.trainable()).count();
-        assert_eq!(grads.by_param.len(), trainable, "every trainable tensor got a gradient");
-        let state_before = opt.first.iter().flatten().map(|t| t.raw().size()).sum::<u64>();
+        assert_eq!(
+            grads.by_param.len(),
+            trainable,
+            "every trainable tensor got a gradient"
+        );
+        let state_before = opt
+            .first
+            .iter()
+            .flatten()
+            .map(|t| t.raw().size())
+            .sum::<u64>();
         assert_eq!(
             gpu.pool_stats().live_bytes,
             resident + state_before + grad_bytes,
@@ -278,7 +367,11 @@ fn backward_frees_every_saved_activation() {
         drop(grads);
         gpu.sync().unwrap();
         let state: u64 = opt.first.iter().flatten().map(|t| t.raw().size()).sum();
-        assert_eq!(gpu.pool_stats().live_bytes, resident + state, "after the step");
+        assert_eq!(
+            gpu.pool_stats().live_bytes,
+            resident + state,
+            "after the step"
+        );
     }
 }
 
@@ -290,7 +383,9 @@ fn no_grad_records_nothing_and_unused_parameters_are_skipped() {
     let j = net_json(1, 4, &[(4, 4, 3, 1, 3, "id")], None, 0.0);
     let net = Network::new(gpu, &NetConfig::parse(&j).unwrap(), 9).unwrap();
     let tape = Tape::new(gpu, 1);
-    let x = gpu.upload(&vec![0.5f32; 2 * 5 * 5 * 3], &[2, 5, 5, 3]).unwrap();
+    let x = gpu
+        .upload(&vec![0.5f32; 2 * 5 * 5 * 3], &[2, 5, 5, 3])
+        .unwrap();
     {
         let _g = tape.no_grad();
         let x = tape.constant(x);
@@ -300,13 +395,24 @@ fn no_grad_records_nothing_and_unused_parameters_are_skipped() {
     }
     // An optimizer given gradients for one parameter only changes that one.
     let mut opt = proxyless::nn::optim::Optimizer::new(
-        proxyless::nn::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.1 },
+        proxyless::nn::optim::OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.1,
+        },
         &net.params,
     );
     let before = net.params.to_host(gpu).unwrap();
     let target = net.classifier.weight;
-    let g = gpu.upload(&vec![1.0f32; net.params.get(target).numel()], &net.params.get(target).value.shape).unwrap();
-    let grads = proxyless::autograd::Gradients { by_param: vec![(target, g)] };
+    let g = gpu
+        .upload(
+            &vec![1.0f32; net.params.get(target).numel()],
+            &net.params.get(target).value.shape,
+        )
+        .unwrap();
+    let grads = proxyless::autograd::Gradients {
+        by_param: vec![(target, g)],
+    };
     opt.step(gpu, &net.params, &grads, 0.1).unwrap();
     let after = net.params.to_host(gpu).unwrap();
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {

@@ -59,9 +59,15 @@ fn repo(path: &str) -> String {
 fn info_prints_the_layer_table_and_totals() {
     let (ok, out, err) = proxyless(&["info", "--net", &repo("data/nets/cifar-mb6k5.config")]);
     assert!(ok, "{err}");
-    assert!(out.contains("first_conv") && out.contains("blocks.21") && out.contains("classifier"), "{out}");
+    assert!(
+        out.contains("first_conv") && out.contains("blocks.21") && out.contains("classifier"),
+        "{out}"
+    );
     let total = out.lines().last().unwrap_or("");
-    assert!(total.starts_with("total: ") && total.contains("parameters"), "{out}");
+    assert!(
+        total.starts_with("total: ") && total.contains("parameters"),
+        "{out}"
+    );
     let (ok, _, err) = proxyless(&["info", "--net", "/nonexistent/net.config"]);
     assert!(!ok && err.contains("/nonexistent/net.config"), "{err}");
 }
@@ -74,18 +80,45 @@ fn train_then_eval_on_the_synthetic_set() {
     let out = dir.to_string_lossy().into_owned();
     let net = repo("data/nets/tiny.config");
     let args = [
-        "train", "--net", &net, "--epochs", "1", "--batch", "32", "--valid", "500",
-        "--resolution", "12", "--lr", "0.1", "--out", &out,
+        "train",
+        "--net",
+        &net,
+        "--epochs",
+        "1",
+        "--batch",
+        "32",
+        "--valid",
+        "500",
+        "--resolution",
+        "12",
+        "--lr",
+        "0.1",
+        "--out",
+        &out,
     ];
     let (ok, stdout, err) = proxyless(&args);
     assert!(ok, "{stdout}\n{err}");
-    assert!(stdout.contains("test accuracy") && err.contains("epoch 1/1"), "{stdout}\n{err}");
-    for f in ["log.jsonl", "checkpoint.safetensors", "weights.safetensors", "net.config"] {
+    assert!(
+        stdout.contains("test accuracy") && err.contains("epoch 1/1"),
+        "{stdout}\n{err}"
+    );
+    for f in [
+        "log.jsonl",
+        "checkpoint.safetensors",
+        "weights.safetensors",
+        "net.config",
+    ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     let weights = format!("{out}/weights.safetensors");
     let (ok, stdout, err) = proxyless(&[
-        "eval", "--net", &format!("{out}/net.config"), "--weights", &weights, "--resolution", "12",
+        "eval",
+        "--net",
+        &format!("{out}/net.config"),
+        "--weights",
+        &weights,
+        "--resolution",
+        "12",
     ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("1000 images: accuracy"), "{stdout}");
@@ -96,7 +129,11 @@ fn train_then_eval_on_the_synthetic_set() {
     assert!(!ok && err.contains("already done"), "{err}");
     // Weights of another net.
     let (ok, _, err) = proxyless(&[
-        "eval", "--net", &repo("data/nets/cifar-small.config"), "--weights", &weights,
+        "eval",
+        "--net",
+        &repo("data/nets/cifar-small.config"),
+        "--weights",
+        &weights,
     ]);
     assert!(!ok && err.contains("weights.safetensors"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -105,7 +142,15 @@ fn train_then_eval_on_the_synthetic_set() {
 #[test]
 fn train_refuses_bad_data_and_mismatched_classes() {
     let net = repo("data/nets/tiny.config");
-    let (ok, _, err) = proxyless(&["train", "--net", &net, "--data", "/nonexistent/cifar", "--out", "/tmp/x"]);
+    let (ok, _, err) = proxyless(&[
+        "train",
+        "--net",
+        &net,
+        "--data",
+        "/nonexistent/cifar",
+        "--out",
+        "/tmp/x",
+    ]);
     assert!(!ok && err.contains("/nonexistent/cifar"), "{err}");
     // A folder with 2 classes against a 10-class net.
     let dir = std::env::temp_dir().join(format!("proxyless-cli-classes-{}", std::process::id()));
@@ -119,8 +164,19 @@ fn train_refuses_bad_data_and_mismatched_classes() {
         }
     }
     let (ok, _, err) = proxyless(&[
-        "train", "--net", &net, "--data", &dir.to_string_lossy(), "--valid", "1", "--out", "/tmp/x",
+        "train",
+        "--net",
+        &net,
+        "--data",
+        &dir.to_string_lossy(),
+        "--valid",
+        "1",
+        "--out",
+        "/tmp/x",
     ]);
-    assert!(!ok && err.contains("10 outputs") && err.contains("2 classes"), "{err}");
+    assert!(
+        !ok && err.contains("10 outputs") && err.contains("2 classes"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

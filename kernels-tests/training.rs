@@ -33,11 +33,20 @@ fn sgd() -> OptimizerKind {
 /// the network's own count against.
 fn count_from_config(c: &NetConfig) -> usize {
     let conv = |i: usize, o: usize, k: usize, bn: bool| i * o * k * k + if bn { 2 * o } else { 0 };
-    let mut n = conv(c.first_conv.in_channels, c.first_conv.out_channels, c.first_conv.kernel, c.first_conv.use_bn);
+    let mut n = conv(
+        c.first_conv.in_channels,
+        c.first_conv.out_channels,
+        c.first_conv.kernel,
+        c.first_conv.use_bn,
+    );
     for b in &c.blocks {
         if let BlockOp::MbConv(m) = &b.op {
             let mid = m.mid_channels;
-            let dw = if m.expand_ratio == 1 { m.in_channels } else { mid };
+            let dw = if m.expand_ratio == 1 {
+                m.in_channels
+            } else {
+                mid
+            };
             if m.expand_ratio != 1 {
                 n += conv(m.in_channels, mid, 1, true);
             }
@@ -85,19 +94,38 @@ fn bad_net_configs_name_what_is_wrong() {
     let text = std::fs::read_to_string(repo("data/nets/tiny.config")).unwrap();
     let dir = temp_dir("bad-configs");
     let cases = [
-        (text.replacen("MBInvertedConvLayer", "FancyConvLayer", 1), "FancyConvLayer"),
-        (text.replacen("\"out_channels\": 8", "\"out_channels\": 9", 1), "do not chain"),
+        (
+            text.replacen("MBInvertedConvLayer", "FancyConvLayer", 1),
+            "FancyConvLayer",
+        ),
+        (
+            text.replacen("\"out_channels\": 8", "\"out_channels\": 9", 1),
+            "do not chain",
+        ),
         ("{ not json".to_string(), "not valid JSON"),
-        (text.replacen("\"kernel_size\": 3,\n        \"stride\": 1,\n        \"expand_ratio\"", "\"kernel_size\": 4,\n        \"stride\": 1,\n        \"expand_ratio\"", 1), "kernel_size 4"),
+        (
+            text.replacen(
+                "\"kernel_size\": 3,\n        \"stride\": 1,\n        \"expand_ratio\"",
+                "\"kernel_size\": 4,\n        \"stride\": 1,\n        \"expand_ratio\"",
+                1,
+            ),
+            "kernel_size 4",
+        ),
     ];
     for (i, (body, phrase)) in cases.iter().enumerate() {
         assert_ne!(body, &text, "case {i} changed nothing");
         let p = dir.join(format!("bad{i}.config"));
         std::fs::write(&p, body).unwrap();
         let err = format!("{:#}", NetConfig::load(&p).unwrap_err());
-        assert!(err.contains(phrase) && err.contains(&format!("bad{i}.config")), "case {i}: {err}");
+        assert!(
+            err.contains(phrase) && err.contains(&format!("bad{i}.config")),
+            "case {i}: {err}"
+        );
     }
-    let missing = format!("{:#}", NetConfig::load(&dir.join("absent.config")).unwrap_err());
+    let missing = format!(
+        "{:#}",
+        NetConfig::load(&dir.join("absent.config")).unwrap_err()
+    );
     assert!(missing.contains("absent.config"), "{missing}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -105,7 +133,14 @@ fn bad_net_configs_name_what_is_wrong() {
 fn small_source(n: usize, size: usize) -> DataSource {
     let train = synthetic(5, n, size);
     let test = synthetic(6, 200, size);
-    DataSource::from_sets("synthetic".into(), train, Some(test), Augment::CropFlip { pad: 2 }, n / 5).unwrap()
+    DataSource::from_sets(
+        "synthetic".into(),
+        train,
+        Some(test),
+        Augment::CropFlip { pad: 2 },
+        n / 5,
+    )
+    .unwrap()
 }
 
 fn config(epochs: usize, lr: f32) -> TrainConfig {
@@ -136,7 +171,16 @@ fn synthetic_training_reaches_95_percent_held_out() {
         lr: 0.2,
         ..config(2, 0.2)
     };
-    let s = train::train(gpu, &net, &data, &cfg, &RunDir(out.clone()), false, &mut Quiet).unwrap();
+    let s = train::train(
+        gpu,
+        &net,
+        &data,
+        &cfg,
+        &RunDir(out.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
     let test = s.test_accuracy.unwrap();
     assert!(test >= 0.95, "held-out accuracy {test}");
     assert!(s.valid_accuracy.unwrap() >= 0.95);
@@ -151,8 +195,19 @@ fn synthetic_training_reaches_95_percent_held_out() {
     train::load_weights(gpu, &fresh, &out.join("weights.safetensors")).unwrap();
     let (set, norm) = train::test_set(None, 16, 0, &out.join("weights.safetensors")).unwrap();
     let n = set.len();
-    let (_, acc) = train::evaluate(gpu, &fresh, &std::sync::Arc::new(set), (0..n).collect(), norm, 100).unwrap();
-    assert!((acc - test).abs() < 1e-9, "reloaded {acc} vs trained {test}");
+    let (_, acc) = train::evaluate(
+        gpu,
+        &fresh,
+        &std::sync::Arc::new(set),
+        (0..n).collect(),
+        norm,
+        100,
+    )
+    .unwrap();
+    assert!(
+        (acc - test).abs() < 1e-9,
+        "reloaded {acc} vs trained {test}"
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -172,7 +227,16 @@ fn resume_continues_bit_for_bit() {
     let data = small_source(400, 12);
     let straight = temp_dir("straight");
     let net = Network::new(gpu, &c, 4).unwrap();
-    train::train(gpu, &net, &data, &config(2, 0.1), &RunDir(straight.clone()), false, &mut Quiet).unwrap();
+    train::train(
+        gpu,
+        &net,
+        &data,
+        &config(2, 0.1),
+        &RunDir(straight.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
 
     // A run stopped after epoch 1 (as a killed run leaves it), continued in a fresh process's
     // worth of state: a net with other initial weights, restored from the checkpoint.
@@ -182,11 +246,29 @@ fn resume_continues_bit_for_bit() {
         stop_after: Some(1),
         ..config(2, 0.1)
     };
-    train::train(gpu, &net, &data, &first, &RunDir(part.clone()), false, &mut Quiet).unwrap();
+    train::train(
+        gpu,
+        &net,
+        &data,
+        &first,
+        &RunDir(part.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
     let log = std::fs::read_to_string(part.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 1);
     let net = Network::new(gpu, &c, 77).unwrap();
-    train::train(gpu, &net, &data, &config(2, 0.1), &RunDir(part.clone()), true, &mut Quiet).unwrap();
+    train::train(
+        gpu,
+        &net,
+        &data,
+        &config(2, 0.1),
+        &RunDir(part.clone()),
+        true,
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(
         weights_of(&part.join("weights.safetensors")),
         weights_of(&straight.join("weights.safetensors")),
@@ -208,15 +290,39 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let data = small_source(300, 12);
     let out = temp_dir("nan");
     let net = Network::new(gpu, &c, 2).unwrap();
-    train::train(gpu, &net, &data, &config(1, 0.1), &RunDir(out.clone()), false, &mut Quiet).unwrap();
+    train::train(
+        gpu,
+        &net,
+        &data,
+        &config(1, 0.1),
+        &RunDir(out.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
     let ck = out.join("checkpoint.safetensors");
     let before = std::fs::read(&ck).unwrap();
     let net = Network::new(gpu, &c, 2).unwrap();
-    let err = train::train(gpu, &net, &data, &config(3, 1e30), &RunDir(out.clone()), true, &mut Quiet)
-        .expect_err("a learning rate of 1e30 must blow the loss up");
+    let err = train::train(
+        gpu,
+        &net,
+        &data,
+        &config(3, 1e30),
+        &RunDir(out.clone()),
+        true,
+        &mut Quiet,
+    )
+    .expect_err("a learning rate of 1e30 must blow the loss up");
     let msg = format!("{err:#}");
-    assert!(msg.contains("loss became") && msg.contains("checkpoint.safetensors"), "{msg}");
-    assert_eq!(std::fs::read(&ck).unwrap(), before, "the good checkpoint was overwritten");
+    assert!(
+        msg.contains("loss became") && msg.contains("checkpoint.safetensors"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        before,
+        "the good checkpoint was overwritten"
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -225,12 +331,25 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
 fn weights_of_another_net_are_refused() {
     let gpu = gpu();
     let dir = temp_dir("weights");
-    let tiny = Network::new(gpu, &NetConfig::load(&repo("data/nets/tiny.config")).unwrap(), 0).unwrap();
-    let small = Network::new(gpu, &NetConfig::load(&repo("data/nets/cifar-small.config")).unwrap(), 0).unwrap();
+    let tiny = Network::new(
+        gpu,
+        &NetConfig::load(&repo("data/nets/tiny.config")).unwrap(),
+        0,
+    )
+    .unwrap();
+    let small = Network::new(
+        gpu,
+        &NetConfig::load(&repo("data/nets/cifar-small.config")).unwrap(),
+        0,
+    )
+    .unwrap();
     let p = dir.join("small.safetensors");
     train::save_weights(gpu, &small, &p, None).unwrap();
     let err = format!("{:#}", train::load_weights(gpu, &tiny, &p).unwrap_err());
-    assert!(err.contains("small.safetensors") && err.contains("shape"), "{err}");
+    assert!(
+        err.contains("small.safetensors") && err.contains("shape"),
+        "{err}"
+    );
 
     // A renamed tensor.
     let mut t = tiny.params.to_host(gpu).unwrap();
@@ -238,7 +357,10 @@ fn weights_of_another_net_are_refused() {
     let q = dir.join("renamed.safetensors");
     proxyless::nn::params::save_safetensors(&q, &t, None).unwrap();
     let err = format!("{:#}", train::load_weights(gpu, &tiny, &q).unwrap_err());
-    assert!(err.contains("renamed.safetensors") && err.contains("first_conv.conv.weight"), "{err}");
+    assert!(
+        err.contains("renamed.safetensors") && err.contains("first_conv.conv.weight"),
+        "{err}"
+    );
 
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"definitely not safetensors").unwrap();

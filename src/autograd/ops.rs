@@ -48,8 +48,16 @@ pub(super) enum Node {
     },
     /// Saves its output: 0 < y < 6 exactly where 0 < x < 6, and the output is usually saved
     /// anyway by the conv that reads it, so the input can go back to the pool at once.
-    Relu6 { out: usize, x: usize, y: Rc<Tensor> },
-    Add { out: usize, a: usize, b: usize },
+    Relu6 {
+        out: usize,
+        x: usize,
+        y: Rc<Tensor>,
+    },
+    Add {
+        out: usize,
+        a: usize,
+        b: usize,
+    },
     GlobalAvgPool {
         out: usize,
         x: usize,
@@ -153,8 +161,14 @@ impl Node {
                 rstd,
                 ..
             } => {
-                let (dx, dgamma, dbeta) =
-                    batchnorm::batchnorm_train_backward(gpu, &x.value, &gamma.value, mean, rstd, dy)?;
+                let (dx, dgamma, dbeta) = batchnorm::batchnorm_train_backward(
+                    gpu,
+                    &x.value,
+                    &gamma.value,
+                    mean,
+                    rstd,
+                    dy,
+                )?;
                 push(x.id, dx);
                 push(gamma.id, dgamma);
                 push(*beta, dbeta);
@@ -219,7 +233,9 @@ pub struct BnArgs<'a> {
 impl Tape<'_> {
     /// Dense convolution (the stem and other `ConvLayer`s with k > 1): x NHWC, w OIHW, pad k/2.
     pub fn conv2d(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
-        let y = self.timed("forward conv2d", || conv::conv2d_forward(self.gpu, &x.value, &w.value, stride))?;
+        let y = self.timed("forward conv2d", || {
+            conv::conv2d_forward(self.gpu, &x.value, &w.value, stride)
+        })?;
         Ok(self.output(y, &[x, w], |out, _| Node::Conv {
             out,
             x: x.clone(),
@@ -231,7 +247,9 @@ impl Tape<'_> {
     /// 1x1 convolution, w `[cout, cin]`.
     pub fn pointwise(&self, x: &Var, w: &Var) -> Result<Var> {
         let name = format!("forward pointwise {:?}x{:?}", x.shape(), w.shape());
-        let y = self.timed(&name, || pointwise::pointwise_forward(self.gpu, &x.value, &w.value))?;
+        let y = self.timed(&name, || {
+            pointwise::pointwise_forward(self.gpu, &x.value, &w.value)
+        })?;
         Ok(self.output(y, &[x, w], |out, _| Node::Pointwise {
             out,
             x: x.clone(),
@@ -241,7 +259,9 @@ impl Tape<'_> {
 
     /// Depthwise k x k convolution, w `[c, k, k]`, pad k/2.
     pub fn depthwise(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
-        let y = self.timed("forward depthwise", || depthwise::depthwise_forward(self.gpu, &x.value, &w.value, stride))?;
+        let y = self.timed("forward depthwise", || {
+            depthwise::depthwise_forward(self.gpu, &x.value, &w.value, stride)
+        })?;
         Ok(self.output(y, &[x, w], |out, _| Node::Depthwise {
             out,
             x: x.clone(),
@@ -279,14 +299,16 @@ impl Tape<'_> {
                 bn.eps,
             )
         })?;
-        Ok(self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNorm {
-            out,
-            x: x.clone(),
-            gamma: bn.gamma.clone(),
-            beta: bn.beta.id,
-            mean,
-            rstd,
-        }))
+        Ok(
+            self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNorm {
+                out,
+                x: x.clone(),
+                gamma: bn.gamma.clone(),
+                beta: bn.beta.id,
+                mean,
+                rstd,
+            }),
+        )
     }
 
     /// `relu6(batchnorm(x))` in one pass (forward and backward).
@@ -317,23 +339,29 @@ impl Tape<'_> {
                 bn.eps,
             )
         })?;
-        Ok(self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNormRelu6 {
-            out,
-            x: x.clone(),
-            gamma: bn.gamma.clone(),
-            beta: bn.beta.clone(),
-            mean,
-            rstd,
-        }))
+        Ok(
+            self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNormRelu6 {
+                out,
+                x: x.clone(),
+                gamma: bn.gamma.clone(),
+                beta: bn.beta.clone(),
+                mean,
+                rstd,
+            }),
+        )
     }
 
     pub fn relu6(&self, x: &Var) -> Result<Var> {
-        let y = self.timed("forward relu6", || elementwise::relu6_forward(self.gpu, &x.value))?;
+        let y = self.timed("forward relu6", || {
+            elementwise::relu6_forward(self.gpu, &x.value)
+        })?;
         Ok(self.output(y, &[x], |out, y| Node::Relu6 { out, x: x.id, y }))
     }
 
     pub fn add(&self, a: &Var, b: &Var) -> Result<Var> {
-        let y = self.timed("forward add", || elementwise::add(self.gpu, &a.value, &b.value))?;
+        let y = self.timed("forward add", || {
+            elementwise::add(self.gpu, &a.value, &b.value)
+        })?;
         Ok(self.output(y, &[a, b], |out, _| Node::Add {
             out,
             a: a.id,
@@ -343,7 +371,9 @@ impl Tape<'_> {
 
     /// `[n, h, w, c]` -> `[n, c]`.
     pub fn global_avg_pool(&self, x: &Var) -> Result<Var> {
-        let y = self.timed("forward global_avg_pool", || pool::global_avg_pool_forward(self.gpu, &x.value))?;
+        let y = self.timed("forward global_avg_pool", || {
+            pool::global_avg_pool_forward(self.gpu, &x.value)
+        })?;
         Ok(self.output(y, &[x], |out, _| Node::GlobalAvgPool {
             out,
             x: x.id,
@@ -353,7 +383,9 @@ impl Tape<'_> {
 
     /// x `[n, in]`, w `[out, in]`, b `[out]`.
     pub fn linear(&self, x: &Var, w: &Var, b: &Var) -> Result<Var> {
-        let y = self.timed("forward linear", || linear::linear_forward(self.gpu, &x.value, &w.value, &b.value))?;
+        let y = self.timed("forward linear", || {
+            linear::linear_forward(self.gpu, &x.value, &w.value, &b.value)
+        })?;
         Ok(self.output(y, &[x, w, b], |out, _| Node::Linear {
             out,
             x: x.clone(),
@@ -366,7 +398,9 @@ impl Tape<'_> {
     pub fn dropout(&self, x: &Var, p: f32) -> Result<Var> {
         let seed = self.seed.get();
         self.seed.set(seed.wrapping_add(0x9E37_79B9));
-        let y = self.timed("forward dropout", || dropout::dropout_forward(self.gpu, &x.value, p, seed))?;
+        let y = self.timed("forward dropout", || {
+            dropout::dropout_forward(self.gpu, &x.value, p, seed)
+        })?;
         Ok(self.output(y, &[x], |out, _| Node::Dropout {
             out,
             x: x.id,

@@ -120,7 +120,10 @@ pub fn describe(gpu: &Gpu, r: &BenchResult) -> String {
         line += &format!("  {ips:.1} images/s");
     }
     if let Some(hw) = r.pool_high_water_bytes {
-        line += &format!("  pool high-water {:.1} MiB", hw as f64 / (1u64 << 20) as f64);
+        line += &format!(
+            "  pool high-water {:.1} MiB",
+            hw as f64 / (1u64 << 20) as f64
+        );
     }
     if gpu.info.device_type == wgpu::DeviceType::Cpu && r.bytes_moved > 0.0 {
         let mem_ms = r.bytes_moved / (CPU_COPY_GBPS * 1e9) * 1e3;

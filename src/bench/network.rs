@@ -109,8 +109,7 @@ pub fn step(gpu: &Gpu, rng: &mut StdRng, reps: usize) -> Result<BenchResult> {
         let xv = tape.constant(x);
         let logits = net.forward(&tape, &xv, true)?;
         drop(xv);
-        let (_loss, dlogits) =
-            ops::loss::softmax_cross_entropy(gpu, logits.value(), &labels, 0.0)?;
+        let (_loss, dlogits) = ops::loss::softmax_cross_entropy(gpu, logits.value(), &labels, 0.0)?;
         let grads = tape.backward(&logits, dlogits)?;
         drop(logits);
         opt.step(gpu, &net.params, &grads, 0.01)

@@ -19,9 +19,11 @@ pub struct Args {
 
 pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let config = NetConfig::load(&a.net)?;
-    let size = a
-        .resolution
-        .unwrap_or(if config.first_conv.stride == 2 { 224 } else { 32 });
+    let size = a.resolution.unwrap_or(if config.first_conv.stride == 2 {
+        224
+    } else {
+        32
+    });
     let net = Network::new(gpu, &config, 0)?;
     let rows = net.layers(size);
     println!("{} at {size}x{size}", a.net.display());

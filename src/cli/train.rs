@@ -102,7 +102,10 @@ impl Observer for Bar {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        let pct = |k: &str| r[k].as_f64().map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+        let pct = |k: &str| {
+            r[k].as_f64()
+                .map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+        };
         eprintln!(
             "epoch {}/{}: train loss {:.4} acc {} | valid {} | test {} | {:.0} img/s, {:.0} s",
             r["epoch"],
@@ -204,8 +207,15 @@ pub fn eval(gpu: &Gpu, a: EvalArgs) -> Result<()> {
     check_classes(&config, data.classes(), &a.net)?;
     let t = Instant::now();
     let n = data.len();
-    let (loss, acc) = train::evaluate(gpu, &net, &std::sync::Arc::new(data), (0..n).collect(), norm, a.batch)
-        .context("evaluation failed")?;
+    let (loss, acc) = train::evaluate(
+        gpu,
+        &net,
+        &std::sync::Arc::new(data),
+        (0..n).collect(),
+        norm,
+        a.batch,
+    )
+    .context("evaluation failed")?;
     println!(
         "{n} images: accuracy {:.2}%, loss {loss:.4} ({:.1} s)",
         100.0 * acc,

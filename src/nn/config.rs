@@ -41,7 +41,9 @@ pub struct MbConvSpec {
 pub enum BlockOp {
     MbConv(MbConvSpec),
     /// `ZeroLayer`: outputs zeros; with an identity shortcut the block is the identity.
-    Zero { stride: usize },
+    Zero {
+        stride: usize,
+    },
 }
 
 /// `MobileInvertedResidualBlock`: an op plus an optional identity shortcut.
@@ -96,9 +98,14 @@ impl NetConfig {
         }
         let (bn_momentum, bn_eps) = match v.get("bn") {
             None | Some(Value::Null) => (0.1, 1e-3),
-            Some(bn) => (num(bn, "momentum", "bn")? as f32, num(bn, "eps", "bn")? as f32),
+            Some(bn) => (
+                num(bn, "momentum", "bn")? as f32,
+                num(bn, "eps", "bn")? as f32,
+            ),
         };
-        if !(0.0..=1.0).contains(&bn_momentum) || bn_eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        if !(0.0..=1.0).contains(&bn_momentum)
+            || bn_eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
             bail!("bn: momentum {bn_momentum} must be in [0, 1] and eps {bn_eps} > 0");
         }
         let first_conv = conv_layer(field(&v, "first_conv", "net")?, "first_conv")?;
@@ -331,7 +338,10 @@ fn block(v: &Value, at: &str, channels_in: usize) -> Result<BlockSpec> {
             if n != "IdentityLayer" {
                 bail!("{s_at}: unknown layer name {n:?} (expected \"IdentityLayer\" or null)");
             }
-            let (i, o) = (count(s, "in_channels", &s_at)?, count(s, "out_channels", &s_at)?);
+            let (i, o) = (
+                count(s, "in_channels", &s_at)?,
+                count(s, "out_channels", &s_at)?,
+            );
             if i != o {
                 bail!("{s_at}: an identity shortcut needs in_channels == out_channels, got {i} and {o}");
             }

@@ -130,7 +130,10 @@ impl ConvBnAct {
         act: Act,
     ) -> Result<ConvBnAct> {
         let (shape, device): (Vec<usize>, Vec<usize>) = match kind {
-            ConvKind::Dense => (vec![cout, cin, kernel, kernel], vec![cout, cin, kernel, kernel]),
+            ConvKind::Dense => (
+                vec![cout, cin, kernel, kernel],
+                vec![cout, cin, kernel, kernel],
+            ),
             ConvKind::Pointwise => (vec![cout, cin, 1, 1], vec![cout, cin]),
             ConvKind::Depthwise => (vec![cout, 1, kernel, kernel], vec![cout, kernel, kernel]),
         };

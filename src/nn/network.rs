@@ -15,7 +15,7 @@ use super::params::{seeded, ParamStore};
 /// `ZeroLayer` with a shortcut: the block is skipped).
 #[derive(Clone, Debug)]
 pub enum Block {
-    MbConv { op: MbConv, shortcut: bool },
+    MbConv { op: Box<MbConv>, shortcut: bool },
     Identity { channels: usize },
 }
 
@@ -55,7 +55,11 @@ impl Network {
         for (i, spec) in config.blocks.iter().enumerate() {
             blocks.push(match &spec.op {
                 BlockOp::MbConv(m) => Block::MbConv {
-                    op: MbConv::new(&mut b, &format!("blocks.{i}.mobile_inverted_conv"), m)?,
+                    op: Box::new(MbConv::new(
+                        &mut b,
+                        &format!("blocks.{i}.mobile_inverted_conv"),
+                        m,
+                    )?),
                     shortcut: spec.shortcut,
                 },
                 BlockOp::Zero { .. } => Block::Identity {

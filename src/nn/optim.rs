@@ -50,7 +50,13 @@ impl Optimizer {
     }
 
     /// Applies one update with learning rate `lr` to every parameter in `grads`.
-    pub fn step(&mut self, gpu: &Gpu, params: &ParamStore, grads: &Gradients, lr: f32) -> Result<()> {
+    pub fn step(
+        &mut self,
+        gpu: &Gpu,
+        params: &ParamStore,
+        grads: &Gradients,
+        lr: f32,
+    ) -> Result<()> {
         for (index, g) in &grads.by_param {
             let p = params.get(*index);
             if p.role == Role::Buffer {
@@ -78,7 +84,9 @@ impl Optimizer {
                         self.second[*index].get_or_insert_with(|| gpu.zeros(&p.value.shape));
                     let wd = if decays { weight_decay } else { 0.0 };
                     let t = self.steps[*index];
-                    adam_step(gpu, &p.value, g, first, second, lr, beta1, beta2, eps, wd, t)?;
+                    adam_step(
+                        gpu, &p.value, g, first, second, lr, beta1, beta2, eps, wd, t,
+                    )?;
                 }
             }
         }

@@ -21,6 +21,11 @@ pub enum Role {
     Buffer,
 }
 
+/// A tensor on the host: official name, shape, data.
+pub type HostTensor = (String, Vec<usize>, Vec<f32>);
+/// Tensors of a safetensors file by name: (shape, data).
+pub type TensorMap = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 #[derive(Debug)]
 pub struct Param {
     /// Official name, e.g. `blocks.3.mobile_inverted_conv.depth_conv.conv.weight`.
@@ -60,6 +65,8 @@ pub struct ParamStore {
 
 impl ParamStore {
     /// Adds a parameter; returns its index. `device_shape` is the shape the kernels take.
+    // Each argument is one property of the new tensor.
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         gpu: &Gpu,
@@ -107,7 +114,7 @@ impl ParamStore {
     }
 
     /// Every tensor with its official name and shape, read back from the device.
-    pub fn to_host(&self, gpu: &Gpu) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn to_host(&self, gpu: &Gpu) -> Result<Vec<HostTensor>> {
         self.params
             .iter()
             .map(|p| Ok((p.name.clone(), p.shape.clone(), gpu.read_f32(&p.value)?)))
@@ -117,7 +124,7 @@ impl ParamStore {
     /// Overwrites every parameter from `tensors` (name -> (shape, data)); names and shapes
     /// must match exactly, and every parameter must be present. `file` names the source in
     /// errors.
-    pub fn load_from(&self, gpu: &Gpu, tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>, file: &Path) -> Result<()> {
+    pub fn load_from(&self, gpu: &Gpu, tensors: &TensorMap, file: &Path) -> Result<()> {
         let f = file.display();
         for p in &self.params {
             let Some((shape, data)) = tensors.get(&p.name) else {
@@ -168,7 +175,7 @@ pub fn seeded(seed: u64) -> rand::rngs::StdRng {
 /// a temporary file in the same directory, fsynced, then renamed over `path`.
 pub fn save_safetensors(
     path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    tensors: &[HostTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
@@ -187,9 +194,7 @@ pub fn save_safetensors(
 }
 
 /// Reads every f32 tensor of a safetensors file, with its metadata.
-pub fn load_safetensors(
-    path: &Path,
-) -> Result<(HashMap<String, (Vec<usize>, Vec<f32>)>, HashMap<String, String>)> {
+pub fn load_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
@@ -215,13 +220,16 @@ pub fn load_safetensors(
 /// directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut f = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;

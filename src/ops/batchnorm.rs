@@ -78,7 +78,10 @@ pub enum BnAct {
 impl BnAct {
     fn template(self) -> [(&'static str, String); 2] {
         match self {
-            BnAct::Identity => [("ACT", "return v;".into()), ("ACT_GRAD", "return dy;".into())],
+            BnAct::Identity => [
+                ("ACT", "return v;".into()),
+                ("ACT_GRAD", "return dy;".into()),
+            ],
             BnAct::Relu6 => [
                 ("ACT", "return clamp(v, V(0.0), V(6.0));".into()),
                 (
@@ -496,7 +499,12 @@ fn train_backward(
     };
     let l = layout(gpu, x, op)?;
     expect_channels(
-        &[(gamma, "gamma"), (beta, "beta"), (mean, "mean"), (rstd, "rstd")],
+        &[
+            (gamma, "gamma"),
+            (beta, "beta"),
+            (mean, "mean"),
+            (rstd, "rstd"),
+        ],
         l.c,
         op,
     )?;

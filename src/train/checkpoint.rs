@@ -33,7 +33,11 @@ pub fn save_checkpoint(
     for (i, p) in net.params.params.iter().enumerate() {
         for (prefix, state) in [(FIRST, &opt.first[i]), (SECOND, &opt.second[i])] {
             if let Some(t) = state {
-                tensors.push((format!("{prefix}{}", p.name), p.shape.clone(), gpu.read_f32(t)?));
+                tensors.push((
+                    format!("{prefix}{}", p.name),
+                    p.shape.clone(),
+                    gpu.read_f32(t)?,
+                ));
             }
         }
     }
@@ -41,7 +45,10 @@ pub fn save_checkpoint(
         ("epochs_done".to_string(), ck.epochs_done.to_string()),
         ("step".to_string(), ck.step.to_string()),
         ("seed".to_string(), ck.seed.to_string()),
-        ("optimizer_steps".to_string(), serde_json::to_string(&opt.steps)?),
+        (
+            "optimizer_steps".to_string(),
+            serde_json::to_string(&opt.steps)?,
+        ),
         ("net".to_string(), net.config.to_json().to_string()),
     ]);
     save_safetensors(path, &tensors, Some(meta))
@@ -80,13 +87,21 @@ pub fn load_checkpoint(
     let steps: Vec<u32> = serde_json::from_str(get("optimizer_steps")?)
         .with_context(|| format!("{f}: bad optimizer_steps"))?;
     if steps.len() != net.params.params.len() {
-        bail!("{f}: the checkpoint is of a net with {} tensors, this net has {}", steps.len(), net.params.params.len());
+        bail!(
+            "{f}: the checkpoint is of a net with {} tensors, this net has {}",
+            steps.len(),
+            net.params.params.len()
+        );
     }
     for (i, p) in net.params.params.iter().enumerate() {
         for (prefix, slot) in [(FIRST, &mut opt.first[i]), (SECOND, &mut opt.second[i])] {
             if let Some((shape, data)) = tensors.remove(&format!("{prefix}{}", p.name)) {
                 if shape != p.shape {
-                    bail!("{f}: optimizer state of {} has shape {shape:?}, want {:?}", p.name, p.shape);
+                    bail!(
+                        "{f}: optimizer state of {} has shape {shape:?}, want {:?}",
+                        p.name,
+                        p.shape
+                    );
                 }
                 *slot = Some(gpu.upload(&data, &p.value.shape)?);
             } else {

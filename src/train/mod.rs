@@ -51,6 +51,8 @@ pub fn upload_batch(gpu: &Gpu, b: &crate::data::Batch) -> Result<(Tensor, Tensor
 }
 
 /// One SGD/Adam step on a batch: forward in training mode, cross-entropy, backward, update.
+// The step's inputs and hyperparameters, one argument each.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     gpu: &Gpu,
     net: &Network,
@@ -294,7 +296,11 @@ pub fn train(
                         "the training loss became {loss} in epoch {} (step {step}); stopped. \
                          The last good checkpoint is {} (lower --lr and --resume)",
                         epoch + 1,
-                        if out.checkpoint().exists() { out.checkpoint().display().to_string() } else { "not written yet".into() }
+                        if out.checkpoint().exists() {
+                            out.checkpoint().display().to_string()
+                        } else {
+                            "not written yet".into()
+                        }
                     );
                 }
                 observer.progress(&Progress {
@@ -316,11 +322,25 @@ pub fn train(
         let valid = if data.valid_indices.is_empty() {
             None
         } else {
-            Some(evaluate(gpu, net, &data.train, data.valid_indices.clone(), data.norm, cfg.batch.max(100))?)
+            Some(evaluate(
+                gpu,
+                net,
+                &data.train,
+                data.valid_indices.clone(),
+                data.norm,
+                cfg.batch.max(100),
+            )?)
         };
         let last = epoch + 1 == cfg.epochs;
         let test = match (&data.test, last) {
-            (Some(t), true) => Some(evaluate(gpu, net, t, (0..t.len()).collect(), data.norm, cfg.batch.max(100))?),
+            (Some(t), true) => Some(evaluate(
+                gpu,
+                net,
+                t,
+                (0..t.len()).collect(),
+                data.norm,
+                cfg.batch.max(100),
+            )?),
             _ => None,
         };
         let ips = totals.images as f64 / train_seconds;
@@ -340,11 +360,17 @@ pub fn train(
             "elapsed_seconds": run_start.elapsed().as_secs_f64(),
             "pool_high_water_bytes": high_water,
         });
-        save_checkpoint(gpu, &out.checkpoint(), net, &opt, &Checkpoint {
-            epochs_done: epoch + 1,
-            step,
-            seed: cfg.seed,
-        })?;
+        save_checkpoint(
+            gpu,
+            &out.checkpoint(),
+            net,
+            &opt,
+            &Checkpoint {
+                epochs_done: epoch + 1,
+                step,
+                seed: cfg.seed,
+            },
+        )?;
         save_weights(gpu, net, &out.weights(), Some(data.norm))?;
         append_line(&out.log(), &record)?;
         observer.epoch_done(&record);
@@ -391,11 +417,20 @@ pub fn stored_normalization(path: &Path) -> Result<Option<Normalize>> {
 /// The test images of `dir` (CIFAR's test batch, an image folder's `val/` or `test/`, or the
 /// whole folder when it has none; the synthetic test set without `dir`) and the normalisation
 /// to apply: the one stored with `weights`, else that of the training images.
-pub fn test_set(dir: Option<&Path>, size: usize, seed: u64, weights: &Path) -> Result<(Dataset, Normalize)> {
+pub fn test_set(
+    dir: Option<&Path>,
+    size: usize,
+    seed: u64,
+    weights: &Path,
+) -> Result<(Dataset, Normalize)> {
     use crate::data::CifarSplit;
     let stored = stored_normalization(weights)?;
     let norm_of_train = |d: &Path| -> Result<Normalize> {
-        Ok(Normalize::of(&crate::data::load(d, CifarSplit::Train, size)?))
+        Ok(Normalize::of(&crate::data::load(
+            d,
+            CifarSplit::Train,
+            size,
+        )?))
     };
     match dir {
         None => {
@@ -404,7 +439,8 @@ pub fn test_set(dir: Option<&Path>, size: usize, seed: u64, weights: &Path) -> R
             Ok(((*test).clone(), stored.unwrap_or(s.norm)))
         }
         Some(d) => {
-            let split_dirs = d.join("train").is_dir() && (d.join("val").is_dir() || d.join("test").is_dir());
+            let split_dirs =
+                d.join("train").is_dir() && (d.join("val").is_dir() || d.join("test").is_dir());
             let test = if crate::data::is_cifar_dir(d) || split_dirs {
                 crate::data::load(d, CifarSplit::Test, size)?
             } else {

@@ -22,7 +22,7 @@ pub struct DataSource {
 }
 
 /// Seed of the held-out split: fixed, so every run holds out the same images.
-const SPLIT_SEED: u64 = 0x5EED_0F_5717;
+const SPLIT_SEED: u64 = 0x005E_ED0F_5717;
 
 /// Images of the synthetic set: train (before the valid split) and test.
 pub const SYNTHETIC_TRAIN: usize = 6000;
@@ -31,7 +31,12 @@ pub const SYNTHETIC_TEST: usize = 1000;
 impl DataSource {
     /// Reads `dir` (or makes the synthetic set when `None`) at `size` x `size` (CIFAR stays
     /// 32). `valid` images are held out of the training set.
-    pub fn open(dir: Option<&Path>, size: usize, valid: usize, synthetic_seed: u64) -> Result<DataSource> {
+    pub fn open(
+        dir: Option<&Path>,
+        size: usize,
+        valid: usize,
+        synthetic_seed: u64,
+    ) -> Result<DataSource> {
         let (name, train, test, augment) = match dir {
             None => {
                 let train = data::synthetic(synthetic_seed, SYNTHETIC_TRAIN, size);

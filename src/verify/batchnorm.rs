@@ -113,15 +113,20 @@ pub fn run(c: &mut Checker) -> Result<()> {
             &dgamma,
             &dg_ref,
         )?;
-        c.compare("batchnorm_backward", label.clone(), "dbeta", &dbeta, &db_ref)?;
+        c.compare(
+            "batchnorm_backward",
+            label.clone(),
+            "dbeta",
+            &dbeta,
+            &db_ref,
+        )?;
 
         // BN + ReLU6 fused: the forward is relu6 of the reference, the backward the reference
         // backward of the masked dy. The mask comes from the device's own fused output (0 < y
         // < 6 exactly where the pre-activation is): an f64 pre-activation within rounding of
         // 0 or 6 would otherwise flip single elements.
-        let ye6 = ops::batchnorm::batchnorm_relu6_eval_forward(
-            c.gpu, &x, &gamma, &beta, &rm, &rv, eps,
-        )?;
+        let ye6 =
+            ops::batchnorm::batchnorm_relu6_eval_forward(c.gpu, &x, &gamma, &beta, &rm, &rv, eps)?;
         let ye6_ref = reference::relu6_forward(&ye_ref);
         c.compare("batchnorm_relu6_eval", label.clone(), "y", &ye6, &ye6_ref)?;
         let (y6, mean6, rstd6) = ops::batchnorm::batchnorm_relu6_train_forward(
