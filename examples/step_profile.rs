@@ -18,14 +18,7 @@ fn main() -> Result<()> {
     let res: usize = args.get(3).map_or(Ok(32), |s| s.parse())?;
     let gpu = Gpu::new(&GpuOptions::default())?;
     let net = Network::new(&gpu, &NetConfig::load(std::path::Path::new(path))?, 1)?;
-    let mut opt = Optimizer::new(
-        OptimizerKind::Sgd {
-            momentum: 0.9,
-            nesterov: true,
-            weight_decay: 4e-5,
-        },
-        &net.params,
-    );
+    let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
     let xs: Vec<f32> = (0..batch * res * res * 3)
         .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
         .collect();

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use anyhow::Result;
 
 use crate::gpu::{Gpu, Tensor};
+use crate::ops::batchnorm::BnAct;
 use crate::ops::{batchnorm, conv, depthwise, dropout, elementwise, linear, pointwise, pool};
 
 use super::tape::{Source, Tape, Var};
@@ -28,23 +29,16 @@ pub(super) enum Node {
         w: Var,
         stride: usize,
     },
+    /// BN with its activation fused (identity or ReLU6): the backward recomputes the
+    /// activation's mask from x, so only x is saved, never the output.
     BatchNorm {
-        out: usize,
-        x: Var,
-        gamma: Var,
-        beta: usize,
-        mean: Tensor,
-        rstd: Tensor,
-    },
-    /// BN followed by ReLU6 in one kernel; the backward recomputes the mask from x, so only x
-    /// is saved (the output of a fused layer is never kept for its own backward).
-    BatchNormRelu6 {
         out: usize,
         x: Var,
         gamma: Var,
         beta: Var,
         mean: Tensor,
         rstd: Tensor,
+        act: BnAct,
     },
     /// Saves its output: 0 < y < 6 exactly where 0 < x < 6, and the output is usually saved
     /// anyway by the conv that reads it, so the input can go back to the pool at once.
@@ -87,7 +81,6 @@ impl Node {
             | Node::Pointwise { out, .. }
             | Node::Depthwise { out, .. }
             | Node::BatchNorm { out, .. }
-            | Node::BatchNormRelu6 { out, .. }
             | Node::Relu6 { out, .. }
             | Node::Add { out, .. }
             | Node::GlobalAvgPool { out, .. }
@@ -109,7 +102,6 @@ impl Node {
             Node::Pointwise { .. } => "pointwise",
             Node::Depthwise { .. } => "depthwise",
             Node::BatchNorm { .. } => "batchnorm",
-            Node::BatchNormRelu6 { .. } => "batchnorm_relu6",
             Node::Relu6 { .. } => "relu6",
             Node::Add { .. } => "add",
             Node::GlobalAvgPool { .. } => "global_avg_pool",
@@ -159,36 +151,17 @@ impl Node {
                 beta,
                 mean,
                 rstd,
+                act,
                 ..
             } => {
-                let (dx, dgamma, dbeta) = batchnorm::batchnorm_train_backward(
-                    gpu,
-                    &x.value,
-                    &gamma.value,
-                    mean,
-                    rstd,
-                    dy,
-                )?;
-                push(x.id, dx);
-                push(gamma.id, dgamma);
-                push(*beta, dbeta);
-            }
-            Node::BatchNormRelu6 {
-                x,
-                gamma,
-                beta,
-                mean,
-                rstd,
-                ..
-            } => {
-                let (dx, dgamma, dbeta) = batchnorm::batchnorm_relu6_train_backward(
+                let (dx, dgamma, dbeta) = batchnorm::batchnorm_act_train_backward(
                     gpu,
                     &x.value,
                     &gamma.value,
                     &beta.value,
-                    mean,
-                    rstd,
+                    (mean, rstd),
                     dy,
+                    *act,
                 )?;
                 push(x.id, dx);
                 push(gamma.id, dgamma);
@@ -270,33 +243,33 @@ impl Tape<'_> {
         }))
     }
 
-    /// Batch norm over the channels (last axis). `train` uses batch statistics and updates
-    /// the running ones; otherwise the running statistics normalise.
-    pub fn batchnorm(&self, x: &Var, bn: &BnArgs, train: bool) -> Result<Var> {
+    /// Batch norm over the channels (last axis), then `act` in the same pass. `train` uses
+    /// batch statistics and updates the running ones; otherwise the running statistics
+    /// normalise.
+    pub fn batchnorm(&self, x: &Var, bn: &BnArgs, act: BnAct, train: bool) -> Result<Var> {
+        let running = (bn.running_mean, bn.running_var);
+        let (gamma, beta) = (&bn.gamma.value, &bn.beta.value);
+        let name = format!("forward batchnorm {act:?}");
         if !train {
-            let y = batchnorm::batchnorm_eval_forward(
-                self.gpu,
-                &x.value,
-                &bn.gamma.value,
-                &bn.beta.value,
-                bn.running_mean,
-                bn.running_var,
-                bn.eps,
-            )?;
-            // Eval-mode BN is affine in x; it is not differentiated here (nothing trains
-            // through running statistics).
+            let y = self.timed(&name, || {
+                batchnorm::batchnorm_act_eval_forward(
+                    self.gpu, &x.value, gamma, beta, running, bn.eps, act,
+                )
+            })?;
+            // Eval-mode BN is not differentiated here (nothing trains through running
+            // statistics).
             return Ok(self.push_value(Rc::new(y), Source::Detached));
         }
-        let (y, mean, rstd) = self.timed("forward batchnorm", || {
-            batchnorm::batchnorm_train_forward(
+        let (y, mean, rstd) = self.timed(&name, || {
+            batchnorm::batchnorm_act_train_forward(
                 self.gpu,
                 &x.value,
-                &bn.gamma.value,
-                &bn.beta.value,
-                bn.running_mean,
-                bn.running_var,
+                gamma,
+                beta,
+                running,
                 bn.momentum,
                 bn.eps,
+                act,
             )
         })?;
         Ok(
@@ -304,49 +277,10 @@ impl Tape<'_> {
                 out,
                 x: x.clone(),
                 gamma: bn.gamma.clone(),
-                beta: bn.beta.id,
-                mean,
-                rstd,
-            }),
-        )
-    }
-
-    /// `relu6(batchnorm(x))` in one pass (forward and backward).
-    pub fn batchnorm_relu6(&self, x: &Var, bn: &BnArgs, train: bool) -> Result<Var> {
-        if !train {
-            let y = self.timed("forward batchnorm_relu6", || {
-                batchnorm::batchnorm_relu6_eval_forward(
-                    self.gpu,
-                    &x.value,
-                    &bn.gamma.value,
-                    &bn.beta.value,
-                    bn.running_mean,
-                    bn.running_var,
-                    bn.eps,
-                )
-            })?;
-            return Ok(self.push_value(Rc::new(y), Source::Detached));
-        }
-        let (y, mean, rstd) = self.timed("forward batchnorm_relu6", || {
-            batchnorm::batchnorm_relu6_train_forward(
-                self.gpu,
-                &x.value,
-                &bn.gamma.value,
-                &bn.beta.value,
-                bn.running_mean,
-                bn.running_var,
-                bn.momentum,
-                bn.eps,
-            )
-        })?;
-        Ok(
-            self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNormRelu6 {
-                out,
-                x: x.clone(),
-                gamma: bn.gamma.clone(),
                 beta: bn.beta.clone(),
                 mean,
                 rstd,
+                act,
             }),
         )
     }

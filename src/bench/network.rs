@@ -18,6 +18,16 @@ use crate::ops;
 
 use super::{tensor, BenchResult};
 
+/// The pool's high-water mark over one run of `f`, after a first run has warmed the pool.
+fn high_water_of_one_run(gpu: &Gpu, mut f: impl FnMut() -> Result<()>) -> Result<u64> {
+    f()?;
+    gpu.sync()?;
+    gpu.reset_high_water();
+    f()?;
+    gpu.sync()?;
+    Ok(gpu.pool_stats().high_water_bytes)
+}
+
 /// The fixed network of WORKLOADS.md, in the official format.
 pub const CIFAR_MB6K5: &str = include_str!("../../data/nets/cifar-mb6k5.config");
 
@@ -63,12 +73,7 @@ pub fn mbconv(gpu: &Gpu, rng: &mut StdRng, reps: usize) -> Result<BenchResult> {
         let _grads = tape.backward(&y, dy)?;
         Ok(())
     };
-    run()?;
-    gpu.sync()?;
-    gpu.reset_high_water();
-    run()?;
-    gpu.sync()?;
-    let high_water = gpu.pool_stats().high_water_bytes;
+    let high_water = high_water_of_one_run(gpu, run)?;
     let t = gpu.time_median(3, reps, run)?;
     let m = 32.0 * 16.0 * 16.0;
     let macs = m * 40.0 * 240.0 * 2.0 + m * 240.0 * 25.0;
@@ -90,14 +95,7 @@ pub fn mbconv(gpu: &Gpu, rng: &mut StdRng, reps: usize) -> Result<BenchResult> {
 pub fn step(gpu: &Gpu, rng: &mut StdRng, reps: usize) -> Result<BenchResult> {
     let config = NetConfig::parse(CIFAR_MB6K5)?;
     let net = Network::new(gpu, &config, 2019)?;
-    let mut opt = Optimizer::new(
-        OptimizerKind::Sgd {
-            momentum: 0.9,
-            nesterov: true,
-            weight_decay: 4e-5,
-        },
-        &net.params,
-    );
+    let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
     let batch = 32;
     let images = tensor(gpu, rng, &[batch, 32, 32, 3], 1.0)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7) % 10).collect();
@@ -114,12 +112,7 @@ pub fn step(gpu: &Gpu, rng: &mut StdRng, reps: usize) -> Result<BenchResult> {
         drop(logits);
         opt.step(gpu, &net.params, &grads, 0.01)
     };
-    run()?;
-    gpu.sync()?;
-    gpu.reset_high_water();
-    run()?;
-    gpu.sync()?;
-    let high_water = gpu.pool_stats().high_water_bytes;
+    let high_water = high_water_of_one_run(gpu, &mut run)?;
     let t = gpu.time_median(3, reps, &mut run)?;
     let secs = t.as_secs_f64();
     let macs: u64 = net.layers(32).iter().map(|r| r.macs).sum();

@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use crate::autograd::{BnArgs, Tape, Var};
+use crate::ops::batchnorm::BnAct;
 
 use super::config::{Act, ConvSpec, MbConvSpec};
 use super::params::{Init, ParamStore, Role};
@@ -81,11 +82,8 @@ impl BatchNorm {
             momentum: ctx.bn_momentum,
             eps: ctx.bn_eps,
         };
-        if relu6 {
-            ctx.tape.batchnorm_relu6(x, &args, ctx.train)
-        } else {
-            ctx.tape.batchnorm(x, &args, ctx.train)
-        }
+        let act = if relu6 { BnAct::Relu6 } else { BnAct::Identity };
+        ctx.tape.batchnorm(x, &args, act, ctx.train)
     }
 }
 

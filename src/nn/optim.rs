@@ -25,6 +25,17 @@ pub enum OptimizerKind {
     },
 }
 
+impl OptimizerKind {
+    /// SGD, momentum 0.9, Nesterov: the paper's weight optimizer.
+    pub fn nesterov(weight_decay: f32) -> OptimizerKind {
+        OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay,
+        }
+    }
+}
+
 /// Optimizer state per parameter, allocated at a parameter's first update and reused after,
 /// so steps allocate nothing. A parameter without a gradient in a step is left alone: no
 /// decay, no momentum, no Adam moment update (how unsampled paths stay untouched).

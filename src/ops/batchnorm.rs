@@ -282,27 +282,12 @@ pub fn batchnorm_train_forward(
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let rs = (running_mean, running_var);
-    train_forward(gpu, x, gamma, beta, rs, momentum, eps, BnAct::Identity)
+    batchnorm_act_train_forward(gpu, x, gamma, beta, rs, momentum, eps, BnAct::Identity)
 }
 
-/// [`batchnorm_train_forward`] followed by ReLU6 in the same pass: `y = clamp(bn(x), 0, 6)`.
+/// The training forward with the activation `act` fused after the normalisation.
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_relu6_train_forward(
-    gpu: &Gpu,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    momentum: f32,
-    eps: f32,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    let rs = (running_mean, running_var);
-    train_forward(gpu, x, gamma, beta, rs, momentum, eps, BnAct::Relu6)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn train_forward(
+pub fn batchnorm_act_train_forward(
     gpu: &Gpu,
     x: &Tensor,
     gamma: &Tensor,
@@ -388,24 +373,11 @@ pub fn batchnorm_eval_forward(
     eps: f32,
 ) -> Result<Tensor> {
     let rs = (running_mean, running_var);
-    eval_forward(gpu, x, gamma, beta, rs, eps, BnAct::Identity)
+    batchnorm_act_eval_forward(gpu, x, gamma, beta, rs, eps, BnAct::Identity)
 }
 
-/// [`batchnorm_eval_forward`] followed by ReLU6 in the same pass.
-pub fn batchnorm_relu6_eval_forward(
-    gpu: &Gpu,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f32,
-) -> Result<Tensor> {
-    let rs = (running_mean, running_var);
-    eval_forward(gpu, x, gamma, beta, rs, eps, BnAct::Relu6)
-}
-
-fn eval_forward(
+/// The evaluation forward with the activation `act` fused after the normalisation.
+pub fn batchnorm_act_eval_forward(
     gpu: &Gpu,
     x: &Tensor,
     gamma: &Tensor,
@@ -466,25 +438,12 @@ pub fn batchnorm_train_backward(
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     // beta only shapes the fused activation's mask: gamma stands in, unread.
-    train_backward(gpu, x, gamma, gamma, (mean, rstd), dy, BnAct::Identity)
+    batchnorm_act_train_backward(gpu, x, gamma, gamma, (mean, rstd), dy, BnAct::Identity)
 }
 
-/// The backward of [`batchnorm_relu6_train_forward`] from the same `x`, parameters and
-/// statistics: dy is masked where the pre-activation (recomputed from x) is outside (0, 6),
-/// then as [`batchnorm_train_backward`].
-pub fn batchnorm_relu6_train_backward(
-    gpu: &Gpu,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    dy: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    train_backward(gpu, x, gamma, beta, (mean, rstd), dy, BnAct::Relu6)
-}
-
-fn train_backward(
+/// The training backward of [`batchnorm_act_train_forward`] (beta is read only for the
+/// activation's mask).
+pub fn batchnorm_act_train_backward(
     gpu: &Gpu,
     x: &Tensor,
     gamma: &Tensor,

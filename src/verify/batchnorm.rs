@@ -125,17 +125,38 @@ pub fn run(c: &mut Checker) -> Result<()> {
         // backward of the masked dy. The mask comes from the device's own fused output (0 < y
         // < 6 exactly where the pre-activation is): an f64 pre-activation within rounding of
         // 0 or 6 would otherwise flip single elements.
-        let ye6 =
-            ops::batchnorm::batchnorm_relu6_eval_forward(c.gpu, &x, &gamma, &beta, &rm, &rv, eps)?;
+        let relu6 = ops::batchnorm::BnAct::Relu6;
+        let ye6 = ops::batchnorm::batchnorm_act_eval_forward(
+            c.gpu,
+            &x,
+            &gamma,
+            &beta,
+            (&rm, &rv),
+            eps,
+            relu6,
+        )?;
         let ye6_ref = reference::relu6_forward(&ye_ref);
         c.compare("batchnorm_relu6_eval", label.clone(), "y", &ye6, &ye6_ref)?;
-        let (y6, mean6, rstd6) = ops::batchnorm::batchnorm_relu6_train_forward(
-            c.gpu, &x, &gamma, &beta, &rm, &rv, momentum, eps,
+        let (y6, mean6, rstd6) = ops::batchnorm::batchnorm_act_train_forward(
+            c.gpu,
+            &x,
+            &gamma,
+            &beta,
+            (&rm, &rv),
+            momentum,
+            eps,
+            relu6,
         )?;
         let y6_ref = reference::relu6_forward(&y_ref);
         c.compare("batchnorm_relu6_train", label.clone(), "y", &y6, &y6_ref)?;
-        let (dx6, dg6, db6) = ops::batchnorm::batchnorm_relu6_train_backward(
-            c.gpu, &x, &gamma, &beta, &mean6, &rstd6, &dy,
+        let (dx6, dg6, db6) = ops::batchnorm::batchnorm_act_train_backward(
+            c.gpu,
+            &x,
+            &gamma,
+            &beta,
+            (&mean6, &rstd6),
+            &dy,
+            relu6,
         )?;
         let y6_dev = f64s(&c.gpu.read_f32(&y6)?);
         let dy_masked = reference::relu6_backward(&y6_dev, &f64s(&dyv));
