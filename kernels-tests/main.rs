@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod data;
 mod gpu_kernels;
+mod nas;
 mod pool;
 mod reference_fd;
 mod training;

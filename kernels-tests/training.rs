@@ -163,7 +163,7 @@ fn synthetic_training_reaches_95_percent_held_out() {
     let gpu = gpu();
     let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
     let net = Network::new(gpu, &c, 1).unwrap();
-    let data = DataSource::open(None, 16, 1000, 0).unwrap();
+    let data = DataSource::open(None, 16, Some(1000), 0).unwrap();
     let out = temp_dir("synthetic95");
     let cfg = TrainConfig {
         epochs: 2,

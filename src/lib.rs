@@ -8,6 +8,7 @@ pub mod autograd;
 pub mod bench;
 pub mod data;
 pub mod gpu;
+pub mod nas;
 pub mod nn;
 pub mod ops;
 pub mod reference;

@@ -6,7 +6,9 @@ use anyhow::Result;
 
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::batchnorm::BnAct;
-use crate::ops::{batchnorm, conv, depthwise, dropout, elementwise, linear, pointwise, pool};
+use crate::ops::{
+    batchnorm, conv, depthwise, dropout, elementwise, linear, pointwise, pool, reduce,
+};
 
 use super::tape::{Source, Tape, Var};
 
@@ -52,6 +54,13 @@ pub(super) enum Node {
         a: usize,
         b: usize,
     },
+    /// y = sum_j g_j o_j with the gate values known on the host (binary gates, or weights of
+    /// an all-paths step); saves the candidate outputs for dL/dg_j = sum(o_j * dy).
+    GatedSum {
+        out: usize,
+        gates: Vec<(Var, f32)>,
+        outputs: Vec<Var>,
+    },
     GlobalAvgPool {
         out: usize,
         x: usize,
@@ -83,6 +92,7 @@ impl Node {
             | Node::BatchNorm { out, .. }
             | Node::Relu6 { out, .. }
             | Node::Add { out, .. }
+            | Node::GatedSum { out, .. }
             | Node::GlobalAvgPool { out, .. }
             | Node::Linear { out, .. }
             | Node::Dropout { out, .. } => *out,
@@ -104,6 +114,7 @@ impl Node {
             Node::BatchNorm { .. } => "batchnorm",
             Node::Relu6 { .. } => "relu6",
             Node::Add { .. } => "add",
+            Node::GatedSum { .. } => "gated_sum",
             Node::GlobalAvgPool { .. } => "global_avg_pool",
             Node::Linear { .. } => "linear",
             Node::Dropout { .. } => "dropout",
@@ -174,6 +185,12 @@ impl Node {
                     if needs(id) {
                         g.push((id, Rc::clone(dy)));
                     }
+                }
+            }
+            Node::GatedSum { gates, outputs, .. } => {
+                for ((g, value), o) in gates.iter().zip(outputs) {
+                    push(g.id, reduce::dot(gpu, &o.value, dy)?);
+                    push(o.id, elementwise::scale(gpu, dy, *value)?);
                 }
             }
             Node::GlobalAvgPool { x, shape, .. } => {
@@ -300,6 +317,29 @@ impl Tape<'_> {
             out,
             a: a.id,
             b: b.id,
+        }))
+    }
+
+    /// y = sum_j g_j o_j: `gates` are `[1]` tensors (leaves, to get dL/dg_j) with their
+    /// values on the host; `outputs` all of one shape.
+    pub fn gated_sum(&self, gates: &[(Var, f32)], outputs: &[Var]) -> Result<Var> {
+        anyhow::ensure!(
+            !outputs.is_empty() && gates.len() == outputs.len(),
+            "gated_sum: {} gates for {} outputs",
+            gates.len(),
+            outputs.len()
+        );
+        let y = elementwise::scale(self.gpu, &outputs[0].value, gates[0].1)?;
+        for ((_, g), o) in gates.iter().zip(outputs).skip(1) {
+            let term = elementwise::scale(self.gpu, &o.value, *g)?;
+            elementwise::add_assign(self.gpu, &y, &term)?;
+        }
+        let mut inputs: Vec<&Var> = gates.iter().map(|(v, _)| v).collect();
+        inputs.extend(outputs.iter());
+        Ok(self.output(y, &inputs, |out, _| Node::GatedSum {
+            out,
+            gates: gates.to_vec(),
+            outputs: outputs.to_vec(),
         }))
     }
 

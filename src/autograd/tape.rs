@@ -201,6 +201,17 @@ impl<'g> Tape<'g> {
     /// the gradient of every parameter leaf reached. The tape is empty afterwards, and every
     /// activation it saved has gone back to the pool.
     pub fn backward(&self, from: &Var, grad: Tensor) -> Result<Gradients> {
+        Ok(self.backward_watching(from, grad, &[])?.0)
+    }
+
+    /// [`Tape::backward`] that also returns the gradient of each value in `watch` (None where
+    /// no gradient reached it): the architecture step needs dL/dy at every mixed layer.
+    pub fn backward_watching(
+        &self,
+        from: &Var,
+        grad: Tensor,
+        watch: &[&Var],
+    ) -> Result<(Gradients, Vec<Option<Rc<Tensor>>>)> {
         if grad.shape != from.value.shape {
             bail!(
                 "backward: the upstream gradient has shape {:?}, the value {:?}",
@@ -213,17 +224,32 @@ impl<'g> Tape<'g> {
         grads[from.id] = Some(Rc::new(grad));
         let nodes = std::mem::take(&mut *self.nodes.borrow_mut());
         let mut nodes = nodes;
+        let mut watched: Vec<Option<Rc<Tensor>>> = vec![None; watch.len()];
+        let keep = |id: usize, g: &Rc<Tensor>, watched: &mut Vec<Option<Rc<Tensor>>>| {
+            for (w, slot) in watch.iter().zip(watched.iter_mut()) {
+                if w.id == id {
+                    *slot = Some(Rc::clone(g));
+                }
+            }
+        };
         while let Some(node) = nodes.pop() {
             let out = node.output();
             let Some(dy) = grads[out].take() else {
                 continue; // nothing downstream needed this value
             };
+            keep(out, &dy, &mut watched);
             let name = format!("backward {}", node.name());
             let input_grads = self.timed(&name, || node.backward(self.gpu, &dy, &sources))?;
             for (input, g) in input_grads {
                 accumulate(self.gpu, &mut grads[input], g)?;
             }
             // `node` and `dy` drop here: their saved tensors go back to the pool.
+        }
+        // Watched leaves and values whose gradient was never consumed by a node.
+        for (id, g) in grads.iter().enumerate() {
+            if let Some(g) = g {
+                keep(id, g, &mut watched);
+            }
         }
         let mut out = Gradients::default();
         for (id, src) in sources.iter().enumerate() {
@@ -240,7 +266,7 @@ impl<'g> Tape<'g> {
             }
         }
         self.sources.borrow_mut().clear();
-        Ok(out)
+        Ok((out, watched))
     }
 }
 

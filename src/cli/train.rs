@@ -43,9 +43,10 @@ pub struct Args {
     /// Train on the images as they are (no random crop or flip): for short runs.
     #[arg(long)]
     no_augment: bool,
-    /// Images held out of the training set for per-epoch validation.
-    #[arg(long, default_value_t = 5000)]
-    valid: usize,
+    /// Images held out of the training set for per-epoch validation (default: a tenth of it,
+    /// at most 5000: CIFAR-10's usual split).
+    #[arg(long)]
+    valid: Option<usize>,
     /// Input resolution for image folders and the synthetic set (CIFAR is always 32).
     #[arg(long, default_value_t = 32)]
     resolution: usize,

@@ -434,7 +434,7 @@ pub fn test_set(
     };
     match dir {
         None => {
-            let s = DataSource::open(None, size, 0, seed)?;
+            let s = DataSource::open(None, size, Some(0), seed)?;
             let test = s.test.context("the synthetic source has a test set")?;
             Ok(((*test).clone(), stored.unwrap_or(s.norm)))
         }

@@ -30,11 +30,11 @@ pub const SYNTHETIC_TEST: usize = 1000;
 
 impl DataSource {
     /// Reads `dir` (or makes the synthetic set when `None`) at `size` x `size` (CIFAR stays
-    /// 32). `valid` images are held out of the training set.
+    /// 32). `valid` images are held out of the training set (default: a tenth, at most 5000).
     pub fn open(
         dir: Option<&Path>,
         size: usize,
-        valid: usize,
+        valid: Option<usize>,
         synthetic_seed: u64,
     ) -> Result<DataSource> {
         let (name, train, test, augment) = match dir {
@@ -62,6 +62,7 @@ impl DataSource {
                 (d.display().to_string(), train, test, augment)
             }
         };
+        let valid = valid.unwrap_or((train.len() / 10).min(5000));
         Self::from_sets(name, train, test, augment, valid)
     }
 

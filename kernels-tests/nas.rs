@@ -1,0 +1,266 @@
+//! The NAS layer: search spaces, the architecture gradient through binary gates, the `two`
+//! rescale, latency tables and the expected-latency gradient.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use proxyless::autograd::Tape;
+use proxyless::nas::arch::{softmax, softmax_backward, ArchParams};
+use proxyless::nas::latency::{candidate_key, expected_latency, LatencyTable, Stat};
+use proxyless::nas::space::{Candidate, SearchSpace};
+use proxyless::nas::supernet::Supernet;
+use proxyless::nn::layers::Ctx;
+use proxyless::nn::NetConfig;
+use rand::{Rng, SeedableRng};
+
+use crate::common::gpu;
+
+#[test]
+fn cifar_space_has_21_layers_and_derives_the_benchmark_net() {
+    let s = SearchSpace::new("cifar", 1.0, 10).unwrap();
+    assert_eq!(s.layers.len(), 21);
+    let zeros = s
+        .layers
+        .iter()
+        .filter(|l| l.candidates.contains(&Candidate::Zero))
+        .count();
+    // Every stage's blocks after its first, except the single-block last stage and the first
+    // block of stage 1 (16 -> 24, stride 1 but widening).
+    assert_eq!(zeros, 15);
+    let k5e6 = s.layers[0]
+        .candidates
+        .iter()
+        .position(|c| {
+            *c == Candidate::MbConv {
+                kernel: 5,
+                expand: 6,
+            }
+        })
+        .unwrap();
+    let derived = s.derive(&vec![k5e6; 21]).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/nets/cifar-mb6k5.config");
+    assert_eq!(derived, NetConfig::load(&path).unwrap());
+    let err = format!("{:#}", SearchSpace::new("mnist", 1.0, 10).unwrap_err());
+    assert!(err.contains("cifar") && err.contains("imagenet"), "{err}");
+    // Width 0.5 halves (to multiples of 8) every stage.
+    let half = SearchSpace::new("imagenet", 0.5, 1000).unwrap();
+    assert_eq!(half.first_conv.out_channels, 16);
+    assert_eq!(half.layers[20].out_channels, 160);
+    assert_eq!(half.feature_mix.out_channels, 1280);
+}
+
+/// dL/dg from our autograd (y = x + sum_j g_j o_j(x) at the one-hot g, gates as leaves) equals
+/// the supernet's recomputed sum(o_j * dL/dy); times the softmax Jacobian diag(p) - p p^T it
+/// is the full_v2 architecture gradient.
+#[test]
+fn full_v2_gate_gradient_matches_autograd_through_the_gates() {
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let net = Supernet::new(gpu, &space, 7).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let layer = 2; // stride 1, 8 -> 8 channels at width 0.25: residual, with Zero
+    let l = &net.layers[layer];
+    assert!(l.residual && l.ops.len() == 7);
+    let spec = &space.layers[layer];
+    let (n, s, c) = (2, spec.input_size, spec.in_channels);
+    let xv: Vec<f32> = (0..n * s * s * c)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let target: Vec<f32> = (0..n * s * s * c)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let active = 3;
+
+    // Autograd through explicit gates: y = x + sum_j g_j o_j(x), L = sum(y * target).
+    let tape = Tape::new(gpu, 0);
+    let x = tape.constant(gpu.upload(&xv, &[n, s, s, c]).unwrap());
+    let ctx = Ctx {
+        tape: &tape,
+        params: &net.params,
+        train: true,
+        bn_momentum: 0.1,
+        bn_eps: 1e-3,
+    };
+    let mut gates = Vec::new();
+    let mut outs = Vec::new();
+    for (j, op) in l.ops.iter().enumerate() {
+        let Some(op) = op else { continue };
+        let g = if j == active { 1.0f32 } else { 0.0 };
+        let gt = Rc::new(gpu.upload(&[g], &[1]).unwrap());
+        gates.push((tape.param(1000 + j, &gt, true), g));
+        outs.push(op.forward(&ctx, &x).unwrap());
+    }
+    let mixed = tape.gated_sum(&gates, &outs).unwrap();
+    let y = tape.add(&mixed, &x).unwrap();
+    let dy = gpu.upload(&target, &[n, s, s, c]).unwrap();
+    let grads = tape.backward(&y, dy).unwrap();
+    let mut autograd = vec![0.0f64; l.ops.len()];
+    for (index, g) in &grads.by_param {
+        if *index >= 1000 {
+            autograd[index - 1000] = gpu.read_f32(g).unwrap()[0] as f64;
+        }
+    }
+
+    // The supernet's path: dL/dy is `target`; every candidate recomputed.
+    let xt = Rc::new(gpu.upload(&xv, &[n, s, s, c]).unwrap());
+    let dy = gpu.upload(&target, &[n, s, s, c]).unwrap();
+    let ours: Vec<f64> = net
+        .gate_gradients(gpu, layer, &xt, &dy, true)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.map_or(0.0, |t| gpu.read_f32(&t).unwrap()[0] as f64))
+        .collect();
+    let diff: f64 = ours
+        .iter()
+        .zip(&autograd)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = autograd.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(
+        norm > 0.0 && diff / norm < 1e-6,
+        "dL/dg {ours:?} vs autograd {autograd:?}"
+    );
+
+    // Times the Jacobian, written out as a matrix.
+    let alpha: Vec<f64> = (0..7).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let p = softmax(&alpha);
+    let by_matrix: Vec<f64> = (0..7)
+        .map(|i| {
+            (0..7)
+                .map(|j| autograd[j] * (if i == j { p[i] } else { 0.0 } - p[i] * p[j]))
+                .sum()
+        })
+        .collect();
+    let ours = softmax_backward(&p, &ours);
+    let diff: f64 = ours
+        .iter()
+        .zip(&by_matrix)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = by_matrix.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(diff / norm < 1e-6, "{ours:?} vs {by_matrix:?}");
+}
+
+/// A `two`-mode Adam step followed by the rescale leaves every unsampled op's probability
+/// unchanged, and moves the pair.
+#[test]
+fn two_mode_rescale_keeps_unsampled_probabilities() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut arch = ArchParams::new(&[7, 6, 7], 0.05, &mut rng);
+    for l in 0..3 {
+        for v in arch.alpha[l].iter_mut() {
+            *v = rng.random_range(-2.0..2.0);
+        }
+    }
+    for step in 0..20 {
+        let before = arch.probs();
+        let l = step % 3;
+        let n = arch.alpha[l].len();
+        let pair = (step % n, (step * 3 + 1) % n);
+        let pair = if pair.0 == pair.1 {
+            (pair.0, (pair.1 + 1) % n)
+        } else {
+            pair
+        };
+        let mut g: Vec<Vec<f64>> = arch.alpha.iter().map(|a| vec![0.0; a.len()]).collect();
+        g[l][pair.0] = rng.random_range(-1.0..1.0);
+        g[l][pair.1] = rng.random_range(-1.0..1.0);
+        let old = (arch.alpha[l][pair.0], arch.alpha[l][pair.1]);
+        arch.adam_step(&g);
+        arch.rescale_pair(l, pair, old);
+        let after = arch.probs();
+        for (ll, (b, a)) in before.iter().zip(&after).enumerate() {
+            for k in 0..b.len() {
+                if ll == l && (k == pair.0 || k == pair.1) {
+                    continue;
+                }
+                assert!(
+                    (a[k] - b[k]).abs() <= 1e-6 * b[k].max(1e-12),
+                    "layer {ll} op {k}: {} -> {}",
+                    b[k],
+                    a[k]
+                );
+            }
+        }
+        assert!(
+            (after[l][pair.0] - before[l][pair.0]).abs() > 0.0,
+            "the pair moved"
+        );
+    }
+}
+
+/// dE/dalpha of the expected latency against central differences.
+#[test]
+fn expected_latency_gradient_matches_finite_differences() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let lat: Vec<Vec<f64>> = (0..4)
+        .map(|_| (0..7).map(|_| rng.random_range(0.0..3.0)).collect())
+        .collect();
+    let alpha: Vec<Vec<f64>> = (0..4)
+        .map(|_| (0..7).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    let e_of = |a: &Vec<Vec<f64>>| {
+        let p: Vec<Vec<f64>> = a.iter().map(|x| softmax(x)).collect();
+        expected_latency(1.5, &lat, &p).0
+    };
+    let p: Vec<Vec<f64>> = alpha.iter().map(|x| softmax(x)).collect();
+    let (_, grad) = expected_latency(1.5, &lat, &p);
+    let h = 1e-6;
+    for l in 0..4 {
+        for i in 0..7 {
+            let mut up = alpha.clone();
+            up[l][i] += h;
+            let mut down = alpha.clone();
+            down[l][i] -= h;
+            let fd = (e_of(&up) - e_of(&down)) / (2.0 * h);
+            assert!(
+                (fd - grad[l][i]).abs() < 1e-7,
+                "layer {l} op {i}: {fd} vs {}",
+                grad[l][i]
+            );
+        }
+    }
+}
+
+#[test]
+fn latency_tables_round_trip_and_the_official_one_loads() {
+    let space = SearchSpace::new("cifar", 1.0, 10).unwrap();
+    let mut t = LatencyTable {
+        adapter: "test adapter".into(),
+        driver: "d 1".into(),
+        batch: 8,
+        ..Default::default()
+    };
+    for l in &space.layers {
+        for &c in &l.candidates {
+            if let Some(k) = candidate_key(l, c) {
+                t.entries.insert(
+                    k,
+                    Stat {
+                        count: 10,
+                        mean: 0.25,
+                        var: 0.01,
+                    },
+                );
+            }
+        }
+    }
+    let again = LatencyTable::parse(&t.to_yaml(), "test").unwrap();
+    assert_eq!(again, t);
+    let lat = again.per_candidate(&space).unwrap();
+    assert_eq!(lat.len(), 21);
+    let err = format!("{:#}", again.fixed(&space).unwrap_err());
+    assert!(err.contains("Conv-input:32x32x3-output:32x32x32"), "{err}");
+
+    let official =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/official/mobile_trim.yaml");
+    if official.exists() {
+        let t = LatencyTable::load(&official).unwrap();
+        let imagenet = SearchSpace::new("imagenet", 1.0, 1000).unwrap();
+        assert!(t.fixed(&imagenet).unwrap() > 0.0);
+        let lat = t.per_candidate(&imagenet).unwrap();
+        assert!(lat.iter().flatten().all(|v| v.is_finite() && *v >= 0.0));
+    }
+}

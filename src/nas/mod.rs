@@ -1,0 +1,8 @@
+//! Layer 6: ProxylessNAS. Search spaces, the supernet with binary gates, architecture
+//! parameters and their gradient and REINFORCE updates, latency tables measured on the
+//! searching adapter.
+
+pub mod arch;
+pub mod latency;
+pub mod space;
+pub mod supernet;

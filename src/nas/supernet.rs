@@ -1,0 +1,210 @@
+//! The over-parameterised network: every mixed layer holds all of its candidates' weights, but a
+//! forward runs only the active candidate of each layer (binary gates), so activations are
+//! those of one ordinary network.
+
+use std::rc::Rc;
+
+use anyhow::{bail, Result};
+
+use crate::autograd::{Tape, Var};
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::config::MbConvSpec;
+use crate::nn::layers::{Builder, ConvBnAct, Ctx, Linear, MbConv};
+use crate::nn::params::{seeded, ParamStore};
+use crate::ops;
+
+use super::space::{Candidate, SearchSpace};
+
+/// One mixed layer: a block per candidate (None for Zero).
+pub struct MixedLayer {
+    pub ops: Vec<Option<MbConv>>,
+    pub residual: bool,
+}
+
+pub struct Supernet {
+    pub space: SearchSpace,
+    pub params: ParamStore,
+    pub first_conv: ConvBnAct,
+    pub first_block: MbConv,
+    pub layers: Vec<MixedLayer>,
+    pub feature_mix: ConvBnAct,
+    pub classifier: Linear,
+    zero_bias: Rc<Tensor>,
+}
+
+/// What the forward of a mixed layer saw, for the architecture gradient: its input and its
+/// output (input + candidate output for residual layers).
+pub struct LayerTrace {
+    pub input: Var,
+    pub output: Var,
+}
+
+impl Supernet {
+    /// Parameters under the official supernet names:
+    /// `blocks.{1 + i}.mobile_inverted_conv.candidate_ops.{j}.…` for candidate j of mixed layer i.
+    pub fn new(gpu: &Gpu, space: &SearchSpace, seed: u64) -> Result<Supernet> {
+        let mut rng = seeded(seed);
+        let mut store = ParamStore::default();
+        let mut b = Builder {
+            gpu,
+            rng: &mut rng,
+            store: &mut store,
+        };
+        let first_conv = ConvBnAct::from_spec(&mut b, "first_conv", &space.first_conv)?;
+        let first_block = MbConv::new(&mut b, "blocks.0.mobile_inverted_conv", &space.first_block)?;
+        let mut layers = Vec::new();
+        for (i, l) in space.layers.iter().enumerate() {
+            let mut ops = Vec::new();
+            for (j, c) in l.candidates.iter().enumerate() {
+                ops.push(match *c {
+                    Candidate::MbConv { kernel, expand } => Some(MbConv::new(
+                        &mut b,
+                        &format!("blocks.{}.mobile_inverted_conv.candidate_ops.{j}", i + 1),
+                        &MbConvSpec {
+                            in_channels: l.in_channels,
+                            out_channels: l.out_channels,
+                            kernel,
+                            stride: l.stride,
+                            expand_ratio: expand,
+                            mid_channels: l.in_channels * expand,
+                        },
+                    )?),
+                    Candidate::Zero => None,
+                });
+            }
+            layers.push(MixedLayer {
+                ops,
+                residual: l.residual(),
+            });
+        }
+        let feature_mix = ConvBnAct::from_spec(&mut b, "feature_mix_layer", &space.feature_mix)?;
+        let c = &space.classifier;
+        let classifier = Linear::new(
+            &mut b,
+            "classifier.linear",
+            c.in_features,
+            c.out_features,
+            c.bias,
+            c.dropout,
+        )?;
+        let zero_bias = Rc::new(gpu.upload(&vec![0f32; c.out_features], &[c.out_features])?);
+        Ok(Supernet {
+            space: space.clone(),
+            params: store,
+            first_conv,
+            first_block,
+            layers,
+            feature_mix,
+            classifier,
+            zero_bias,
+        })
+    }
+
+    fn ctx<'a, 'g>(&'a self, tape: &'a Tape<'g>, train: bool) -> Ctx<'a, 'g> {
+        Ctx {
+            tape,
+            params: &self.params,
+            train,
+            bn_momentum: 0.1,
+            bn_eps: 1e-3,
+        }
+    }
+
+    /// Logits for images `x` with candidate `active[i]` at mixed layer i; nothing of the other
+    /// candidates runs. Also the input and output of every mixed layer.
+    pub fn forward(
+        &self,
+        tape: &Tape,
+        x: &Var,
+        active: &[usize],
+        train: bool,
+    ) -> Result<(Var, Vec<LayerTrace>)> {
+        if active.len() != self.layers.len() {
+            bail!(
+                "{} active ops for {} mixed layers",
+                active.len(),
+                self.layers.len()
+            );
+        }
+        let ctx = self.ctx(tape, train);
+        let h = self.first_conv.forward(&ctx, x)?;
+        let mut h = self.first_block.forward(&ctx, &h)?;
+        let mut traces = Vec::with_capacity(self.layers.len());
+        for (layer, &k) in self.layers.iter().zip(active) {
+            let y = self.layer_output(&ctx, layer, k, &h)?;
+            traces.push(LayerTrace {
+                input: h,
+                output: y.clone(),
+            });
+            h = y;
+        }
+        let h = self.feature_mix.forward(&ctx, &h)?;
+        let pooled = tape.global_avg_pool(&h)?;
+        let zero = tape.constant_shared(&self.zero_bias);
+        Ok((self.classifier.forward(&ctx, &pooled, &zero)?, traces))
+    }
+
+    /// Output of mixed layer `layer` with candidate `k` on input `x`.
+    fn layer_output(&self, ctx: &Ctx, layer: &MixedLayer, k: usize, x: &Var) -> Result<Var> {
+        let Some(slot) = layer.ops.get(k) else {
+            bail!(
+                "candidate {k} out of range ({} candidates)",
+                layer.ops.len()
+            );
+        };
+        Ok(match (slot, layer.residual) {
+            (Some(op), true) => {
+                let o = op.forward(ctx, x)?;
+                ctx.tape.add(&o, x)?
+            }
+            (Some(op), false) => op.forward(ctx, x)?,
+            (None, _) => x.clone(),
+        })
+    }
+
+    /// dL/dg_k = sum(o_k(x) * dL/dy) for every candidate k of mixed layer `i`, each o_k
+    /// recomputed without a tape (BN on batch statistics) so only one candidate's activations
+    /// exist at a time. Zero gives 0. The sums stay on the device, one `[1]` tensor each.
+    pub fn gate_gradients(
+        &self,
+        gpu: &Gpu,
+        i: usize,
+        x: &Rc<Tensor>,
+        dy: &Tensor,
+        train_bn: bool,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let tape = Tape::new(gpu, 0);
+        let _no_grad = tape.no_grad();
+        let ctx = self.ctx(&tape, train_bn);
+        let xv = tape.constant_shared(x);
+        let mut out = Vec::new();
+        for op in &self.layers[i].ops {
+            out.push(match op {
+                Some(op) => {
+                    let o = op.forward(&ctx, &xv)?;
+                    Some(ops::reduce::dot(gpu, o.value(), dy)?)
+                }
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The candidate tensors of mixed layer `i`'s candidate `k` (their parameter indices).
+    pub fn candidate_params(&self, i: usize, k: usize) -> Vec<usize> {
+        let Some(Some(op)) = self.layers.get(i).and_then(|l| l.ops.get(k)) else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        for c in [op.expand.as_ref(), Some(&op.depth), Some(&op.project)]
+            .into_iter()
+            .flatten()
+        {
+            v.push(c.weight);
+            if let Some(bn) = &c.bn {
+                v.extend([bn.gamma, bn.beta, bn.running_mean, bn.running_var]);
+            }
+        }
+        v
+    }
+}
