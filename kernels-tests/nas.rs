@@ -105,7 +105,7 @@ fn full_v2_gate_gradient_matches_autograd_through_the_gates() {
     let xt = Rc::new(gpu.upload(&xv, &[n, s, s, c]).unwrap());
     let dy = gpu.upload(&target, &[n, s, s, c]).unwrap();
     let ours: Vec<f64> = net
-        .gate_gradients(gpu, layer, &xt, &dy, true)
+        .gate_gradients(gpu, layer, &xt, &dy, true, &[0, 1, 2, 3, 4, 5, 6])
         .unwrap()
         .into_iter()
         .map(|t| t.map_or(0.0, |t| gpu.read_f32(&t).unwrap()[0] as f64))

@@ -57,6 +57,8 @@ pub struct Tape<'g> {
     sources: RefCell<Vec<Source>>,
     pub(super) nodes: RefCell<Vec<Node>>,
     grad_enabled: Cell<bool>,
+    /// Parameters enter as constants (architecture steps: weights frozen, no dW computed).
+    params_frozen: Cell<bool>,
     /// Dropout masks are hashed from this and a per-op counter, so a step is reproducible.
     pub(super) seed: Cell<u32>,
     /// When set, every op is timed alone (the device synchronised around it): seconds and
@@ -83,6 +85,7 @@ impl<'g> Tape<'g> {
             sources: RefCell::new(Vec::new()),
             nodes: RefCell::new(Vec::new()),
             grad_enabled: Cell::new(true),
+            params_frozen: Cell::new(false),
             seed: Cell::new(seed),
             profile: RefCell::new(None),
         }
@@ -147,6 +150,17 @@ impl<'g> Tape<'g> {
         self.push_value(Rc::new(t), Source::Constant)
     }
 
+    /// From now on parameters are constants: a backward computes data gradients only.
+    pub fn freeze_params(&self) {
+        self.params_frozen.set(true);
+    }
+
+    /// A new value sharing `v`'s tensor whose gradient is wanted (so that everything computed
+    /// from it is recorded even when nothing before it needs a gradient).
+    pub fn requiring_grad(&self, v: &Var) -> Var {
+        self.push_value(Rc::clone(&v.value), Source::Computed)
+    }
+
     /// A data value held elsewhere too (a constant tensor reused across steps).
     pub fn constant_shared(&self, t: &Rc<Tensor>) -> Var {
         self.push_value(Rc::clone(t), Source::Constant)
@@ -155,7 +169,7 @@ impl<'g> Tape<'g> {
     /// A parameter leaf. `index` is the caller's name for it in [`Gradients`]; a frozen
     /// parameter (`trainable == false`) is treated as a constant.
     pub fn param(&self, index: usize, t: &Rc<Tensor>, trainable: bool) -> Var {
-        let src = if trainable && self.grad_enabled() {
+        let src = if trainable && self.grad_enabled() && !self.params_frozen.get() {
             Source::Param(index)
         } else {
             Source::Constant

@@ -4,5 +4,7 @@
 
 pub mod arch;
 pub mod latency;
+pub mod measure;
+pub mod search;
 pub mod space;
 pub mod supernet;

@@ -119,6 +119,29 @@ impl Supernet {
         active: &[usize],
         train: bool,
     ) -> Result<(Var, Vec<LayerTrace>)> {
+        self.run(tape, x, active, train, false)
+    }
+
+    /// The architecture step's forward (training-mode BN): the first mixed layer's input is
+    /// made a value that needs a gradient, so that with frozen weights the tape still records
+    /// every mixed layer and dL/dy reaches each of them.
+    pub fn forward_from_leaf(
+        &self,
+        tape: &Tape,
+        x: &Var,
+        active: &[usize],
+    ) -> Result<(Var, Vec<LayerTrace>)> {
+        self.run(tape, x, active, true, true)
+    }
+
+    fn run(
+        &self,
+        tape: &Tape,
+        x: &Var,
+        active: &[usize],
+        train: bool,
+        leaf: bool,
+    ) -> Result<(Var, Vec<LayerTrace>)> {
         if active.len() != self.layers.len() {
             bail!(
                 "{} active ops for {} mixed layers",
@@ -129,6 +152,9 @@ impl Supernet {
         let ctx = self.ctx(tape, train);
         let h = self.first_conv.forward(&ctx, x)?;
         let mut h = self.first_block.forward(&ctx, &h)?;
+        if leaf {
+            h = tape.requiring_grad(&h);
+        }
         let mut traces = Vec::with_capacity(self.layers.len());
         for (layer, &k) in self.layers.iter().zip(active) {
             let y = self.layer_output(&ctx, layer, k, &h)?;
@@ -164,7 +190,8 @@ impl Supernet {
 
     /// dL/dg_k = sum(o_k(x) * dL/dy) for every candidate k of mixed layer `i`, each o_k
     /// recomputed without a tape (BN on batch statistics) so only one candidate's activations
-    /// exist at a time. Zero gives 0. The sums stay on the device, one `[1]` tensor each.
+    /// exist at a time; only the candidates in `involved`, None for the others and for Zero
+    /// (whose output is 0). The sums stay on the device, one `[1]` tensor each.
     pub fn gate_gradients(
         &self,
         gpu: &Gpu,
@@ -172,19 +199,20 @@ impl Supernet {
         x: &Rc<Tensor>,
         dy: &Tensor,
         train_bn: bool,
+        involved: &[usize],
     ) -> Result<Vec<Option<Tensor>>> {
         let tape = Tape::new(gpu, 0);
         let _no_grad = tape.no_grad();
         let ctx = self.ctx(&tape, train_bn);
         let xv = tape.constant_shared(x);
         let mut out = Vec::new();
-        for op in &self.layers[i].ops {
+        for (k, op) in self.layers[i].ops.iter().enumerate() {
             out.push(match op {
-                Some(op) => {
+                Some(op) if involved.contains(&k) => {
                     let o = op.forward(&ctx, &xv)?;
                     Some(ops::reduce::dot(gpu, o.value(), dy)?)
                 }
-                None => None,
+                _ => None,
             });
         }
         Ok(out)

@@ -1,0 +1,351 @@
+//! The search: weight steps on sampled paths, architecture steps (gradient through binary
+//! gates, or REINFORCE) with a latency-aware loss, and the derived net with inherited weights.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+
+use crate::autograd::Tape;
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::optim::Optimizer;
+use crate::nn::Network;
+use crate::ops::loss;
+
+use super::arch::{sample, sample_two, softmax, softmax_backward, ArchParams, GateMode};
+use super::latency::expected_latency;
+use super::supernet::Supernet;
+
+/// How the expected cost enters the architecture loss (DESIGN.md section 5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossForm {
+    /// CE * a * (log E / log T)^b.
+    MulLog { a: f64, b: f64 },
+    /// CE + l * (E - T) / T.
+    AddLinear { l: f64 },
+}
+
+pub const LOSS_FORMS: &[&str] = &["mul#log", "add#linear"];
+
+impl LossForm {
+    pub fn parse(s: &str) -> Result<LossForm> {
+        match s {
+            "mul#log" => Ok(LossForm::MulLog { a: 0.2, b: 0.3 }),
+            "add#linear" => Ok(LossForm::AddLinear { l: 0.1 }),
+            other => bail!("unknown loss form {other:?}; valid: {}", LOSS_FORMS.join(", ")),
+        }
+    }
+
+    /// The loss and its derivatives in CE and in E.
+    pub fn value(&self, ce: f64, e: f64, target: f64) -> Result<(f64, f64, f64)> {
+        match *self {
+            LossForm::MulLog { a, b } => {
+                if e <= 1.0 || target <= 1.0 {
+                    bail!(
+                        "mul#log needs an expected cost and a target above 1 (got {e:.4} and {target:.4}): \
+                         use --loss add#linear, or a larger --latency-batch"
+                    );
+                }
+                let r = e.ln() / target.ln();
+                let f = a * r.powf(b);
+                let df_de = a * b * r.powf(b - 1.0) / (e * target.ln());
+                Ok((ce * f, f, ce * df_de))
+            }
+            LossForm::AddLinear { l } => Ok((ce + l * (e - target) / target, 1.0, l / target)),
+        }
+    }
+}
+
+/// The cost the search trades against accuracy: per candidate and fixed.
+#[derive(Clone, Debug)]
+pub struct Costs {
+    pub fixed: f64,
+    pub per_candidate: Vec<Vec<f64>>,
+    pub target: f64,
+    pub form: LossForm,
+    /// "ms" or "MMAC".
+    pub unit: &'static str,
+}
+
+impl Costs {
+    pub fn expected(&self, probs: &[Vec<f64>]) -> (f64, Vec<Vec<f64>>) {
+        expected_latency(self.fixed, &self.per_candidate, probs)
+    }
+
+    /// Cost of one architecture.
+    pub fn of(&self, choice: &[usize]) -> f64 {
+        self.fixed
+            + self
+                .per_candidate
+                .iter()
+                .zip(choice)
+                .map(|(c, &k)| c[k])
+                .sum::<f64>()
+    }
+
+    /// The cheapest architecture and its cost.
+    pub fn cheapest(&self) -> (Vec<usize>, f64) {
+        let choice: Vec<usize> = self
+            .per_candidate
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold((0, f64::INFINITY), |b, (i, &v)| if v < b.1 { (i, v) } else { b })
+                    .0
+            })
+            .collect();
+        let cost = self.of(&choice);
+        (choice, cost)
+    }
+}
+
+/// What an architecture step saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ArchStepInfo {
+    pub ce: f64,
+    pub expected: f64,
+    pub accuracy: f64,
+}
+
+/// One weight step on the path `active` (only its candidates get gradients and updates).
+#[allow(clippy::too_many_arguments)]
+pub fn weight_step(
+    gpu: &Gpu,
+    net: &Supernet,
+    opt: &mut Optimizer,
+    (x, y): (Tensor, &Tensor),
+    active: &[usize],
+    lr: f32,
+    smoothing: f32,
+    seed: u32,
+) -> Result<(Tensor, Tensor)> {
+    let tape = Tape::new(gpu, seed);
+    let xv = tape.constant(x);
+    let (logits, traces) = net.forward(&tape, &xv, active, true)?;
+    drop((xv, traces));
+    let (l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), y, smoothing)?;
+    let correct = loss::count_correct(gpu, logits.value(), y)?;
+    let grads = tape.backward(&logits, dl)?;
+    drop(logits);
+    opt.step(gpu, &net.params, &grads, lr)?;
+    Ok((l, correct))
+}
+
+/// One gradient architecture step on a validation batch (weights frozen, BN on batch
+/// statistics, plain CE), then Adam on alpha (and the rescale in `two` mode).
+pub fn arch_step_gradient(
+    gpu: &Gpu,
+    net: &Supernet,
+    arch: &mut ArchParams,
+    (x, y): (Tensor, &Tensor),
+    mode: GateMode,
+    costs: Option<&Costs>,
+    rng: &mut StdRng,
+) -> Result<ArchStepInfo> {
+    let probs = arch.probs();
+    // Active op per layer, and the candidates whose gate gradient is needed.
+    let mut active = Vec::new();
+    let mut involved: Vec<Vec<usize>> = Vec::new();
+    for (l, p) in probs.iter().enumerate() {
+        match mode {
+            GateMode::FullV2 => {
+                active.push(sample(p, rng));
+                involved.push((0..p.len()).collect());
+            }
+            GateMode::Two => {
+                let (a, b) = sample_two(p, rng);
+                let p2 = softmax(&[arch.alpha[l][a], arch.alpha[l][b]]);
+                active.push(if sample(&p2, rng) == 0 { a } else { b });
+                involved.push(vec![a, b]);
+            }
+        }
+    }
+    let n = y.numel();
+    let tape = Tape::new(gpu, 0);
+    tape.freeze_params();
+    let xv = tape.constant(x);
+    let (logits, traces) = net.forward_from_leaf(&tape, &xv, &active)?;
+    let (ce_t, dl) = loss::softmax_cross_entropy(gpu, logits.value(), y, 0.0)?;
+    let correct = loss::count_correct(gpu, logits.value(), y)?;
+    let watch: Vec<&crate::autograd::Var> = traces.iter().map(|t| &t.output).collect();
+    let (_, dys) = tape.backward_watching(&logits, dl, &watch)?;
+    drop(logits);
+    // dL/dg for the involved candidates of every layer, summed on the device, read at once.
+    let mut sums = Vec::new();
+    for (l, (t, dy)) in traces.iter().zip(&dys).enumerate() {
+        let Some(dy) = dy else {
+            bail!("no gradient reached mixed layer {l}");
+        };
+        sums.push(net.gate_gradients(gpu, l, &t.input.tensor(), dy, true, &involved[l])?);
+    }
+    drop((traces, dys));
+    let ce = gpu.read_f32(&ce_t)?[0] as f64;
+    let accuracy = gpu.read_f32(&correct)?[0] as f64 / n as f64;
+    let mut dg: Vec<Vec<f64>> = Vec::new();
+    for s in &sums {
+        let mut v = Vec::new();
+        for t in s {
+            v.push(match t {
+                Some(t) => gpu.read_f32(t)?[0] as f64,
+                None => 0.0,
+            });
+        }
+        dg.push(v);
+    }
+    // CE's gradient in alpha through the softmax (of all ops, or of the pair).
+    let mut grad: Vec<Vec<f64>> = probs.iter().map(|p| vec![0.0; p.len()]).collect();
+    for (l, inv) in involved.iter().enumerate() {
+        match mode {
+            GateMode::FullV2 => grad[l] = softmax_backward(&probs[l], &dg[l]),
+            GateMode::Two => {
+                let (a, b) = (inv[0], inv[1]);
+                let p2 = softmax(&[arch.alpha[l][a], arch.alpha[l][b]]);
+                let g2 = softmax_backward(&p2, &[dg[l][a], dg[l][b]]);
+                grad[l][a] = g2[0];
+                grad[l][b] = g2[1];
+            }
+        }
+    }
+    let mut expected = 0.0;
+    if let Some(c) = costs {
+        let (e, de) = c.expected(&probs);
+        expected = e;
+        let (_, dce, dexp) = c.form.value(ce, e, c.target)?;
+        for (l, inv) in involved.iter().enumerate() {
+            for k in 0..grad[l].len() {
+                // In `two` mode only the pair moves, so that the rescale keeps the others.
+                let latency_part = if inv.contains(&k) { de[l][k] } else { 0.0 };
+                grad[l][k] = dce * grad[l][k] + dexp * latency_part;
+            }
+        }
+    }
+    let old: Vec<(f64, f64)> = involved
+        .iter()
+        .enumerate()
+        .map(|(l, inv)| (arch.alpha[l][inv[0]], arch.alpha[l][inv[inv.len().min(2) - 1]]))
+        .collect();
+    arch.adam_step(&grad);
+    if mode == GateMode::Two {
+        for (l, inv) in involved.iter().enumerate() {
+            arch.rescale_pair(l, (inv[0], inv[1]), old[l]);
+        }
+    }
+    Ok(ArchStepInfo {
+        ce,
+        expected,
+        accuracy,
+    })
+}
+
+/// REINFORCE state: the moving baseline of the reward.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Baseline(pub Option<f64>);
+
+/// One REINFORCE step: `samples` architectures scored on the same batch without gradients,
+/// reward acc * (T / cost)^w (acc alone without costs), baseline b <- b + 0.99 (mean R - b),
+/// gradient -(1/M) sum (R_m - b) grad log p(m), Adam.
+#[allow(clippy::too_many_arguments)]
+pub fn arch_step_reinforce(
+    gpu: &Gpu,
+    net: &Supernet,
+    arch: &mut ArchParams,
+    (x, y): (Tensor, &Tensor),
+    samples: usize,
+    exponent: f64,
+    costs: Option<&Costs>,
+    baseline: &mut Baseline,
+    rng: &mut StdRng,
+) -> Result<ArchStepInfo> {
+    let probs = arch.probs();
+    let n = y.numel();
+    let x = std::rc::Rc::new(x);
+    let mut scored = Vec::new();
+    for _ in 0..samples.max(1) {
+        let choice: Vec<usize> = probs.iter().map(|p| sample(p, rng)).collect();
+        let tape = Tape::new(gpu, 0);
+        let _g = tape.no_grad();
+        let xv = tape.constant_shared(&x);
+        let (logits, _) = net.forward(&tape, &xv, &choice, true)?;
+        let correct = loss::count_correct(gpu, logits.value(), y)?;
+        scored.push((choice, correct));
+    }
+    let mut rewards = Vec::new();
+    let mut mean_acc = 0.0;
+    for (choice, correct) in &scored {
+        let acc = gpu.read_f32(correct)?[0] as f64 / n as f64;
+        mean_acc += acc / scored.len() as f64;
+        let r = match costs {
+            Some(c) => acc * (c.target / c.of(choice)).powf(exponent),
+            None => acc,
+        };
+        rewards.push(r);
+    }
+    let mean_r = rewards.iter().sum::<f64>() / rewards.len() as f64;
+    let b = match baseline.0 {
+        None => mean_r,
+        Some(b) => b + 0.99 * (mean_r - b),
+    };
+    baseline.0 = Some(b);
+    let mut grad: Vec<Vec<f64>> = probs.iter().map(|p| vec![0.0; p.len()]).collect();
+    let m = scored.len() as f64;
+    for ((choice, _), r) in scored.iter().zip(&rewards) {
+        for (l, &k) in choice.iter().enumerate() {
+            for (i, g) in grad[l].iter_mut().enumerate() {
+                let dlogp = if i == k { 1.0 } else { 0.0 } - probs[l][i];
+                *g -= (r - b) * dlogp / m;
+            }
+        }
+    }
+    arch.adam_step(&grad);
+    Ok(ArchStepInfo {
+        ce: f64::NAN,
+        expected: costs.map_or(0.0, |c| c.expected(&probs).0),
+        accuracy: mean_acc,
+    })
+}
+
+/// The derived net (argmax per layer) with the weights of the chosen candidates.
+pub fn derive(gpu: &Gpu, net: &Supernet, arch: &ArchParams) -> Result<Network> {
+    let choice = arch.argmax();
+    let config = net.space.derive(&choice)?;
+    let derived = Network::new(gpu, &config, 0)?;
+    let by_name: HashMap<&str, usize> = net
+        .params
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    for p in &derived.params.params {
+        let source = supernet_name(&p.name, &choice);
+        let i = *by_name
+            .get(source.as_str())
+            .with_context(|| format!("derive: the supernet has no {source} for {}", p.name))?;
+        gpu.copy(&net.params.params[i].value.buf, &p.value.buf)?;
+    }
+    Ok(derived)
+}
+
+/// The supernet's name of a derived net's tensor: block i > 0 is mixed layer i - 1, whose
+/// chosen candidate holds the weights.
+fn supernet_name(name: &str, choice: &[usize]) -> String {
+    let Some(rest) = name.strip_prefix("blocks.") else {
+        return name.to_string();
+    };
+    let Some((i, tail)) = rest.split_once('.') else {
+        return name.to_string();
+    };
+    match i.parse::<usize>() {
+        Ok(i) if i > 0 && i <= choice.len() => {
+            let tail = tail
+                .strip_prefix("mobile_inverted_conv.")
+                .unwrap_or(tail);
+            format!(
+                "blocks.{i}.mobile_inverted_conv.candidate_ops.{}.{tail}",
+                choice[i - 1]
+            )
+        }
+        _ => name.to_string(),
+    }
+}
