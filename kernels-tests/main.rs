@@ -1,5 +1,6 @@
-//! Kernel correctness: every GPU kernel against the f64 CPU reference, and every reference
-//! backward against central finite differences.
+//! The test suite: every GPU kernel against the f64 CPU reference, every reference backward
+//! against central finite differences, network gradients, training, data, the NAS layer and
+//! the command line.
 
 mod autograd;
 mod bad_input_conv_bn;
@@ -13,4 +14,5 @@ mod gpu_kernels;
 mod nas;
 mod pool;
 mod reference_fd;
+mod search;
 mod training;

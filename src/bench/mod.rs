@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+pub mod memory;
 mod network;
 
 use crate::gpu::{Gpu, Tensor};
@@ -18,7 +19,7 @@ pub const CPU_SGEMM_PEAK_GFLOPS: f64 = 260.0;
 pub const CPU_COPY_GBPS: f64 = 19.0;
 
 /// Names of the workloads `bench` knows.
-pub const WORKLOADS: &[&str] = &["pw", "dw5", "dw3s2", "mbconv", "step"];
+pub const WORKLOADS: &[&str] = &["pw", "dw5", "dw3s2", "mbconv", "step", "memory"];
 
 /// One measured workload.
 #[derive(Clone, Debug, Serialize)]
@@ -93,6 +94,7 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
         }
         "mbconv" => return network::mbconv(gpu, &mut rng, reps),
         "step" => return network::step(gpu, &mut rng, reps),
+        "memory" => bail!("memory is run by memory::run (it reports three modes)"),
         other => bail!(
             "unknown workload {other:?}; valid: {}",
             WORKLOADS.join(", ")

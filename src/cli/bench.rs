@@ -24,6 +24,24 @@ pub fn run(gpu: &Gpu, args: Args) -> Result<()> {
         None => WORKLOADS.to_vec(),
     };
     for name in names {
+        if name == "memory" {
+            let rs = proxyless::bench::memory::run(gpu, "cifar", 1.0, 32)?;
+            let standalone = rs[0].peak_bytes as f64;
+            for r in &rs {
+                if args.json {
+                    println!("{}", serde_json::to_string(r)?);
+                } else {
+                    println!(
+                        "memory {:<11} peak {:>8.1} MiB  weights+grads+state {:>7.1} MiB  ({:.2}x standalone)",
+                        r.mode,
+                        r.peak_bytes as f64 / (1u64 << 20) as f64,
+                        r.weight_bytes as f64 / (1u64 << 20) as f64,
+                        r.peak_bytes as f64 / standalone
+                    );
+                }
+            }
+            continue;
+        }
         let r = run_workload(gpu, name, args.reps.max(1))?;
         if args.json {
             println!("{}", serde_json::to_string(&r)?);

@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod devices;
 mod info;
+mod search;
 mod train;
 
 use anyhow::Result;
@@ -40,6 +41,10 @@ enum Command {
     Train(train::Args),
     /// Accuracy of saved weights on a test set.
     Eval(train::EvalArgs),
+    /// ProxylessNAS: search a space for an accurate and fast net on this adapter.
+    Search(search::Args),
+    /// Measure a latency table on this adapter, or predict a net's latency from a table.
+    Latency(search::LatencyArgs),
 }
 
 pub fn run() -> Result<()> {
@@ -54,6 +59,8 @@ pub fn run() -> Result<()> {
         Command::Info(a) => info::run(&open(&opts)?, a),
         Command::Train(a) => train::run(&open(&opts)?, a),
         Command::Eval(a) => train::eval(&open(&opts)?, a),
+        Command::Search(a) => search::run(&open(&opts)?, a),
+        Command::Latency(a) => search::latency(&open(&opts)?, a),
     }
 }
 

@@ -64,9 +64,25 @@ pub struct Args {
     resume: bool,
 }
 
-struct Bar {
+/// The progress bar of long runs, and a line per finished epoch.
+pub struct Bar {
     bar: Option<ProgressBar>,
     epoch: usize,
+}
+
+impl Bar {
+    pub fn new() -> Bar {
+        Bar {
+            bar: None,
+            epoch: usize::MAX,
+        }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Bar {
+        Bar::new()
+    }
 }
 
 impl Observer for Bar {
@@ -107,6 +123,33 @@ impl Observer for Bar {
             r[k].as_f64()
                 .map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
         };
+        if let Some(layers) = r["layers"].as_array() {
+            let ops: Vec<String> = layers
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{}({:.2})",
+                        l["op"].as_str().unwrap_or("?"),
+                        l["p"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            eprintln!(
+                "epoch {}/{} ({}): train loss {:.4} acc {} | valid {} | expected {} {} | entropy {:.3} | {:.0} s\n  {}",
+                r["epoch"],
+                r["epochs"],
+                r["phase"].as_str().unwrap_or(""),
+                r["train_loss"].as_f64().unwrap_or(f64::NAN),
+                pct("train_accuracy"),
+                pct("valid_accuracy"),
+                r["expected_cost"].as_f64().map_or("-".into(), |v| format!("{v:.3}")),
+                r["cost_unit"].as_str().unwrap_or(""),
+                r["mean_entropy"].as_f64().unwrap_or(f64::NAN),
+                r["epoch_seconds"].as_f64().unwrap_or(0.0),
+                ops.join(" ")
+            );
+            return;
+        }
         eprintln!(
             "epoch {}/{}: train loss {:.4} acc {} | valid {} | test {} | {:.0} img/s, {:.0} s",
             r["epoch"],
@@ -150,10 +193,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         stop_after: a.stop_after,
     };
     let out = RunDir(a.out.clone());
-    let mut bar = Bar {
-        bar: None,
-        epoch: usize::MAX,
-    };
+    let mut bar = Bar::new();
     let s = train::train(gpu, &net, &data, &cfg, &out, a.resume, &mut bar)?;
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
     println!(

@@ -255,3 +255,49 @@ pub fn expected_latency(fixed: f64, lat: &[Vec<f64>], probs: &[Vec<f64>]) -> (f6
     }
     (e, grad)
 }
+
+/// The table-predicted latency of a whole net config at input `resolution`: stem, every block
+/// (Zero blocks cost nothing), feature mix and classifier.
+pub fn net_latency(
+    table: &LatencyTable,
+    net: &crate::nn::NetConfig,
+    resolution: usize,
+) -> Result<f64> {
+    use crate::nn::config::BlockOp;
+    let c = &net.first_conv;
+    let mut size = resolution.div_ceil(c.stride);
+    let mut total = table.get(&format!(
+        "Conv-input:{}-output:{}",
+        hwc(resolution, c.in_channels),
+        hwc(size, c.out_channels)
+    ))?;
+    for b in &net.blocks {
+        if let BlockOp::MbConv(m) = &b.op {
+            total += table.get(&mbconv_key(
+                size,
+                m.in_channels,
+                m.out_channels,
+                m.expand_ratio,
+                m.kernel,
+                m.stride,
+                b.shortcut,
+            ))?;
+            size = size.div_ceil(m.stride);
+        }
+    }
+    let mut channels = net.blocks.last().map_or(c.out_channels, |b| b.out_channels);
+    if let Some(f) = &net.feature_mix {
+        total += table.get(&format!(
+            "Conv_1-input:{}-output:{}",
+            hwc(size, f.in_channels),
+            hwc(size, f.out_channels)
+        ))?;
+        channels = f.out_channels;
+    }
+    total += table.get(&format!(
+        "Logits-input:{}-output:{}",
+        hwc(size, channels),
+        net.classifier.out_features
+    ))?;
+    Ok(total)
+}

@@ -34,7 +34,10 @@ fn stat(gpu: &Gpu, mut f: impl FnMut() -> Result<()>) -> Result<Stat> {
         times.push(t0.elapsed());
     }
     times.sort();
-    let ms: Vec<f64> = times.iter().map(|d: &Duration| d.as_secs_f64() * 1e3).collect();
+    let ms: Vec<f64> = times
+        .iter()
+        .map(|d: &Duration| d.as_secs_f64() * 1e3)
+        .collect();
     let mean = ms.iter().sum::<f64>() / ms.len() as f64;
     let var = ms.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / ms.len() as f64;
     // The median, robust to the odd slow run of a shared machine, stands as the mean.
@@ -94,7 +97,8 @@ pub fn measure_table(
     ));
     for (i, l) in space.layers.iter().enumerate() {
         for &c in &l.candidates {
-            let (Some(key), Candidate::MbConv { kernel, expand }) = (latency::candidate_key(l, c), c)
+            let (Some(key), Candidate::MbConv { kernel, expand }) =
+                (latency::candidate_key(l, c), c)
             else {
                 continue;
             };
@@ -126,7 +130,14 @@ pub fn measure_table(
     let c = &space.classifier;
     ops.push((
         latency::logits_key(space),
-        Op::Logits(Linear::new(&mut b, "logits", c.in_features, c.out_features, true, 0.0)?),
+        Op::Logits(Linear::new(
+            &mut b,
+            "logits",
+            c.in_features,
+            c.out_features,
+            true,
+            0.0,
+        )?),
         [batch, last, last, c.in_features],
     ));
     let zero_bias = std::rc::Rc::new(gpu.upload(&vec![0f32; c.out_features], &[c.out_features])?);
@@ -172,7 +183,12 @@ pub fn measure_table(
 pub fn measure_net(gpu: &Gpu, net: &Network, batch: usize, resolution: usize) -> Result<f64> {
     let x = std::rc::Rc::new(random_input(
         gpu,
-        &[batch, resolution, resolution, net.config.first_conv.in_channels],
+        &[
+            batch,
+            resolution,
+            resolution,
+            net.config.first_conv.in_channels,
+        ],
         9,
     )?);
     let st = stat(gpu, || {

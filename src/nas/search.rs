@@ -32,7 +32,10 @@ impl LossForm {
         match s {
             "mul#log" => Ok(LossForm::MulLog { a: 0.2, b: 0.3 }),
             "add#linear" => Ok(LossForm::AddLinear { l: 0.1 }),
-            other => bail!("unknown loss form {other:?}; valid: {}", LOSS_FORMS.join(", ")),
+            other => bail!(
+                "unknown loss form {other:?}; valid: {}",
+                LOSS_FORMS.join(", ")
+            ),
         }
     }
 
@@ -91,7 +94,10 @@ impl Costs {
             .map(|c| {
                 c.iter()
                     .enumerate()
-                    .fold((0, f64::INFINITY), |b, (i, &v)| if v < b.1 { (i, v) } else { b })
+                    .fold(
+                        (0, f64::INFINITY),
+                        |b, (i, &v)| if v < b.1 { (i, v) } else { b },
+                    )
                     .0
             })
             .collect();
@@ -223,7 +229,12 @@ pub fn arch_step_gradient(
     let old: Vec<(f64, f64)> = involved
         .iter()
         .enumerate()
-        .map(|(l, inv)| (arch.alpha[l][inv[0]], arch.alpha[l][inv[inv.len().min(2) - 1]]))
+        .map(|(l, inv)| {
+            (
+                arch.alpha[l][inv[0]],
+                arch.alpha[l][inv[inv.len().min(2) - 1]],
+            )
+        })
         .collect();
     arch.adam_step(&grad);
     if mode == GateMode::Two {
@@ -338,9 +349,7 @@ fn supernet_name(name: &str, choice: &[usize]) -> String {
     };
     match i.parse::<usize>() {
         Ok(i) if i > 0 && i <= choice.len() => {
-            let tail = tail
-                .strip_prefix("mobile_inverted_conv.")
-                .unwrap_or(tail);
+            let tail = tail.strip_prefix("mobile_inverted_conv.").unwrap_or(tail);
             format!(
                 "blocks.{i}.mobile_inverted_conv.candidate_ops.{}.{tail}",
                 choice[i - 1]

@@ -245,3 +245,62 @@ impl SearchSpace {
         })
     }
 }
+
+/// Multiply-accumulates of an MBConv at input `size` (the official count: 1x1 expand, depthwise,
+/// 1x1 project).
+fn mbconv_macs(
+    size: usize,
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    expand: usize,
+) -> f64 {
+    let mid = cin * expand;
+    let out = size.div_ceil(stride);
+    let expand_macs = if expand == 1 {
+        0
+    } else {
+        cin * mid * size * size
+    };
+    (expand_macs + mid * kernel * kernel * out * out + mid * cout * out * out) as f64
+}
+
+impl SearchSpace {
+    /// Millions of multiply-accumulates: the fixed part (stem, first block, feature mix,
+    /// classifier) and every candidate of every mixed layer (Zero: 0). `--objective flops`.
+    pub fn macs(&self) -> (f64, Vec<Vec<f64>>) {
+        let c = &self.first_conv;
+        let s0 = self.resolution.div_ceil(c.stride);
+        let stem = (c.in_channels * c.out_channels * c.kernel * c.kernel * s0 * s0) as f64;
+        let b = &self.first_block;
+        let first = mbconv_macs(s0, b.in_channels, b.out_channels, b.kernel, 1, 1);
+        let last = self.layers.last().map_or(s0, |l| l.output_size());
+        let f = &self.feature_mix;
+        let mix = (f.in_channels * f.out_channels * last * last) as f64;
+        let cls = (self.classifier.in_features * self.classifier.out_features) as f64;
+        let per = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.candidates
+                    .iter()
+                    .map(|c| match *c {
+                        Candidate::MbConv { kernel, expand } => {
+                            mbconv_macs(
+                                l.input_size,
+                                l.in_channels,
+                                l.out_channels,
+                                kernel,
+                                l.stride,
+                                expand,
+                            ) / 1e6
+                        }
+                        Candidate::Zero => 0.0,
+                    })
+                    .collect()
+            })
+            .collect();
+        ((stem + first + mix + cls) / 1e6, per)
+    }
+}

@@ -170,6 +170,36 @@ impl Supernet {
         Ok((self.classifier.forward(&ctx, &pooled, &zero)?, traces))
     }
 
+    /// The all-paths (DARTS-style) forward: every candidate of every mixed layer runs and the
+    /// outputs are summed with `weights[i][k]` (Zero contributes nothing), each weight a gate
+    /// leaf so that a backward reaches every candidate. For the memory comparison.
+    pub fn forward_all_paths(&self, tape: &Tape, x: &Var, weights: &[Vec<f32>]) -> Result<Var> {
+        let ctx = self.ctx(tape, true);
+        let h = self.first_conv.forward(&ctx, x)?;
+        let mut h = self.first_block.forward(&ctx, &h)?;
+        for (layer, w) in self.layers.iter().zip(weights) {
+            let mut gates = Vec::new();
+            let mut outs = Vec::new();
+            for (k, op) in layer.ops.iter().enumerate() {
+                if let Some(op) = op {
+                    let g = Rc::new(tape.gpu().upload(&[w[k]], &[1])?);
+                    gates.push((tape.param(usize::MAX - k, &g, true), w[k]));
+                    outs.push(op.forward(&ctx, &h)?);
+                }
+            }
+            let mixed = tape.gated_sum(&gates, &outs)?;
+            h = if layer.residual {
+                tape.add(&mixed, &h)?
+            } else {
+                mixed
+            };
+        }
+        let h = self.feature_mix.forward(&ctx, &h)?;
+        let pooled = tape.global_avg_pool(&h)?;
+        let zero = tape.constant_shared(&self.zero_bias);
+        self.classifier.forward(&ctx, &pooled, &zero)
+    }
+
     /// Output of mixed layer `layer` with candidate `k` on input `x`.
     fn layer_output(&self, ctx: &Ctx, layer: &MixedLayer, k: usize, x: &Var) -> Result<Var> {
         let Some(slot) = layer.ops.get(k) else {

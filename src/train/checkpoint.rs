@@ -1,5 +1,6 @@
-//! Training checkpoints: weights, optimizer state and progress in one safetensors file,
-//! written atomically so a crash never leaves a torn checkpoint.
+//! Checkpoints: parameters, optimizer state and progress in one safetensors file (progress and
+//! anything else as string metadata), written atomically so a crash never leaves a torn
+//! checkpoint. Training and search both use them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,10 +9,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::gpu::Gpu;
 use crate::nn::optim::Optimizer;
-use crate::nn::params::{load_safetensors, save_safetensors};
+use crate::nn::params::{load_safetensors, save_safetensors, ParamStore};
 use crate::nn::Network;
 
-/// Where a run stands.
+/// Where a training run stands.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Checkpoint {
     pub epochs_done: usize,
@@ -22,15 +23,16 @@ pub struct Checkpoint {
 const FIRST: &str = "optimizer.first.";
 const SECOND: &str = "optimizer.second.";
 
-pub fn save_checkpoint(
+/// Writes `params`, the optimizer's state and `meta` (plus the optimizer's step counts).
+pub fn save_state(
     gpu: &Gpu,
     path: &Path,
-    net: &Network,
+    params: &ParamStore,
     opt: &Optimizer,
-    ck: &Checkpoint,
+    mut meta: HashMap<String, String>,
 ) -> Result<()> {
-    let mut tensors = net.params.to_host(gpu)?;
-    for (i, p) in net.params.params.iter().enumerate() {
+    let mut tensors = params.to_host(gpu)?;
+    for (i, p) in params.params.iter().enumerate() {
         for (prefix, state) in [(FIRST, &opt.first[i]), (SECOND, &opt.second[i])] {
             if let Some(t) = state {
                 tensors.push((
@@ -41,27 +43,21 @@ pub fn save_checkpoint(
             }
         }
     }
-    let meta = HashMap::from([
-        ("epochs_done".to_string(), ck.epochs_done.to_string()),
-        ("step".to_string(), ck.step.to_string()),
-        ("seed".to_string(), ck.seed.to_string()),
-        (
-            "optimizer_steps".to_string(),
-            serde_json::to_string(&opt.steps)?,
-        ),
-        ("net".to_string(), net.config.to_json().to_string()),
-    ]);
+    meta.insert(
+        "optimizer_steps".to_string(),
+        serde_json::to_string(&opt.steps)?,
+    );
     save_safetensors(path, &tensors, Some(meta))
 }
 
-/// Restores weights and optimizer state into `net` and `opt`; the net must be the one the
-/// checkpoint was made with.
-pub fn load_checkpoint(
+/// Restores what [`save_state`] wrote into `params` and `opt` (same parameters by name and
+/// shape) and returns the metadata.
+pub fn load_state(
     gpu: &Gpu,
     path: &Path,
-    net: &Network,
+    params: &ParamStore,
     opt: &mut Optimizer,
-) -> Result<Checkpoint> {
+) -> Result<HashMap<String, String>> {
     if !path.exists() {
         bail!(
             "--resume: no checkpoint at {} (start without --resume, or point --out at the run to continue)",
@@ -70,30 +66,19 @@ pub fn load_checkpoint(
     }
     let (mut tensors, meta) = load_safetensors(path)?;
     let f = path.display();
-    let get = |k: &str| -> Result<&String> {
-        meta.get(k)
-            .with_context(|| format!("{f}: not a training checkpoint (no {k:?} in its metadata)"))
-    };
-    let parse = |k: &str| -> Result<u64> {
-        get(k)?
-            .parse()
-            .with_context(|| format!("{f}: metadata {k:?} is not a number"))
-    };
-    let ck = Checkpoint {
-        epochs_done: parse("epochs_done")? as usize,
-        step: parse("step")? as usize,
-        seed: parse("seed")?,
-    };
-    let steps: Vec<u32> = serde_json::from_str(get("optimizer_steps")?)
+    let steps: Vec<u32> =
+        serde_json::from_str(meta.get("optimizer_steps").with_context(|| {
+            format!("{f}: not a checkpoint (no optimizer_steps in its metadata)")
+        })?)
         .with_context(|| format!("{f}: bad optimizer_steps"))?;
-    if steps.len() != net.params.params.len() {
+    if steps.len() != params.params.len() {
         bail!(
-            "{f}: the checkpoint is of a net with {} tensors, this net has {}",
+            "{f}: the checkpoint is of a net with {} tensors, this one has {}",
             steps.len(),
-            net.params.params.len()
+            params.params.len()
         );
     }
-    for (i, p) in net.params.params.iter().enumerate() {
+    for (i, p) in params.params.iter().enumerate() {
         for (prefix, slot) in [(FIRST, &mut opt.first[i]), (SECOND, &mut opt.second[i])] {
             if let Some((shape, data)) = tensors.remove(&format!("{prefix}{}", p.name)) {
                 if shape != p.shape {
@@ -110,6 +95,51 @@ pub fn load_checkpoint(
         }
     }
     opt.steps = steps;
-    net.params.load_from(gpu, &tensors, path)?;
-    Ok(ck)
+    params.load_from(gpu, &tensors, path)?;
+    Ok(meta)
+}
+
+/// A number from checkpoint metadata, with an error naming the file and key.
+pub fn meta_number(meta: &HashMap<String, String>, key: &str, path: &Path) -> Result<u64> {
+    meta.get(key)
+        .with_context(|| {
+            format!(
+                "{}: not a checkpoint of this kind (no {key:?} in its metadata)",
+                path.display()
+            )
+        })?
+        .parse()
+        .with_context(|| format!("{}: metadata {key:?} is not a number", path.display()))
+}
+
+pub fn save_checkpoint(
+    gpu: &Gpu,
+    path: &Path,
+    net: &Network,
+    opt: &Optimizer,
+    ck: &Checkpoint,
+) -> Result<()> {
+    let meta = HashMap::from([
+        ("epochs_done".to_string(), ck.epochs_done.to_string()),
+        ("step".to_string(), ck.step.to_string()),
+        ("seed".to_string(), ck.seed.to_string()),
+        ("net".to_string(), net.config.to_json().to_string()),
+    ]);
+    save_state(gpu, path, &net.params, opt, meta)
+}
+
+/// Restores weights and optimizer state into `net` and `opt`; the net must be the one the
+/// checkpoint was made with.
+pub fn load_checkpoint(
+    gpu: &Gpu,
+    path: &Path,
+    net: &Network,
+    opt: &mut Optimizer,
+) -> Result<Checkpoint> {
+    let meta = load_state(gpu, path, &net.params, opt)?;
+    Ok(Checkpoint {
+        epochs_done: meta_number(&meta, "epochs_done", path)? as usize,
+        step: meta_number(&meta, "step", path)? as usize,
+        seed: meta_number(&meta, "seed", path)?,
+    })
 }

@@ -3,6 +3,8 @@
 //! display on top through [`Observer`].
 
 mod checkpoint;
+pub mod plot;
+pub mod search;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +21,9 @@ use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::nn::Network;
 use crate::ops::{elementwise, loss};
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
+pub use checkpoint::{
+    load_checkpoint, load_state, meta_number, save_checkpoint, save_state, Checkpoint,
+};
 pub use source::DataSource;
 
 /// Hyperparameters of a training run.
@@ -76,7 +80,7 @@ pub fn train_step(
 }
 
 /// Sums of loss and correct predictions kept on the device, so a step needs no readback.
-struct Totals {
+pub(crate) struct Totals {
     loss: Tensor,
     correct: Tensor,
     images: usize,
@@ -84,7 +88,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn new(gpu: &Gpu) -> Totals {
+    pub(crate) fn new(gpu: &Gpu) -> Totals {
         Totals {
             loss: gpu.zeros(&[1]),
             correct: gpu.zeros(&[1]),
@@ -93,7 +97,7 @@ impl Totals {
         }
     }
 
-    fn add(&mut self, gpu: &Gpu, s: &StepOutput, n: usize) -> Result<()> {
+    pub(crate) fn add(&mut self, gpu: &Gpu, s: &StepOutput, n: usize) -> Result<()> {
         elementwise::add_assign(gpu, &self.loss, &s.loss)?;
         elementwise::add_assign(gpu, &self.correct, &s.correct)?;
         self.images += n;
@@ -102,7 +106,7 @@ impl Totals {
     }
 
     /// (mean loss per batch, accuracy).
-    fn read(&self, gpu: &Gpu) -> Result<(f64, f64)> {
+    pub(crate) fn read(&self, gpu: &Gpu) -> Result<(f64, f64)> {
         let l = gpu.read_f32(&self.loss)?[0] as f64;
         let c = gpu.read_f32(&self.correct)?[0] as f64;
         Ok((
@@ -461,7 +465,7 @@ pub fn load_weights(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
     net.params.load_from(gpu, &tensors, path)
 }
 
-fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+pub(crate) fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -1,0 +1,247 @@
+//! The search end to end on small synthetic data: a latency weight strong enough to dominate
+//! ends on the cheapest net; outputs, resume checks and bad input of the command line.
+
+use std::path::PathBuf;
+
+use proxyless::data::{synthetic, Augment};
+use proxyless::nas::arch::GateMode;
+use proxyless::nas::search::{Costs, LossForm};
+use proxyless::nas::space::{Candidate, SearchSpace};
+use proxyless::nas::supernet::Supernet;
+use proxyless::nn::{NetConfig, Network};
+use proxyless::train::search::{search, ArchUpdate, SearchConfig};
+use proxyless::train::{self, DataSource, Quiet, RunDir};
+
+use crate::common::gpu;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("proxyless-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Cost kernel * expand per MBConv (Zero 0): the cheapest net takes Zero where it may and
+/// 3x3_MBConv3 elsewhere.
+fn toy_costs(space: &SearchSpace, form: LossForm) -> Costs {
+    let per: Vec<Vec<f64>> = space
+        .layers
+        .iter()
+        .map(|l| {
+            l.candidates
+                .iter()
+                .map(|c| match c {
+                    Candidate::MbConv { kernel, expand } => (kernel * expand) as f64,
+                    Candidate::Zero => 0.0,
+                })
+                .collect()
+        })
+        .collect();
+    let mut c = Costs {
+        fixed: 10.0,
+        per_candidate: per,
+        target: 0.0,
+        form,
+        unit: "ms",
+    };
+    c.target = c.cheapest().1 * 1.01;
+    c
+}
+
+fn config(update: ArchUpdate, costs: Option<Costs>, flags: Vec<(String, String)>) -> SearchConfig {
+    SearchConfig {
+        warmup_epochs: 0,
+        epochs: 3,
+        batch: 16,
+        lr: 0.05,
+        weight_decay: 4e-5,
+        label_smoothing: 0.1,
+        arch_lr: 0.3,
+        arch_every: 1,
+        update,
+        costs,
+        seed: 1,
+        flags,
+    }
+}
+
+fn source() -> DataSource {
+    let train = synthetic(3, 96, 32);
+    DataSource::from_sets("synthetic".into(), train, None, Augment::None, 32).unwrap()
+}
+
+#[test]
+fn a_dominant_latency_term_ends_on_the_cheapest_net() {
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let net = Supernet::new(gpu, &space, 2).unwrap();
+    let data = source();
+    let costs = toy_costs(&space, LossForm::AddLinear { l: 1000.0 });
+    let (cheapest, _) = costs.cheapest();
+    let out = temp_dir("search-cheapest");
+    let cfg = config(ArchUpdate::Gradient(GateMode::FullV2), Some(costs), vec![]);
+    let r = search(
+        gpu,
+        &net,
+        &data,
+        &cfg,
+        &RunDir(out.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
+    assert_eq!(r.choice, cheapest, "probabilities: {:?}", r.arch.probs());
+    // The outputs: a loadable net and its inherited weights, the history, the plots.
+    let config = NetConfig::load(&out.join("net.config")).unwrap();
+    assert_eq!(config, space.derive(&cheapest).unwrap());
+    let derived = Network::new(gpu, &config, 5).unwrap();
+    train::load_weights(gpu, &derived, &out.join("weights.safetensors")).unwrap();
+    for f in [
+        "log.jsonl",
+        "arch_history.jsonl",
+        "checkpoint.safetensors",
+        "arch_probs.png",
+        "curves.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let history = std::fs::read_to_string(out.join("arch_history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 3);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn two_mode_and_reinforce_run_and_resume_checks_flags() {
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let data = source();
+    let costs = toy_costs(&space, LossForm::MulLog { a: 0.2, b: 0.3 });
+    for (name, update) in [
+        ("two", ArchUpdate::Gradient(GateMode::Two)),
+        (
+            "reinforce",
+            ArchUpdate::Reinforce {
+                samples: 3,
+                exponent: 0.1,
+            },
+        ),
+    ] {
+        let out = temp_dir(&format!("search-{name}"));
+        let net = Supernet::new(gpu, &space, 2).unwrap();
+        let flags = vec![("mode".to_string(), name.to_string())];
+        let cfg = SearchConfig {
+            epochs: 2,
+            ..config(update, Some(costs.clone()), flags)
+        };
+        let r = search(
+            gpu,
+            &net,
+            &data,
+            &cfg,
+            &RunDir(out.clone()),
+            false,
+            &mut Quiet,
+        )
+        .unwrap();
+        assert_eq!(r.choice.len(), 21);
+        assert!(r.arch.t > 0, "{name}: no architecture step ran");
+        // Resuming with another flag value names the flag.
+        let other = SearchConfig {
+            epochs: 3,
+            flags: vec![("mode".to_string(), "other".to_string())],
+            ..cfg.clone()
+        };
+        let err = search(
+            gpu,
+            &net,
+            &data,
+            &other,
+            &RunDir(out.clone()),
+            true,
+            &mut Quiet,
+        )
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(err.contains("--mode") && err.contains(name), "{err}");
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+fn proxyless(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxyless"))
+        .args(args)
+        .output()
+        .expect("run the proxyless binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn search_bad_input_names_what_is_wrong() {
+    let out = temp_dir("search-bad");
+    let o = out.to_string_lossy().into_owned();
+    for (flag, value, listed) in [
+        ("--space", "mnist", "imagenet"),
+        ("--mode", "three", "full_v2"),
+        ("--objective", "speed", "flops"),
+        ("--arch-update", "evolution", "reinforce"),
+        ("--loss", "mul#sqrt", "add#linear"),
+    ] {
+        let (ok, _, err) = proxyless(&["search", flag, value, "--out", &o]);
+        assert!(
+            !ok && err.contains(value) && err.contains(listed),
+            "{flag}: {err}"
+        );
+    }
+    // A target no net of the space can reach.
+    let (ok, _, err) = proxyless(&[
+        "search",
+        "--objective",
+        "flops",
+        "--target-latency",
+        "0.001",
+        "--out",
+        &o,
+    ]);
+    assert!(!ok && err.contains("below the smallest net"), "{err}");
+    // A table without the entries of this space.
+    let lut = out.join("partial.yaml");
+    std::fs::write(
+        &lut,
+        "Conv-input:1x1x3-output:1x1x8:\n  count: 1\n  mean: 1.0\n  var: 0.0\n",
+    )
+    .unwrap();
+    let (ok, _, err) = proxyless(&["search", "--lut", &lut.to_string_lossy(), "--out", &o]);
+    assert!(!ok && err.contains("no entry Conv-input:32x32x3"), "{err}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Binary gates keep memory at the level of one network: the supernet's one-path step peaks
+/// within 10% of the same net trained alone plus the other candidates' resident weights; the
+/// all-paths step, which keeps every candidate's activations, peaks higher.
+#[test]
+fn one_path_memory_stays_at_one_network() {
+    // A private device: other tests' buffers would move this pool's counters.
+    let gpu = proxyless::gpu::Gpu::new(&Default::default()).expect("a wgpu adapter");
+    let r = proxyless::bench::memory::run(&gpu, "cifar", 0.25, 4).unwrap();
+    let (standalone, supernet, all) = (&r[0], &r[1], &r[2]);
+    let others = supernet.resident_bytes - standalone.resident_bytes;
+    assert!(
+        supernet.peak_bytes as f64 <= 1.1 * standalone.peak_bytes as f64 + others as f64,
+        "supernet {} > 1.1 x standalone {} + other candidates {}",
+        supernet.peak_bytes,
+        standalone.peak_bytes,
+        others
+    );
+    let activations = |m: &proxyless::bench::memory::MemoryResult| m.peak_bytes - m.resident_bytes;
+    assert!(
+        activations(all) as f64 > 2.0 * activations(supernet) as f64,
+        "all-paths {} vs one path {}",
+        activations(all),
+        activations(supernet)
+    );
+}

@@ -1,0 +1,351 @@
+//! `proxyless search`: the architecture search; `proxyless latency`: latency tables.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use proxyless::gpu::Gpu;
+use proxyless::nas::arch::GateMode;
+use proxyless::nas::latency::{net_latency, LatencyTable};
+use proxyless::nas::measure::{measure_net, measure_table};
+use proxyless::nas::search::{Costs, LossForm};
+use proxyless::nas::space::SearchSpace;
+use proxyless::nas::supernet::Supernet;
+use proxyless::nn::{NetConfig, Network};
+use proxyless::train::search::{search, ArchUpdate, SearchConfig};
+use proxyless::train::{DataSource, RunDir};
+
+use super::train::Bar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// CIFAR-10 binary directory or image folder; without it, a short search on the built-in
+    /// synthetic set.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// cifar (32 px) or imagenet (224 px).
+    #[arg(long, default_value = "cifar")]
+    space: String,
+    /// Width multiplier (default 1, or 0.25 on the synthetic set to keep it short).
+    #[arg(long)]
+    width: Option<f64>,
+    /// What the search trades against accuracy: latency (measured on this adapter, or --lut),
+    /// flops, or none.
+    #[arg(long, default_value = "latency")]
+    objective: String,
+    /// Target of the objective, in ms (latency) or millions of multiply-accumulates (flops).
+    /// Default: 80% of the expected cost of the initial (uniform) distribution.
+    #[arg(long, alias = "target-flops")]
+    target_latency: Option<f64>,
+    /// mul#log (CE * 0.2 (log E / log T)^0.3) or add#linear (CE + 0.1 (E - T) / T).
+    #[arg(long, default_value = "mul#log")]
+    loss: String,
+    /// gradient (through binary gates) or reinforce.
+    #[arg(long, default_value = "gradient")]
+    arch_update: String,
+    /// Gate mode of the gradient update: full_v2 or two.
+    #[arg(long, default_value = "full_v2")]
+    mode: String,
+    /// Epochs of weight steps only (alpha frozen).
+    #[arg(long, default_value_t = 1)]
+    warmup_epochs: usize,
+    /// Joint epochs (weights and architecture; the first has no architecture step).
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Peak learning rate of the weights (cosine decay).
+    #[arg(long, default_value_t = 0.05)]
+    lr: f32,
+    #[arg(long, default_value_t = 4e-5)]
+    weight_decay: f32,
+    /// Adam learning rate of the architecture logits.
+    #[arg(long, default_value_t = 1e-3)]
+    arch_lr: f64,
+    /// An architecture step after every this many weight steps.
+    #[arg(long, default_value_t = 5)]
+    arch_every: usize,
+    /// REINFORCE: architectures sampled per step, and the latency exponent of the reward.
+    #[arg(long, default_value_t = 10)]
+    reinforce_samples: usize,
+    #[arg(long, default_value_t = 0.1)]
+    reinforce_exponent: f64,
+    /// Load this latency table instead of measuring one.
+    #[arg(long)]
+    lut: Option<PathBuf>,
+    /// Batch at which latencies are measured.
+    #[arg(long, default_value_t = 8)]
+    latency_batch: usize,
+    /// Held-out images for the architecture steps (default: a tenth, at most 5000).
+    #[arg(long)]
+    valid: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    resume: bool,
+}
+
+pub const OBJECTIVES: &[&str] = &["latency", "flops", "none"];
+pub const UPDATES: &[&str] = &["gradient", "reinforce"];
+
+pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
+    let mode = GateMode::parse(&a.mode)?;
+    let form = LossForm::parse(&a.loss)?;
+    let update = match a.arch_update.as_str() {
+        "gradient" => ArchUpdate::Gradient(mode),
+        "reinforce" => ArchUpdate::Reinforce {
+            samples: a.reinforce_samples,
+            exponent: a.reinforce_exponent,
+        },
+        other => bail!(
+            "unknown --arch-update {other:?}; valid: {}",
+            UPDATES.join(", ")
+        ),
+    };
+    if !OBJECTIVES.contains(&a.objective.as_str()) {
+        bail!(
+            "unknown --objective {:?}; valid: {}",
+            a.objective,
+            OBJECTIVES.join(", ")
+        );
+    }
+    let width = a.width.unwrap_or(if a.data.is_none() { 0.25 } else { 1.0 });
+    let probe = SearchSpace::new(&a.space, width, 10)?;
+    let t = Instant::now();
+    let data = DataSource::open(a.data.as_deref(), probe.resolution, a.valid, a.seed)?;
+    let space = SearchSpace::new(&a.space, width, data.classes())?;
+    eprintln!(
+        "data: {} ({} train, {} valid images, {} classes; {:.1} s); space {} at width {width}: {} mixed layers",
+        data.name,
+        data.train_indices.len(),
+        data.valid_indices.len(),
+        data.classes(),
+        t.elapsed().as_secs_f64(),
+        space.name,
+        space.layers.len()
+    );
+    let out = RunDir(a.out.clone());
+    std::fs::create_dir_all(&out.0)
+        .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
+    let costs = match a.objective.as_str() {
+        "none" => None,
+        "flops" => {
+            let (fixed, per) = space.macs();
+            Some(with_target(fixed, per, a.target_latency, form, "MMAC")?)
+        }
+        _ => {
+            let table = match &a.lut {
+                Some(p) => LatencyTable::load(p)?,
+                None => {
+                    let path = out.0.join("latency.yaml");
+                    let t = latency_table(gpu, &space, a.latency_batch)?;
+                    t.save(&path)?;
+                    eprintln!("latency table written to {}", path.display());
+                    t
+                }
+            };
+            let fixed = table.fixed(&space)?;
+            let per = table.per_candidate(&space)?;
+            Some(with_target(fixed, per, a.target_latency, form, "ms")?)
+        }
+    };
+    if let Some(c) = &costs {
+        eprintln!(
+            "objective {}: target {:.3} {} (cheapest net {:.3}, uniform expectation {:.3})",
+            a.objective,
+            c.target,
+            c.unit,
+            c.cheapest().1,
+            uniform_expectation(c)
+        );
+    }
+    let net = Supernet::new(gpu, &space, a.seed)?;
+    let flags = vec![
+        ("space".to_string(), a.space.clone()),
+        ("width".to_string(), width.to_string()),
+        ("objective".to_string(), a.objective.clone()),
+        ("arch-update".to_string(), a.arch_update.clone()),
+        ("mode".to_string(), a.mode.clone()),
+        ("seed".to_string(), a.seed.to_string()),
+        ("batch".to_string(), a.batch.to_string()),
+    ];
+    let cfg = SearchConfig {
+        warmup_epochs: a.warmup_epochs,
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        label_smoothing: 0.1,
+        arch_lr: a.arch_lr,
+        arch_every: a.arch_every,
+        update,
+        costs: costs.clone(),
+        seed: a.seed,
+        flags,
+    };
+    let mut bar = Bar::new();
+    let r = search(gpu, &net, &data, &cfg, &out, a.resume, &mut bar)?;
+    let config = space.derive(&r.choice)?;
+    let names: Vec<String> = r
+        .choice
+        .iter()
+        .zip(&space.layers)
+        .map(|(&k, l)| l.candidates[k].name())
+        .collect();
+    let mut summary = serde_json::json!({
+        "choice": names,
+        "valid_accuracy": r.valid_accuracy,
+        "epoch_seconds": r.epoch_seconds,
+    });
+    if let Some(c) = &costs {
+        summary["expected_cost"] = c.of(&r.choice).into();
+        summary["cost_unit"] = c.unit.into();
+        summary["target"] = c.target.into();
+    }
+    if a.objective == "latency" {
+        let derived = Network::new(gpu, &config, 0)?;
+        let measured = measure_net(gpu, &derived, a.latency_batch, space.resolution)?;
+        summary["measured_ms"] = measured.into();
+        summary["latency_batch"] = a.latency_batch.into();
+        summary["adapter"] = gpu.adapter_name().into();
+    }
+    proxyless::nn::params::write_atomic(
+        &out.0.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    println!("derived net: {}", names.join(" "));
+    println!(
+        "valid accuracy {:.2}%; {}; written to {}",
+        100.0 * r.valid_accuracy,
+        match (&costs, summary.get("measured_ms")) {
+            (Some(c), Some(m)) => format!(
+                "expected latency {:.3} ms, measured {:.3} ms",
+                c.of(&r.choice),
+                m.as_f64().unwrap_or(f64::NAN)
+            ),
+            (Some(c), None) => format!("expected {:.3} {}", c.of(&r.choice), c.unit),
+            _ => "no cost objective".into(),
+        },
+        out.0.display()
+    );
+    Ok(())
+}
+
+fn uniform_expectation(c: &Costs) -> f64 {
+    let probs: Vec<Vec<f64>> = c
+        .per_candidate
+        .iter()
+        .map(|l| vec![1.0 / l.len() as f64; l.len()])
+        .collect();
+    c.expected(&probs).0
+}
+
+fn with_target(
+    fixed: f64,
+    per: Vec<Vec<f64>>,
+    target: Option<f64>,
+    form: LossForm,
+    unit: &'static str,
+) -> Result<Costs> {
+    let mut c = Costs {
+        fixed,
+        per_candidate: per,
+        target: 0.0,
+        form,
+        unit,
+    };
+    let cheapest = c.cheapest().1;
+    c.target = match target {
+        Some(t) if t < cheapest => bail!(
+            "the target {t} {unit} is below the smallest net this space can reach ({cheapest:.4} {unit}): raise it"
+        ),
+        Some(t) => t,
+        None => (0.8 * uniform_expectation(&c)).max(cheapest),
+    };
+    Ok(c)
+}
+
+/// Measures a table for `space`, with a progress line.
+fn latency_table(gpu: &Gpu, space: &SearchSpace, batch: usize) -> Result<LatencyTable> {
+    let t = Instant::now();
+    let table = measure_table(gpu, space, batch, |done, total| {
+        eprint!("\rmeasuring latencies: {done}/{total}");
+    })?;
+    eprintln!(" ({:.0} s)", t.elapsed().as_secs_f64());
+    Ok(table)
+}
+
+#[derive(clap::Args)]
+pub struct LatencyArgs {
+    /// Measure every op of this space: cifar or imagenet.
+    #[arg(long)]
+    space: Option<String>,
+    #[arg(long, default_value_t = 1.0)]
+    width: f64,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Batch of the measurements.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Where to write the measured table (YAML, the official key format).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A table to read instead (e.g. ../shared/data/official/mobile_trim.yaml).
+    #[arg(long)]
+    lut: Option<PathBuf>,
+    /// With --lut: print the table-predicted latency of this net.
+    #[arg(long)]
+    net: Option<PathBuf>,
+    /// Also time the whole net on this adapter.
+    #[arg(long)]
+    measure: bool,
+    /// Input resolution of --net (default: 224 for a stem of stride 2, else 32).
+    #[arg(long)]
+    resolution: Option<usize>,
+}
+
+pub fn latency(gpu: &Gpu, a: LatencyArgs) -> Result<()> {
+    match (&a.space, &a.lut) {
+        (Some(space), None) => {
+            let out = a
+                .out
+                .as_ref()
+                .context("--out FILE.yaml is needed to write the measured table")?;
+            let space = SearchSpace::new(space, a.width, a.classes)?;
+            let table = latency_table(gpu, &space, a.batch)?;
+            table.save(out)?;
+            println!(
+                "{} entries measured at batch {} on {}: {}",
+                table.entries.len(),
+                a.batch,
+                table.adapter,
+                out.display()
+            );
+            Ok(())
+        }
+        (None, Some(lut)) => {
+            let table = LatencyTable::load(lut)?;
+            let net_path = a
+                .net
+                .as_ref()
+                .context("--lut needs --net NET.config to predict a latency")?;
+            let config = NetConfig::load(net_path)?;
+            let res = a
+                .resolution
+                .unwrap_or(if config.first_conv.stride == 2 { 224 } else { 32 });
+            let predicted = net_latency(&table, &config, res)
+                .with_context(|| format!("{}: a key the net needs is missing", lut.display()))?;
+            println!("{}: predicted {predicted:.3} ms", net_path.display());
+            if a.measure {
+                let net = Network::new(gpu, &config, 0)?;
+                let m = measure_net(gpu, &net, a.batch, res)?;
+                println!("measured on {}: {m:.3} ms at batch {}", gpu.adapter_name(), a.batch);
+            }
+            Ok(())
+        }
+        _ => bail!("give either --space S --out FILE.yaml (measure) or --lut FILE --net NET.config (predict)"),
+    }
+}

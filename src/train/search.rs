@@ -1,0 +1,405 @@
+//! The search loop over data: warm-up epochs of weight steps (alpha frozen), then joint epochs
+//! with an architecture step every `arch_every` weight steps on a held-out batch; per-epoch
+//! logs, the probability history, an atomic checkpoint per epoch, and at the end the derived
+//! net with its inherited weights.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::autograd::Tape;
+use crate::data::{Augment, Loader};
+use crate::gpu::Gpu;
+use crate::nas::arch::{ArchParams, GateMode};
+use crate::nas::search::{
+    arch_step_gradient, arch_step_reinforce, derive, weight_step, ArchStepInfo, Baseline, Costs,
+};
+use crate::nas::supernet::Supernet;
+use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
+use crate::nn::params::seeded;
+use crate::ops::loss;
+
+use super::{
+    append_line, load_state, meta_number, save_state, save_weights, upload_batch, DataSource,
+    Observer, Progress, RunDir, StepOutput, Totals,
+};
+
+/// How alpha is updated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArchUpdate {
+    Gradient(GateMode),
+    Reinforce { samples: usize, exponent: f64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchConfig {
+    pub warmup_epochs: usize,
+    /// Joint epochs after the warm-up (the first of them has no architecture step).
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub label_smoothing: f32,
+    pub arch_lr: f64,
+    pub arch_every: usize,
+    pub update: ArchUpdate,
+    pub costs: Option<Costs>,
+    pub seed: u64,
+    /// Flags that must match on `--resume` (name -> value), saved in the checkpoint.
+    pub flags: Vec<(String, String)>,
+}
+
+/// What a search returns.
+pub struct SearchResult {
+    pub arch: ArchParams,
+    pub choice: Vec<usize>,
+    pub epoch_seconds: Vec<f64>,
+    pub valid_accuracy: f64,
+}
+
+impl RunDir {
+    pub fn arch_history(&self) -> PathBuf {
+        self.0.join("arch_history.jsonl")
+    }
+}
+
+fn arch_meta(arch: &ArchParams, baseline: Baseline) -> Result<HashMap<String, String>> {
+    Ok(HashMap::from([
+        ("alpha".to_string(), serde_json::to_string(&arch.alpha)?),
+        ("alpha_m".to_string(), serde_json::to_string(&arch.m)?),
+        ("alpha_v".to_string(), serde_json::to_string(&arch.v)?),
+        ("alpha_t".to_string(), arch.t.to_string()),
+        ("baseline".to_string(), serde_json::to_string(&baseline.0)?),
+    ]))
+}
+
+/// The probabilities and most likely op of every layer, for the log.
+fn layer_summary(net: &Supernet, arch: &ArchParams) -> Vec<serde_json::Value> {
+    let probs = arch.probs();
+    arch.argmax()
+        .iter()
+        .enumerate()
+        .map(|(l, &k)| {
+            json!({
+                "op": net.space.layers[l].candidates[k].name(),
+                "p": probs[l][k],
+            })
+        })
+        .collect()
+}
+
+/// Accuracy of the most likely architecture on (up to 2000 of) the valid images, BN on running
+/// statistics.
+fn valid_accuracy(gpu: &Gpu, net: &Supernet, data: &DataSource, arch: &ArchParams) -> Result<f64> {
+    let idx: Vec<usize> = data.valid_indices.iter().take(2000).cloned().collect();
+    if idx.is_empty() {
+        return Ok(f64::NAN);
+    }
+    let choice = arch.argmax();
+    let loader = Loader::new(
+        Arc::clone(&data.train),
+        idx,
+        100,
+        false,
+        false,
+        Augment::None,
+        data.norm,
+        0,
+        0,
+    );
+    let mut totals = Totals::new(gpu);
+    for b in loader {
+        let (x, y) = upload_batch(gpu, &b)?;
+        let tape = Tape::new(gpu, 0);
+        let _g = tape.no_grad();
+        let xv = tape.constant(x);
+        let (logits, _) = net.forward(&tape, &xv, &choice, false)?;
+        let (l, _) = loss::softmax_cross_entropy(gpu, logits.value(), &y, 0.0)?;
+        let correct = loss::count_correct(gpu, logits.value(), &y)?;
+        totals.add(gpu, &StepOutput { loss: l, correct }, b.n)?;
+    }
+    Ok(totals.read(gpu)?.1)
+}
+
+/// Renders `arch_probs.png` and `curves.png` from the run's logs (so a resumed run's plots
+/// cover all of it).
+pub fn write_plots(out: &RunDir) -> Result<()> {
+    let read = |p: PathBuf| -> Result<Vec<serde_json::Value>> {
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        text.lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line", p.display())))
+            .collect()
+    };
+    let history: Vec<Vec<Vec<f64>>> = read(out.arch_history())?
+        .iter()
+        .map(|r| serde_json::from_value(r["probs"].clone()))
+        .collect::<std::result::Result<_, _>>()
+        .context("arch_history.jsonl: bad probabilities")?;
+    super::plot::plot_arch_history(&out.0.join("arch_probs.png"), &history)?;
+    let log = read(out.log())?;
+    let col = |k: &str| -> Vec<f64> {
+        log.iter()
+            .map(|r| r[k].as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let nan = vec![f64::NAN; log.len()];
+    super::plot::plot_curves(
+        &out.0.join("curves.png"),
+        &col("train_loss"),
+        &nan,
+        &col("train_accuracy"),
+        &col("valid_accuracy"),
+    )
+}
+
+/// Runs the search. With `resume`, continues from `out/checkpoint.safetensors`, which must
+/// have been written with the same flags.
+pub fn search(
+    gpu: &Gpu,
+    net: &Supernet,
+    data: &DataSource,
+    cfg: &SearchConfig,
+    out: &RunDir,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<SearchResult> {
+    if cfg.batch == 0 || cfg.arch_every == 0 || cfg.warmup_epochs + cfg.epochs == 0 {
+        bail!("--batch, --arch-every and the number of epochs must be at least 1");
+    }
+    if data.valid_indices.len() < cfg.batch {
+        bail!(
+            "the valid split has {} images, fewer than one batch of {}: the architecture steps need it (raise --valid)",
+            data.valid_indices.len(),
+            cfg.batch
+        );
+    }
+    std::fs::create_dir_all(&out.0)
+        .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
+    let sizes: Vec<usize> = net.layers.iter().map(|l| l.ops.len()).collect();
+    let mut arch = ArchParams::new(&sizes, cfg.arch_lr, &mut seeded(cfg.seed ^ 0xA1FA));
+    let mut opt = Optimizer::new(OptimizerKind::nesterov(cfg.weight_decay), &net.params);
+    let mut baseline = Baseline::default();
+    let mut start = 0;
+    let mut step = 0usize;
+    if resume {
+        let path = out.checkpoint();
+        let meta = load_state(gpu, &path, &net.params, &mut opt)?;
+        for (k, v) in &cfg.flags {
+            let saved = meta
+                .get(&format!("flag.{k}"))
+                .map(String::as_str)
+                .unwrap_or("(none)");
+            if saved != v {
+                bail!(
+                    "--resume: {} was written with --{k} {saved}, this run has --{k} {v}; resume with the same flags",
+                    path.display()
+                );
+            }
+        }
+        start = meta_number(&meta, "epochs_done", &path)? as usize;
+        step = meta_number(&meta, "step", &path)? as usize;
+        let parse = |k: &str| -> Result<Vec<Vec<f64>>> {
+            serde_json::from_str(meta.get(k).map(String::as_str).unwrap_or(""))
+                .with_context(|| format!("{}: bad {k}", path.display()))
+        };
+        arch.alpha = parse("alpha")?;
+        arch.m = parse("alpha_m")?;
+        arch.v = parse("alpha_v")?;
+        arch.t = meta_number(&meta, "alpha_t", &path)?;
+        baseline = Baseline(
+            serde_json::from_str(meta.get("baseline").map(String::as_str).unwrap_or("null"))
+                .with_context(|| format!("{}: bad baseline", path.display()))?,
+        );
+    } else {
+        for f in [out.log(), out.arch_history()] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    let total_epochs = cfg.warmup_epochs + cfg.epochs;
+    let per_epoch = data.train_indices.len() / cfg.batch;
+    if per_epoch == 0 {
+        bail!(
+            "the training set has {} images, fewer than one batch of {}: lower --batch",
+            data.train_indices.len(),
+            cfg.batch
+        );
+    }
+    let schedule = CosineSchedule {
+        base: cfg.lr,
+        warmup: 0,
+        total: total_epochs * per_epoch,
+    };
+    let mut epoch_seconds = Vec::new();
+    let mut last_valid = f64::NAN;
+    for epoch in start..total_epochs {
+        let t0 = Instant::now();
+        let joint = epoch.checked_sub(cfg.warmup_epochs);
+        let arch_on = matches!(joint, Some(j) if j >= 1);
+        let mut rng = seeded(cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let loader = Loader::new(
+            Arc::clone(&data.train),
+            data.train_indices.clone(),
+            cfg.batch,
+            true,
+            true,
+            data.augment,
+            data.norm,
+            cfg.seed,
+            epoch as u64,
+        );
+        let batches = loader.batches();
+        let mut valid = Loader::new(
+            Arc::clone(&data.train),
+            data.valid_indices.clone(),
+            cfg.batch,
+            true,
+            true,
+            Augment::None,
+            data.norm,
+            cfg.seed ^ 0xA4C,
+            epoch as u64,
+        );
+        let mut totals = Totals::new(gpu);
+        let mut arch_info = ArchStepInfo::default();
+        let mut arch_steps = 0;
+        let mut last_read = Instant::now();
+        for (i, b) in loader.enumerate() {
+            let lr = schedule.lr(step);
+            let active = arch.sample(&mut rng);
+            let (x, y) = upload_batch(gpu, &b)?;
+            let seed = (cfg.seed as u32) ^ (step as u32).wrapping_mul(0x85EB_CA6B);
+            let (l, correct) = weight_step(
+                gpu,
+                net,
+                &mut opt,
+                (x, &y),
+                &active,
+                lr,
+                cfg.label_smoothing,
+                seed,
+            )?;
+            totals.add(gpu, &StepOutput { loss: l, correct }, b.n)?;
+            step += 1;
+            if arch_on && (i + 1) % cfg.arch_every == 0 {
+                let vb = match valid.next() {
+                    Some(v) => v,
+                    None => {
+                        valid = Loader::new(
+                            Arc::clone(&data.train),
+                            data.valid_indices.clone(),
+                            cfg.batch,
+                            true,
+                            true,
+                            Augment::None,
+                            data.norm,
+                            cfg.seed ^ 0xA4C ^ step as u64,
+                            epoch as u64,
+                        );
+                        valid.next().context("the valid split yields no batch")?
+                    }
+                };
+                let (vx, vy) = upload_batch(gpu, &vb)?;
+                arch_info = match cfg.update {
+                    ArchUpdate::Gradient(mode) => arch_step_gradient(
+                        gpu,
+                        net,
+                        &mut arch,
+                        (vx, &vy),
+                        mode,
+                        cfg.costs.as_ref(),
+                        &mut rng,
+                    )?,
+                    ArchUpdate::Reinforce { samples, exponent } => arch_step_reinforce(
+                        gpu,
+                        net,
+                        &mut arch,
+                        (vx, &vy),
+                        samples,
+                        exponent,
+                        cfg.costs.as_ref(),
+                        &mut baseline,
+                        &mut rng,
+                    )?,
+                };
+                arch_steps += 1;
+            }
+            if last_read.elapsed().as_secs_f64() >= 0.5 || i + 1 == batches {
+                last_read = Instant::now();
+                let (loss, acc) = totals.read(gpu)?;
+                if !loss.is_finite() {
+                    bail!(
+                        "the training loss became {loss} in epoch {} (step {step}); stopped. \
+                         The last good checkpoint is {}",
+                        epoch + 1,
+                        out.checkpoint().display()
+                    );
+                }
+                observer.progress(&Progress {
+                    epoch,
+                    epochs: total_epochs,
+                    batch: i + 1,
+                    batches,
+                    loss,
+                    accuracy: acc,
+                    images_per_s: totals.images as f64 / t0.elapsed().as_secs_f64(),
+                    lr,
+                });
+            }
+        }
+        gpu.sync()?;
+        let seconds = t0.elapsed().as_secs_f64();
+        epoch_seconds.push(seconds);
+        let (train_loss, train_acc) = totals.read(gpu)?;
+        last_valid = valid_accuracy(gpu, net, data, &arch)?;
+        let probs = arch.probs();
+        let expected = cfg.costs.as_ref().map(|c| c.expected(&probs).0);
+        let record = json!({
+            "epoch": epoch + 1,
+            "epochs": total_epochs,
+            "phase": if joint.is_some() { "joint" } else { "warmup" },
+            "step": step,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "valid_accuracy": last_valid,
+            "arch_steps": arch_steps,
+            "arch_valid_ce": if arch_steps > 0 { Some(arch_info.ce) } else { None },
+            "expected_cost": expected,
+            "cost_unit": cfg.costs.as_ref().map(|c| c.unit),
+            "mean_entropy": arch.mean_entropy(),
+            "layers": layer_summary(net, &arch),
+            "epoch_seconds": seconds,
+            "pool_high_water_bytes": gpu.pool_stats().high_water_bytes,
+        });
+        let mut meta = arch_meta(&arch, baseline)?;
+        meta.insert("epochs_done".into(), (epoch + 1).to_string());
+        meta.insert("step".into(), step.to_string());
+        for (k, v) in &cfg.flags {
+            meta.insert(format!("flag.{k}"), v.clone());
+        }
+        save_state(gpu, &out.checkpoint(), &net.params, &opt, meta)?;
+        append_line(&out.log(), &record)?;
+        append_line(
+            &out.arch_history(),
+            &json!({"epoch": epoch + 1, "probs": probs}),
+        )?;
+        observer.epoch_done(&record);
+        write_plots(out)?;
+    }
+    let derived = derive(gpu, net, &arch)?;
+    crate::nn::params::write_atomic(
+        &out.net_config(),
+        serde_json::to_string_pretty(&derived.config.to_json())?.as_bytes(),
+    )?;
+    save_weights(gpu, &derived, &out.weights(), Some(data.norm))?;
+    Ok(SearchResult {
+        choice: arch.argmax(),
+        arch,
+        epoch_seconds,
+        valid_accuracy: last_valid,
+    })
+}
