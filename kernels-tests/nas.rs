@@ -37,7 +37,7 @@ fn cifar_space_has_21_layers_and_derives_the_benchmark_net() {
             }
         })
         .unwrap();
-    let derived = s.derive(&vec![k5e6; 21]).unwrap();
+    let derived = s.derive(&[k5e6; 21]).unwrap();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/nets/cifar-mb6k5.config");
     assert_eq!(derived, NetConfig::load(&path).unwrap());
     let err = format!("{:#}", SearchSpace::new("mnist", 1.0, 10).unwrap_err());

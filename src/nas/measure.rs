@@ -79,7 +79,7 @@ pub fn measure_table(
     // Every distinct op once: (key, what to build, input shape).
     enum Op {
         Conv(ConvBnAct),
-        Block(MbConv),
+        Block(Box<MbConv>),
         Logits(Linear),
     }
     let mut ops: Vec<(String, Op, [usize; 4])> = Vec::new();
@@ -92,7 +92,7 @@ pub fn measure_table(
     ));
     ops.push((
         latency::first_block_key(space),
-        Op::Block(MbConv::new(&mut b, "first", &space.first_block)?),
+        Op::Block(Box::new(MbConv::new(&mut b, "first", &space.first_block)?)),
         [batch, s0, s0, space.first_block.in_channels],
     ));
     for (i, l) in space.layers.iter().enumerate() {
@@ -116,7 +116,7 @@ pub fn measure_table(
             let block = MbConv::new(&mut b, &format!("l{i}"), &spec)?;
             ops.push((
                 key,
-                Op::Block(block),
+                Op::Block(Box::new(block)),
                 [batch, l.input_size, l.input_size, l.in_channels],
             ));
         }

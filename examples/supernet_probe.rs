@@ -1,0 +1,45 @@
+//! Scratch: does the supernet learn on the synthetic set with a fixed or a random path?
+use anyhow::Result;
+use proxyless::data::{synthetic, Augment, Loader, Normalize};
+use proxyless::gpu::{Gpu, GpuOptions};
+use proxyless::nas::arch::ArchParams;
+use proxyless::nas::search::weight_step;
+use proxyless::nas::space::SearchSpace;
+use proxyless::nas::supernet::Supernet;
+use proxyless::nn::optim::{Optimizer, OptimizerKind};
+use proxyless::nn::params::seeded;
+use std::sync::Arc;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let random = args.get(1).map_or(false, |s| s == "random");
+    let lr: f32 = args.get(2).map_or(Ok(0.05), |s| s.parse())?;
+    let width: f64 = args.get(3).map_or(Ok(0.25), |s| s.parse())?;
+    let gpu = Gpu::new(&GpuOptions::default())?;
+    let space = SearchSpace::new("cifar", width, 10)?;
+    let net = Supernet::new(&gpu, &space, 0)?;
+    let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
+    let data = Arc::new(synthetic(0, 2000, 32));
+    let norm = Normalize::of(&data);
+    let arch = ArchParams::new(&net.layers.iter().map(|l| l.ops.len()).collect::<Vec<_>>(), 1e-3, &mut seeded(0));
+    let mut rng = seeded(1);
+    let fixed: Vec<usize> = vec![3; 21];
+    let loader = Loader::new(data.clone(), (0..2000).collect(), 32, true, true, Augment::None, norm, 0, 0);
+    let (mut ls, mut cs, mut n) = (0.0, 0.0, 0);
+    for (i, b) in loader.enumerate() {
+        let x = gpu.upload(&b.images, &[b.n, 32, 32, 3])?;
+        let y = gpu.upload(&b.labels, &[b.n])?;
+        let active = if random { arch.sample(&mut rng) } else { fixed.clone() };
+        let (l, c) = weight_step(&gpu, &net, &mut opt, (x, &y), &active, lr, 0.1, i as u32)?;
+        ls += gpu.read_f32(&l)?[0] as f64;
+        cs += gpu.read_f32(&c)?[0] as f64;
+        n += b.n;
+        if (i + 1) % 10 == 0 {
+            println!("step {}: loss {:.3} acc {:.3}", i + 1, ls / 10.0, cs / n as f64);
+            ls = 0.0;
+            cs = 0.0;
+            n = 0;
+        }
+    }
+    Ok(())
+}
