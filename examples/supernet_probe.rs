@@ -23,23 +23,42 @@ fn main() -> Result<()> {
     let norm = Normalize::of(&data);
     let arch = ArchParams::new(&net.layers.iter().map(|l| l.ops.len()).collect::<Vec<_>>(), 1e-3, &mut seeded(0));
     let mut rng = seeded(1);
-    let fixed: Vec<usize> = vec![3; 21];
-    let loader = Loader::new(data.clone(), (0..2000).collect(), 32, true, true, Augment::None, norm, 0, 0);
+    let which: usize = args
+        .get(1)
+        .and_then(|s| s.strip_prefix("fixed"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let fixed: Vec<usize> = vec![which; 21];
+    let epochs: u64 = args.get(4).map_or(Ok(1), |s| s.parse())?;
     let (mut ls, mut cs, mut n) = (0.0, 0.0, 0);
-    for (i, b) in loader.enumerate() {
+    let mut i = 0usize;
+    for epoch in 0..epochs {
+    let loader = Loader::new(data.clone(), (0..2000).collect(), 32, true, true, Augment::None, norm, 0, epoch);
+    for b in loader {
         let x = gpu.upload(&b.images, &[b.n, 32, 32, 3])?;
         let y = gpu.upload(&b.labels, &[b.n])?;
-        let active = if random { arch.sample(&mut rng) } else { fixed.clone() };
-        let (l, c) = weight_step(&gpu, &net, &mut opt, (x, &y), &active, lr, 0.1, i as u32)?;
+        let active = if random {
+            arch.sample(&mut rng)
+        } else if args.get(1).map_or(false, |s| s == "mbconv") {
+            use rand::Rng;
+            (0..21).map(|_| rng.random_range(0..6)).collect()
+        } else if args.get(1).map_or(false, |s| s == "alternate") {
+            vec![if i % 2 == 0 { 0 } else { 3 }; 21]
+        } else {
+            fixed.clone()
+        };
+        let (l, c) = weight_step(&gpu, &net, &mut opt, (x, &y), &active, lr, 0.1, 0)?;
         ls += gpu.read_f32(&l)?[0] as f64;
         cs += gpu.read_f32(&c)?[0] as f64;
         n += b.n;
-        if (i + 1) % 10 == 0 {
-            println!("step {}: loss {:.3} acc {:.3}", i + 1, ls / 10.0, cs / n as f64);
+        if (i + 1) % 20 == 0 {
+            println!("step {}: loss {:.3} acc {:.3}", i + 1, ls / 20.0, cs / n as f64);
             ls = 0.0;
             cs = 0.0;
             n = 0;
         }
+        i += 1;
+    }
     }
     Ok(())
 }
