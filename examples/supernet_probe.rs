@@ -1,4 +1,9 @@
-//! Scratch: does the supernet learn on the synthetic set with a fixed or a random path?
+//! Does the supernet learn the synthetic set in warm-up? Weight steps on 2000 synthetic images
+//! (batch 32) with a path that is fixed (`fixedN`: candidate N everywhere), alternating
+//! (`alternate`: candidates 0 and 3 on alternate steps), uniformly random over the six MBConvs
+//! (`mbconv`) or drawn from the architecture distribution (`random`, Zero included).
+//! `cargo run --release --example supernet_probe -- MODE [LR] [WIDTH] [EPOCHS]`; `TRIM=1`
+//! returns every pooled buffer to the device after each step (fresh memory every step).
 use anyhow::Result;
 use proxyless::data::{synthetic, Augment, Loader, Normalize};
 use proxyless::gpu::{Gpu, GpuOptions};
@@ -12,7 +17,8 @@ use std::sync::Arc;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let random = args.get(1).map_or(false, |s| s == "random");
+    let mode = args.get(1).map_or("fixed3", String::as_str);
+    let random = mode == "random";
     let lr: f32 = args.get(2).map_or(Ok(0.05), |s| s.parse())?;
     let width: f64 = args.get(3).map_or(Ok(0.25), |s| s.parse())?;
     let gpu = Gpu::new(&GpuOptions::default())?;
@@ -21,7 +27,11 @@ fn main() -> Result<()> {
     let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
     let data = Arc::new(synthetic(0, 2000, 32));
     let norm = Normalize::of(&data);
-    let arch = ArchParams::new(&net.layers.iter().map(|l| l.ops.len()).collect::<Vec<_>>(), 1e-3, &mut seeded(0));
+    let arch = ArchParams::new(
+        &net.layers.iter().map(|l| l.ops.len()).collect::<Vec<_>>(),
+        1e-3,
+        &mut seeded(0),
+    );
     let mut rng = seeded(1);
     let which: usize = args
         .get(1)
@@ -33,32 +43,51 @@ fn main() -> Result<()> {
     let (mut ls, mut cs, mut n) = (0.0, 0.0, 0);
     let mut i = 0usize;
     for epoch in 0..epochs {
-    let loader = Loader::new(data.clone(), (0..2000).collect(), 32, true, true, Augment::None, norm, 0, epoch);
-    for b in loader {
-        let x = gpu.upload(&b.images, &[b.n, 32, 32, 3])?;
-        let y = gpu.upload(&b.labels, &[b.n])?;
-        let active = if random {
-            arch.sample(&mut rng)
-        } else if args.get(1).map_or(false, |s| s == "mbconv") {
-            use rand::Rng;
-            (0..21).map(|_| rng.random_range(0..6)).collect()
-        } else if args.get(1).map_or(false, |s| s == "alternate") {
-            vec![if i % 2 == 0 { 0 } else { 3 }; 21]
-        } else {
-            fixed.clone()
-        };
-        let (l, c) = weight_step(&gpu, &net, &mut opt, (x, &y), &active, lr, 0.1, 0)?;
-        ls += gpu.read_f32(&l)?[0] as f64;
-        cs += gpu.read_f32(&c)?[0] as f64;
-        n += b.n;
-        if (i + 1) % 20 == 0 {
-            println!("step {}: loss {:.3} acc {:.3}", i + 1, ls / 20.0, cs / n as f64);
-            ls = 0.0;
-            cs = 0.0;
-            n = 0;
+        let loader = Loader::new(
+            data.clone(),
+            (0..2000).collect(),
+            32,
+            true,
+            true,
+            Augment::None,
+            norm,
+            0,
+            epoch,
+        );
+        for b in loader {
+            let x = gpu.upload(&b.images, &[b.n, 32, 32, 3])?;
+            let y = gpu.upload(&b.labels, &[b.n])?;
+            let active = if random {
+                arch.sample(&mut rng)
+            } else if mode == "mbconv" {
+                use rand::Rng;
+                (0..21).map(|_| rng.random_range(0..6)).collect()
+            } else if mode == "alternate" {
+                vec![if i.is_multiple_of(2) { 0 } else { 3 }; 21]
+            } else {
+                fixed.clone()
+            };
+            let (l, c) = weight_step(&gpu, &net, &mut opt, (x, &y), &active, lr, 0.1, 0)?;
+            if std::env::var_os("TRIM").is_some() {
+                gpu.sync()?;
+                gpu.trim_pool();
+            }
+            ls += gpu.read_f32(&l)?[0] as f64;
+            cs += gpu.read_f32(&c)?[0] as f64;
+            n += b.n;
+            if (i + 1).is_multiple_of(20) {
+                println!(
+                    "step {}: loss {:.3} acc {:.3}",
+                    i + 1,
+                    ls / 20.0,
+                    cs / n as f64
+                );
+                ls = 0.0;
+                cs = 0.0;
+                n = 0;
+            }
+            i += 1;
         }
-        i += 1;
-    }
     }
     Ok(())
 }

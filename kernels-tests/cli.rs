@@ -1,18 +1,6 @@
 //! The command line, run as a user would: exit codes and what it prints.
 
-use std::process::Command;
-
-fn proxyless(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_proxyless"))
-        .args(args)
-        .output()
-        .expect("run the proxyless binary");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::common::proxyless;
 
 #[test]
 fn check_prints_a_table_and_succeeds() {

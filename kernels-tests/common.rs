@@ -58,3 +58,16 @@ pub fn assert_err<T>(r: anyhow::Result<T>, op: &str, case: &str) {
         }
     }
 }
+
+/// Runs the `proxyless` binary as a user would: (success, stdout, stderr).
+pub fn proxyless(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxyless"))
+        .args(args)
+        .output()
+        .expect("run the proxyless binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

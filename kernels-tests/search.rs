@@ -12,7 +12,7 @@ use proxyless::nn::{NetConfig, Network};
 use proxyless::train::search::{search, ArchUpdate, SearchConfig};
 use proxyless::train::{self, DataSource, Quiet, RunDir};
 
-use crate::common::gpu;
+use crate::common::{gpu, proxyless};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("proxyless-{}-{name}", std::process::id()));
@@ -166,18 +166,6 @@ fn two_mode_and_reinforce_run_and_resume_checks_flags() {
         assert!(err.contains("--mode") && err.contains(name), "{err}");
         let _ = std::fs::remove_dir_all(out);
     }
-}
-
-fn proxyless(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxyless"))
-        .args(args)
-        .output()
-        .expect("run the proxyless binary");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -52,6 +52,37 @@ fn grad_bytes(g: &crate::autograd::Gradients) -> u64 {
     g.by_param.iter().map(|(_, t)| t.bytes()).sum()
 }
 
+/// One SGD step of the logits `forward` records, twice; the peak of the second.
+fn measure(
+    gpu: &Gpu,
+    mode: &str,
+    params: &crate::nn::params::ParamStore,
+    labels: &Tensor,
+    forward: impl Fn(&Tape) -> Result<crate::autograd::Var>,
+) -> Result<MemoryResult> {
+    let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), params);
+    let mut grads = 0;
+    let peak_bytes = peak(gpu, || {
+        let tape = Tape::new(gpu, 0);
+        let logits = forward(&tape)?;
+        let (_l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), labels, 0.1)?;
+        let mut g = tape.backward(&logits, dl)?;
+        drop(logits);
+        // Gate leaves of the all-paths forward are not weights.
+        g.by_param.retain(|(i, _)| *i < params.params.len());
+        grads = grad_bytes(&g);
+        opt.step(gpu, params, &g, 0.01)
+    })?;
+    Ok(MemoryResult {
+        workload: "memory".into(),
+        mode: mode.into(),
+        peak_bytes,
+        weight_bytes: params.bytes() + grads + opt.bytes(),
+        adapter: gpu.adapter_name(),
+        resident_bytes: resident(params),
+    })
+}
+
 /// The three modes for the `space` at `width`, batch `n`, sampled path: MBConv k5 e6 at every
 /// layer (the `cifar-mb6k5` net for the cifar space at width 1).
 pub fn run(gpu: &Gpu, space_name: &str, width: f64, n: usize) -> Result<Vec<MemoryResult>> {
@@ -67,90 +98,34 @@ pub fn run(gpu: &Gpu, space_name: &str, width: f64, n: usize) -> Result<Vec<Memo
         .collect();
     let r = space.resolution;
     let (xv, labels) = batch(gpu, n, r, space.classes)?;
-    let sgd = OptimizerKind::nesterov(4e-5);
-    let adapter = gpu.adapter_name();
     let mut out = Vec::new();
 
-    // Standalone: the derived net trained as an ordinary network.
-    {
-        let net = Network::new(gpu, &space.derive(&choice)?, 0)?;
-        let mut opt = Optimizer::new(sgd, &net.params);
-        let mut grads = 0;
-        let p = peak(gpu, || {
-            let tape = Tape::new(gpu, 0);
-            let x = tape.constant(gpu.upload(&xv, &[n, r, r, 3])?);
-            let logits = net.forward(&tape, &x, true)?;
-            drop(x);
-            let (_l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), &labels, 0.1)?;
-            let g = tape.backward(&logits, dl)?;
-            drop(logits);
-            grads = grad_bytes(&g);
-            opt.step(gpu, &net.params, &g, 0.01)
-        })?;
-        out.push(MemoryResult {
-            workload: "memory".into(),
-            mode: "standalone".into(),
-            peak_bytes: p,
-            weight_bytes: net.params.bytes() + grads + opt.bytes(),
-            adapter: adapter.clone(),
-            resident_bytes: resident(&net.params),
-        });
-    }
-    // Supernet, one sampled path.
+    let upload = || gpu.upload(&xv, &[n, r, r, 3]);
+    let standalone = Network::new(gpu, &space.derive(&choice)?, 0)?;
+    out.push(measure(
+        gpu,
+        "standalone",
+        &standalone.params,
+        &labels,
+        |tape| {
+            let x = tape.constant(upload()?);
+            standalone.forward(tape, &x, true)
+        },
+    )?);
     let net = Supernet::new(gpu, &space, 0)?;
-    {
-        let mut opt = Optimizer::new(sgd, &net.params);
-        let mut grads = 0;
-        let p = peak(gpu, || {
-            let tape = Tape::new(gpu, 0);
-            let x = tape.constant(gpu.upload(&xv, &[n, r, r, 3])?);
-            let (logits, traces) = net.forward(&tape, &x, &choice, true)?;
-            drop((x, traces));
-            let (_l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), &labels, 0.1)?;
-            let g = tape.backward(&logits, dl)?;
-            drop(logits);
-            grads = grad_bytes(&g);
-            opt.step(gpu, &net.params, &g, 0.01)
-        })?;
-        out.push(MemoryResult {
-            workload: "memory".into(),
-            mode: "supernet".into(),
-            peak_bytes: p,
-            weight_bytes: net.params.bytes() + grads + opt.bytes(),
-            adapter: adapter.clone(),
-            resident_bytes: resident(&net.params),
-        });
-    }
+    out.push(measure(gpu, "supernet", &net.params, &labels, |tape| {
+        let x = tape.constant(upload()?);
+        Ok(net.forward(tape, &x, &choice, true)?.0)
+    })?);
     // All paths, weighted by the uniform distribution.
-    {
-        let mut opt = Optimizer::new(sgd, &net.params);
-        let mut grads = 0;
-        let weights: Vec<Vec<f32>> = net
-            .layers
-            .iter()
-            .map(|l| vec![1.0 / l.ops.len() as f32; l.ops.len()])
-            .collect();
-        let p = peak(gpu, || {
-            let tape = Tape::new(gpu, 0);
-            let x = tape.constant(gpu.upload(&xv, &[n, r, r, 3])?);
-            let logits = net.forward_all_paths(&tape, &x, &weights)?;
-            drop(x);
-            let (_l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), &labels, 0.1)?;
-            let mut g = tape.backward(&logits, dl)?;
-            drop(logits);
-            // The gates are not weights.
-            g.by_param.retain(|(i, _)| *i < net.params.params.len());
-            grads = grad_bytes(&g);
-            opt.step(gpu, &net.params, &g, 0.01)
-        })?;
-        out.push(MemoryResult {
-            workload: "memory".into(),
-            mode: "all-paths".into(),
-            peak_bytes: p,
-            weight_bytes: net.params.bytes() + grads + opt.bytes(),
-            adapter,
-            resident_bytes: resident(&net.params),
-        });
-    }
+    let weights: Vec<Vec<f32>> = net
+        .layers
+        .iter()
+        .map(|l| vec![1.0 / l.ops.len() as f32; l.ops.len()])
+        .collect();
+    out.push(measure(gpu, "all-paths", &net.params, &labels, |tape| {
+        let x = tape.constant(upload()?);
+        net.forward_all_paths(tape, &x, &weights)
+    })?);
     Ok(out)
 }

@@ -79,6 +79,21 @@ pub fn train_step(
     Ok(StepOutput { loss, correct })
 }
 
+/// The dropout seed of global step `step`: a resumed run draws the same masks.
+pub(crate) fn step_seed(seed: u64, step: usize) -> u32 {
+    (seed as u32) ^ (step as u32).wrapping_mul(0x85EB_CA6B)
+}
+
+/// Where a run is, for progress and error messages.
+pub(crate) struct Position {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub step: usize,
+    pub lr: f32,
+}
+
 /// Sums of loss and correct predictions kept on the device, so a step needs no readback.
 pub(crate) struct Totals {
     loss: Tensor,
@@ -102,6 +117,43 @@ impl Totals {
         elementwise::add_assign(gpu, &self.correct, &s.correct)?;
         self.images += n;
         self.batches += 1;
+        Ok(())
+    }
+
+    /// Reads the running loss and accuracy, stops the run on a non-finite loss (naming the
+    /// last good checkpoint) and shows progress.
+    pub(crate) fn report(
+        &self,
+        gpu: &Gpu,
+        observer: &mut dyn Observer,
+        out: &RunDir,
+        at: &Position,
+        epoch_start: Instant,
+    ) -> Result<()> {
+        let (loss, accuracy) = self.read(gpu)?;
+        if !loss.is_finite() {
+            bail!(
+                "the training loss became {loss} in epoch {} (step {}); stopped. The last good \
+                 checkpoint is {} (lower --lr and --resume)",
+                at.epoch + 1,
+                at.step,
+                if out.checkpoint().exists() {
+                    out.checkpoint().display().to_string()
+                } else {
+                    "not written yet".into()
+                }
+            );
+        }
+        observer.progress(&Progress {
+            epoch: at.epoch,
+            epochs: at.epochs,
+            batch: at.batch,
+            batches: at.batches,
+            loss,
+            accuracy,
+            images_per_s: self.images as f64 / epoch_start.elapsed().as_secs_f64(),
+            lr: at.lr,
+        });
         Ok(())
     }
 
@@ -270,17 +322,7 @@ pub fn train(
     for epoch in start_epoch..end {
         let t0 = Instant::now();
         gpu.reset_high_water();
-        let loader = Loader::new(
-            Arc::clone(&data.train),
-            data.train_indices.clone(),
-            cfg.batch,
-            true,
-            true,
-            data.augment,
-            data.norm,
-            cfg.seed,
-            epoch as u64,
-        );
+        let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64);
         let batches = loader.batches();
         let mut totals = Totals::new(gpu);
         let mut last_read = Instant::now();
@@ -288,35 +330,21 @@ pub fn train(
         for (i, b) in loader.enumerate() {
             lr = schedule.lr(step);
             let (x, y) = upload_batch(gpu, &b)?;
-            let seed = (cfg.seed as u32) ^ (step as u32).wrapping_mul(0x85EB_CA6B);
+            let seed = step_seed(cfg.seed, step);
             let s = train_step(gpu, net, &mut opt, x, &y, lr, cfg.label_smoothing, seed)?;
             totals.add(gpu, &s, b.n)?;
             step += 1;
             if last_read.elapsed().as_secs_f64() >= READ_EVERY_S || i + 1 == batches {
                 last_read = Instant::now();
-                let (loss, acc) = totals.read(gpu)?;
-                if !loss.is_finite() {
-                    bail!(
-                        "the training loss became {loss} in epoch {} (step {step}); stopped. \
-                         The last good checkpoint is {} (lower --lr and --resume)",
-                        epoch + 1,
-                        if out.checkpoint().exists() {
-                            out.checkpoint().display().to_string()
-                        } else {
-                            "not written yet".into()
-                        }
-                    );
-                }
-                observer.progress(&Progress {
+                let at = Position {
                     epoch,
                     epochs: cfg.epochs,
                     batch: i + 1,
                     batches,
-                    loss,
-                    accuracy: acc,
-                    images_per_s: totals.images as f64 / t0.elapsed().as_secs_f64(),
+                    step,
                     lr,
-                });
+                };
+                totals.report(gpu, observer, out, &at, t0)?;
             }
         }
         gpu.sync()?;

@@ -25,7 +25,7 @@ use crate::ops::loss;
 
 use super::{
     append_line, load_state, meta_number, save_state, save_weights, upload_batch, DataSource,
-    Observer, Progress, RunDir, StepOutput, Totals,
+    Observer, Position, RunDir, StepOutput, Totals,
 };
 
 /// How alpha is updated.
@@ -241,29 +241,9 @@ pub fn search(
         let joint = epoch.checked_sub(cfg.warmup_epochs);
         let arch_on = matches!(joint, Some(j) if j >= 1);
         let mut rng = seeded(cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let loader = Loader::new(
-            Arc::clone(&data.train),
-            data.train_indices.clone(),
-            cfg.batch,
-            true,
-            true,
-            data.augment,
-            data.norm,
-            cfg.seed,
-            epoch as u64,
-        );
+        let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64);
         let batches = loader.batches();
-        let mut valid = Loader::new(
-            Arc::clone(&data.train),
-            data.valid_indices.clone(),
-            cfg.batch,
-            true,
-            true,
-            Augment::None,
-            data.norm,
-            cfg.seed ^ 0xA4C,
-            epoch as u64,
-        );
+        let mut valid = data.valid_loader(cfg.batch, cfg.seed ^ 0xA4C, epoch as u64);
         let mut totals = Totals::new(gpu);
         let mut arch_info = ArchStepInfo::default();
         let mut arch_steps = 0;
@@ -272,7 +252,7 @@ pub fn search(
             let lr = schedule.lr(step);
             let active = arch.sample(&mut rng);
             let (x, y) = upload_batch(gpu, &b)?;
-            let seed = (cfg.seed as u32) ^ (step as u32).wrapping_mul(0x85EB_CA6B);
+            let seed = super::step_seed(cfg.seed, step);
             let (l, correct) = weight_step(
                 gpu,
                 net,
@@ -289,14 +269,9 @@ pub fn search(
                 let vb = match valid.next() {
                     Some(v) => v,
                     None => {
-                        valid = Loader::new(
-                            Arc::clone(&data.train),
-                            data.valid_indices.clone(),
+                        // The split is used up: another pass, in another order.
+                        valid = data.valid_loader(
                             cfg.batch,
-                            true,
-                            true,
-                            Augment::None,
-                            data.norm,
                             cfg.seed ^ 0xA4C ^ step as u64,
                             epoch as u64,
                         );
@@ -328,27 +303,17 @@ pub fn search(
                 };
                 arch_steps += 1;
             }
-            if last_read.elapsed().as_secs_f64() >= 0.5 || i + 1 == batches {
+            if last_read.elapsed().as_secs_f64() >= super::READ_EVERY_S || i + 1 == batches {
                 last_read = Instant::now();
-                let (loss, acc) = totals.read(gpu)?;
-                if !loss.is_finite() {
-                    bail!(
-                        "the training loss became {loss} in epoch {} (step {step}); stopped. \
-                         The last good checkpoint is {}",
-                        epoch + 1,
-                        out.checkpoint().display()
-                    );
-                }
-                observer.progress(&Progress {
+                let at = Position {
                     epoch,
                     epochs: total_epochs,
                     batch: i + 1,
                     batches,
-                    loss,
-                    accuracy: acc,
-                    images_per_s: totals.images as f64 / t0.elapsed().as_secs_f64(),
+                    step,
                     lr,
-                });
+                };
+                totals.report(gpu, observer, out, &at, t0)?;
             }
         }
         gpu.sync()?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use crate::data::{self, Augment, CifarSplit, Dataset, Normalize};
+use crate::data::{self, Augment, CifarSplit, Dataset, Loader, Normalize};
 
 pub struct DataSource {
     /// Human-readable origin, for logs.
@@ -94,5 +94,37 @@ impl DataSource {
 
     pub fn classes(&self) -> usize {
         self.train.classes()
+    }
+
+    /// One epoch of the training split: shuffled, augmented, full batches only.
+    pub fn train_loader(&self, batch: usize, seed: u64, epoch: u64) -> Loader {
+        let (indices, augment) = (self.train_indices.clone(), self.augment);
+        Loader::new(
+            Arc::clone(&self.train),
+            indices,
+            batch,
+            true,
+            true,
+            augment,
+            self.norm,
+            seed,
+            epoch,
+        )
+    }
+
+    /// One pass over the valid split: shuffled, not augmented, full batches only.
+    pub fn valid_loader(&self, batch: usize, seed: u64, epoch: u64) -> Loader {
+        let indices = self.valid_indices.clone();
+        Loader::new(
+            Arc::clone(&self.train),
+            indices,
+            batch,
+            true,
+            true,
+            Augment::None,
+            self.norm,
+            seed,
+            epoch,
+        )
     }
 }
