@@ -1,7 +1,7 @@
 //! Does the supernet learn the synthetic set in warm-up? Weight steps on 2000 synthetic images
 //! (batch 32) with a path that is fixed (`fixedN`: candidate N everywhere), alternating
 //! (`alternate`: candidates 0 and 3 on alternate steps), uniformly random over the six MBConvs
-//! (`mbconv`) or drawn from the architecture distribution (`random`, Zero included).
+//! (`mbconv`), switching only layer 10 (`one`) or drawn from the architecture distribution (`random`, Zero included).
 //! `cargo run --release --example supernet_probe -- MODE [LR] [WIDTH] [EPOCHS]`; `TRIM=1`
 //! returns every pooled buffer to the device after each step (fresh memory every step).
 use anyhow::Result;
@@ -62,6 +62,11 @@ fn main() -> Result<()> {
             } else if mode == "mbconv" {
                 use rand::Rng;
                 (0..21).map(|_| rng.random_range(0..6)).collect()
+            } else if mode == "one" {
+                // Only layer 10 switches (between candidates 0 and 3).
+                let mut p = vec![3; 21];
+                p[10] = if i.is_multiple_of(2) { 0 } else { 3 };
+                p
             } else if mode == "alternate" {
                 vec![if i.is_multiple_of(2) { 0 } else { 3 }; 21]
             } else {
