@@ -223,7 +223,7 @@ pub struct BnArgs<'a> {
 impl Tape<'_> {
     /// Dense convolution (the stem and other `ConvLayer`s with k > 1): x NHWC, w OIHW, pad k/2.
     pub fn conv2d(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
-        let y = self.timed("forward conv2d", || {
+        let y = self.timed(|| "forward conv2d", || {
             conv::conv2d_forward(self.gpu, &x.value, &w.value, stride)
         })?;
         Ok(self.output(y, &[x, w], |out, _| Node::Conv {
@@ -236,8 +236,8 @@ impl Tape<'_> {
 
     /// 1x1 convolution, w `[cout, cin]`.
     pub fn pointwise(&self, x: &Var, w: &Var) -> Result<Var> {
-        let name = format!("forward pointwise {:?}x{:?}", x.shape(), w.shape());
-        let y = self.timed(&name, || {
+        let name = || format!("forward pointwise {:?}x{:?}", x.shape(), w.shape());
+        let y = self.timed(name, || {
             pointwise::pointwise_forward(self.gpu, &x.value, &w.value)
         })?;
         Ok(self.output(y, &[x, w], |out, _| Node::Pointwise {
@@ -249,7 +249,7 @@ impl Tape<'_> {
 
     /// Depthwise k x k convolution, w `[c, k, k]`, pad k/2.
     pub fn depthwise(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
-        let y = self.timed("forward depthwise", || {
+        let y = self.timed(|| "forward depthwise", || {
             depthwise::depthwise_forward(self.gpu, &x.value, &w.value, stride)
         })?;
         Ok(self.output(y, &[x, w], |out, _| Node::Depthwise {
@@ -266,9 +266,9 @@ impl Tape<'_> {
     pub fn batchnorm(&self, x: &Var, bn: &BnArgs, act: BnAct, train: bool) -> Result<Var> {
         let running = (bn.running_mean, bn.running_var);
         let (gamma, beta) = (&bn.gamma.value, &bn.beta.value);
-        let name = format!("forward batchnorm {act:?}");
+        let name = || format!("forward batchnorm {act:?}");
         if !train {
-            let y = self.timed(&name, || {
+            let y = self.timed(name, || {
                 batchnorm::batchnorm_act_eval_forward(
                     self.gpu, &x.value, gamma, beta, running, bn.eps, act,
                 )
@@ -277,7 +277,7 @@ impl Tape<'_> {
             // statistics).
             return Ok(self.push_value(Rc::new(y), Source::Detached));
         }
-        let (y, mean, rstd) = self.timed(&name, || {
+        let (y, mean, rstd) = self.timed(name, || {
             batchnorm::batchnorm_act_train_forward(
                 self.gpu,
                 &x.value,
@@ -303,14 +303,14 @@ impl Tape<'_> {
     }
 
     pub fn relu6(&self, x: &Var) -> Result<Var> {
-        let y = self.timed("forward relu6", || {
+        let y = self.timed(|| "forward relu6", || {
             elementwise::relu6_forward(self.gpu, &x.value)
         })?;
         Ok(self.output(y, &[x], |out, y| Node::Relu6 { out, x: x.id, y }))
     }
 
     pub fn add(&self, a: &Var, b: &Var) -> Result<Var> {
-        let y = self.timed("forward add", || {
+        let y = self.timed(|| "forward add", || {
             elementwise::add(self.gpu, &a.value, &b.value)
         })?;
         Ok(self.output(y, &[a, b], |out, _| Node::Add {
@@ -345,7 +345,7 @@ impl Tape<'_> {
 
     /// `[n, h, w, c]` -> `[n, c]`.
     pub fn global_avg_pool(&self, x: &Var) -> Result<Var> {
-        let y = self.timed("forward global_avg_pool", || {
+        let y = self.timed(|| "forward global_avg_pool", || {
             pool::global_avg_pool_forward(self.gpu, &x.value)
         })?;
         Ok(self.output(y, &[x], |out, _| Node::GlobalAvgPool {
@@ -357,7 +357,7 @@ impl Tape<'_> {
 
     /// x `[n, in]`, w `[out, in]`, b `[out]`.
     pub fn linear(&self, x: &Var, w: &Var, b: &Var) -> Result<Var> {
-        let y = self.timed("forward linear", || {
+        let y = self.timed(|| "forward linear", || {
             linear::linear_forward(self.gpu, &x.value, &w.value, &b.value)
         })?;
         Ok(self.output(y, &[x, w, b], |out, _| Node::Linear {
@@ -372,7 +372,7 @@ impl Tape<'_> {
     pub fn dropout(&self, x: &Var, p: f32) -> Result<Var> {
         let seed = self.seed.get();
         self.seed.set(seed.wrapping_add(0x9E37_79B9));
-        let y = self.timed("forward dropout", || {
+        let y = self.timed(|| "forward dropout", || {
             dropout::dropout_forward(self.gpu, &x.value, p, seed)
         })?;
         Ok(self.output(y, &[x], |out, _| Node::Dropout {

@@ -106,7 +106,13 @@ impl<'g> Tape<'g> {
     }
 
     /// Runs `f`, timing it alone when profiling.
-    pub(super) fn timed<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// `name` is only built when profiling: op names with shapes would otherwise cost a string
+    /// per op on every step.
+    pub(super) fn timed<T, N: Into<String>>(
+        &self,
+        name: impl FnOnce() -> N,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         if self.profile.borrow().is_none() {
             return f();
         }
@@ -116,7 +122,7 @@ impl<'g> Tape<'g> {
         self.gpu.sync()?;
         let dt = t0.elapsed().as_secs_f64();
         if let Some(m) = self.profile.borrow_mut().as_mut() {
-            let e = m.entry(name.to_string()).or_insert((0.0, 0));
+            let e = m.entry(name().into()).or_insert((0.0, 0));
             e.0 += dt;
             e.1 += 1;
         }
@@ -252,8 +258,10 @@ impl<'g> Tape<'g> {
                 continue; // nothing downstream needed this value
             };
             keep(out, &dy, &mut watched);
-            let name = format!("backward {}", node.name());
-            let input_grads = self.timed(&name, || node.backward(self.gpu, &dy, &sources))?;
+            let input_grads = self.timed(
+                || format!("backward {}", node.name()),
+                || node.backward(self.gpu, &dy, &sources),
+            )?;
             for (input, g) in input_grads {
                 accumulate(self.gpu, &mut grads[input], g)?;
             }
