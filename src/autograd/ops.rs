@@ -223,9 +223,10 @@ pub struct BnArgs<'a> {
 impl Tape<'_> {
     /// Dense convolution (the stem and other `ConvLayer`s with k > 1): x NHWC, w OIHW, pad k/2.
     pub fn conv2d(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
-        let y = self.timed(|| "forward conv2d", || {
-            conv::conv2d_forward(self.gpu, &x.value, &w.value, stride)
-        })?;
+        let y = self.timed(
+            || "forward conv2d",
+            || conv::conv2d_forward(self.gpu, &x.value, &w.value, stride),
+        )?;
         Ok(self.output(y, &[x, w], |out, _| Node::Conv {
             out,
             x: x.clone(),
@@ -249,9 +250,10 @@ impl Tape<'_> {
 
     /// Depthwise k x k convolution, w `[c, k, k]`, pad k/2.
     pub fn depthwise(&self, x: &Var, w: &Var, stride: usize) -> Result<Var> {
-        let y = self.timed(|| "forward depthwise", || {
-            depthwise::depthwise_forward(self.gpu, &x.value, &w.value, stride)
-        })?;
+        let y = self.timed(
+            || "forward depthwise",
+            || depthwise::depthwise_forward(self.gpu, &x.value, &w.value, stride),
+        )?;
         Ok(self.output(y, &[x, w], |out, _| Node::Depthwise {
             out,
             x: x.clone(),
@@ -303,16 +305,18 @@ impl Tape<'_> {
     }
 
     pub fn relu6(&self, x: &Var) -> Result<Var> {
-        let y = self.timed(|| "forward relu6", || {
-            elementwise::relu6_forward(self.gpu, &x.value)
-        })?;
+        let y = self.timed(
+            || "forward relu6",
+            || elementwise::relu6_forward(self.gpu, &x.value),
+        )?;
         Ok(self.output(y, &[x], |out, y| Node::Relu6 { out, x: x.id, y }))
     }
 
     pub fn add(&self, a: &Var, b: &Var) -> Result<Var> {
-        let y = self.timed(|| "forward add", || {
-            elementwise::add(self.gpu, &a.value, &b.value)
-        })?;
+        let y = self.timed(
+            || "forward add",
+            || elementwise::add(self.gpu, &a.value, &b.value),
+        )?;
         Ok(self.output(y, &[a, b], |out, _| Node::Add {
             out,
             a: a.id,
@@ -345,9 +349,10 @@ impl Tape<'_> {
 
     /// `[n, h, w, c]` -> `[n, c]`.
     pub fn global_avg_pool(&self, x: &Var) -> Result<Var> {
-        let y = self.timed(|| "forward global_avg_pool", || {
-            pool::global_avg_pool_forward(self.gpu, &x.value)
-        })?;
+        let y = self.timed(
+            || "forward global_avg_pool",
+            || pool::global_avg_pool_forward(self.gpu, &x.value),
+        )?;
         Ok(self.output(y, &[x], |out, _| Node::GlobalAvgPool {
             out,
             x: x.id,
@@ -357,9 +362,10 @@ impl Tape<'_> {
 
     /// x `[n, in]`, w `[out, in]`, b `[out]`.
     pub fn linear(&self, x: &Var, w: &Var, b: &Var) -> Result<Var> {
-        let y = self.timed(|| "forward linear", || {
-            linear::linear_forward(self.gpu, &x.value, &w.value, &b.value)
-        })?;
+        let y = self.timed(
+            || "forward linear",
+            || linear::linear_forward(self.gpu, &x.value, &w.value, &b.value),
+        )?;
         Ok(self.output(y, &[x, w, b], |out, _| Node::Linear {
             out,
             x: x.clone(),
@@ -372,9 +378,10 @@ impl Tape<'_> {
     pub fn dropout(&self, x: &Var, p: f32) -> Result<Var> {
         let seed = self.seed.get();
         self.seed.set(seed.wrapping_add(0x9E37_79B9));
-        let y = self.timed(|| "forward dropout", || {
-            dropout::dropout_forward(self.gpu, &x.value, p, seed)
-        })?;
+        let y = self.timed(
+            || "forward dropout",
+            || dropout::dropout_forward(self.gpu, &x.value, p, seed),
+        )?;
         Ok(self.output(y, &[x], |out, _| Node::Dropout {
             out,
             x: x.id,

@@ -491,6 +491,33 @@ impl Gpu {
         Ok(())
     }
 
+    /// Reads many small tensors (scalars, per-layer sums) with one readback instead of one each:
+    /// they are copied side by side into one buffer, in order with the batch.
+    pub fn read_many(&self, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+        let total: usize = tensors.iter().map(|t| t.numel()).sum();
+        if total == 0 {
+            return Ok(tensors.iter().map(|_| Vec::new()).collect());
+        }
+        let packed = self.empty(&[total]);
+        {
+            let mut b = self.lock_batch();
+            let enc = b.encoder(&self.device);
+            let mut offset = 0;
+            for t in tensors {
+                enc.copy_buffer_to_buffer(t.raw(), 0, packed.raw(), offset, Some(t.bytes()));
+                offset += t.bytes();
+            }
+        }
+        let flat = self.read_f32(&packed)?;
+        let mut out = Vec::with_capacity(tensors.len());
+        let mut at = 0;
+        for t in tensors {
+            out.push(flat[at..at + t.numel()].to_vec());
+            at += t.numel();
+        }
+        Ok(out)
+    }
+
     /// A texture copy of the first `floats` elements of `buf` (see `gpu::texture` for the
     /// layout), in order with the batch.
     pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<GpuTexture> {

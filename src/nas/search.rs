@@ -186,14 +186,19 @@ pub fn arch_step_gradient(
         sums.push(net.gate_gradients(gpu, l, &t.input.tensor(), dy, true, &involved[l])?);
     }
     drop((traces, dys));
-    let ce = gpu.read_f32(&ce_t)?[0] as f64;
-    let accuracy = gpu.read_f32(&correct)?[0] as f64 / n as f64;
+    // One readback for the loss, the count and every gate sum.
+    let mut wanted: Vec<&Tensor> = vec![&ce_t, &correct];
+    wanted.extend(sums.iter().flatten().flatten());
+    let values = gpu.read_many(&wanted)?;
+    let ce = values[0][0] as f64;
+    let accuracy = values[1][0] as f64 / n as f64;
+    let mut next = values[2..].iter();
     let mut dg: Vec<Vec<f64>> = Vec::new();
     for s in &sums {
         let mut v = Vec::new();
         for t in s {
             v.push(match t {
-                Some(t) => gpu.read_f32(t)?[0] as f64,
+                Some(_) => next.next().map_or(0.0, |x| x[0] as f64),
                 None => 0.0,
             });
         }
@@ -281,10 +286,11 @@ pub fn arch_step_reinforce(
         let correct = loss::count_correct(gpu, logits.value(), y)?;
         scored.push((choice, correct));
     }
+    let counts = gpu.read_many(&scored.iter().map(|(_, c)| c).collect::<Vec<_>>())?;
     let mut rewards = Vec::new();
     let mut mean_acc = 0.0;
-    for (choice, correct) in &scored {
-        let acc = gpu.read_f32(correct)?[0] as f64 / n as f64;
+    for ((choice, _), count) in scored.iter().zip(&counts) {
+        let acc = count[0] as f64 / n as f64;
         mean_acc += acc / scored.len() as f64;
         let r = match costs {
             Some(c) => acc * (c.target / c.of(choice)).powf(exponent),

@@ -159,8 +159,8 @@ impl Totals {
 
     /// (mean loss per batch, accuracy).
     pub(crate) fn read(&self, gpu: &Gpu) -> Result<(f64, f64)> {
-        let l = gpu.read_f32(&self.loss)?[0] as f64;
-        let c = gpu.read_f32(&self.correct)?[0] as f64;
+        let v = gpu.read_many(&[&self.loss, &self.correct])?;
+        let (l, c) = (v[0][0] as f64, v[1][0] as f64);
         Ok((
             l / self.batches.max(1) as f64,
             c / self.images.max(1) as f64,
