@@ -1,7 +1,8 @@
 //! Does the supernet learn the synthetic set in warm-up? Weight steps on 2000 synthetic images
 //! (batch 32) with a path that is fixed (`fixedN`: candidate N everywhere), alternating
 //! (`alternate`: candidates 0 and 3 on alternate steps), uniformly random over the six MBConvs
-//! (`mbconv`), switching only layer 10 (`one`) or drawn from the architecture distribution (`random`, Zero included).
+//! (`mbconv`), random on the residual layers only (`resonly`), two fixed mixed paths in turn
+//! (`twopaths`), switching only layer 10 (`one`) or drawn from the architecture distribution (`random`, Zero included).
 //! `cargo run --release --example supernet_probe -- MODE [LR] [WIDTH] [EPOCHS]`; `TRIM=1`
 //! returns every pooled buffer to the device after each step (fresh memory every step).
 use anyhow::Result;
@@ -24,6 +25,16 @@ fn main() -> Result<()> {
     let gpu = Gpu::new(&GpuOptions::default())?;
     let space = SearchSpace::new("cifar", width, 10)?;
     let net = Supernet::new(&gpu, &space, 0)?;
+    if std::env::var_os("ZERO_GAMMA").is_some() {
+        // Residual candidates start as the identity: their last BN scale is 0.
+        for l in net.layers.iter().filter(|l| l.residual) {
+            for op in l.ops.iter().flatten() {
+                let bn = op.project.bn.as_ref().expect("project has BN");
+                let g = &net.params.get(bn.gamma).value;
+                gpu.write(&g.buf, &vec![0f32; g.numel()])?;
+            }
+        }
+    }
     let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
     let data = Arc::new(synthetic(0, 2000, 32));
     let norm = Normalize::of(&data);
@@ -62,6 +73,17 @@ fn main() -> Result<()> {
             } else if mode == "mbconv" {
                 use rand::Rng;
                 (0..21).map(|_| rng.random_range(0..6)).collect()
+            } else if mode == "resonly" {
+                // Random MBConv on residual layers; the others fixed to candidate 3.
+                use rand::Rng;
+                (0..21)
+                    .map(|l| if net.layers[l].residual { rng.random_range(0..6) } else { 3 })
+                    .collect()
+            } else if mode == "twopaths" {
+                // Two fixed random paths, alternating.
+                let a: Vec<usize> = (0..21).map(|l| (l * 7 + 1) % 6).collect();
+                let b: Vec<usize> = (0..21).map(|l| (l * 5 + 4) % 6).collect();
+                if i.is_multiple_of(2) { a } else { b }
             } else if mode == "one" {
                 // Only layer 10 switches (between candidates 0 and 3).
                 let mut p = vec![3; 21];

@@ -168,3 +168,79 @@ fn train_refuses_bad_data_and_mismatched_classes() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A short search on the synthetic set writes every output the issue names, with the
+/// latency table measured here and a summary of expected against measured latency; then
+/// `latency --lut --net --measure` predicts and times the derived net.
+#[test]
+fn search_on_the_synthetic_set_writes_every_output() {
+    let dir = std::env::temp_dir().join(format!("proxyless-cli-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_string_lossy().into_owned();
+    let args = [
+        "search",
+        "--train-images",
+        "64",
+        "--valid",
+        "64",
+        "--batch",
+        "32",
+        "--warmup-epochs",
+        "1",
+        "--epochs",
+        "2",
+        "--arch-every",
+        "1",
+        "--latency-batch",
+        "1",
+        "--out",
+        &out,
+    ];
+    let (ok, stdout, err) = proxyless(&args);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("derived net:") && stdout.contains("measured"),
+        "{stdout}"
+    );
+    for f in [
+        "net.config",
+        "weights.safetensors",
+        "arch_history.jsonl",
+        "log.jsonl",
+        "latency.yaml",
+        "summary.json",
+        "checkpoint.safetensors",
+        "arch_probs.png",
+        "curves.png",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let history = std::fs::read_to_string(dir.join("arch_history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 3, "{history}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+            .unwrap();
+    for k in ["expected_cost", "measured_ms"] {
+        let v = summary[k].as_f64().unwrap_or(f64::NAN);
+        assert!(v > 0.0 && v.is_finite(), "{k}: {summary}");
+    }
+    assert_eq!(summary["choice"].as_array().map(Vec::len), Some(21));
+
+    let lut = dir.join("latency.yaml").to_string_lossy().into_owned();
+    let net = dir.join("net.config").to_string_lossy().into_owned();
+    let (ok, stdout, err) = proxyless(&[
+        "latency", "--lut", &lut, "--net", &net, "--measure", "--batch", "1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("predicted") && stdout.contains("measured on"),
+        "{stdout}"
+    );
+    // A resumed run with another flag is refused, naming it.
+    let mut other = args.to_vec();
+    other[2] = "96";
+    other.push("--resume");
+    let (ok, _, err) = proxyless(&other);
+    assert!(!ok && err.contains("--train-images"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

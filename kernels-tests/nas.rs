@@ -264,3 +264,170 @@ fn latency_tables_round_trip_and_the_official_one_loads() {
         assert!(lat.iter().flatten().all(|v| v.is_finite() && *v >= 0.0));
     }
 }
+
+/// After the supernet has trained on other random paths, a weight step on path A does exactly
+/// what a step of the derived standalone net (inherited weights) does, and leaves every
+/// candidate off the path untouched. `PROXYLESS_CHURN` sets the number of churn steps.
+#[test]
+fn supernet_path_step_matches_the_derived_standalone_net() {
+    use proxyless::nas::search::{derive, weight_step};
+    use proxyless::nn::optim::{Optimizer, OptimizerKind};
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let net = Supernet::new(gpu, &space, 3).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let batch = |rng: &mut rand::rngs::StdRng, n: usize| {
+        let x: Vec<f32> = (0..n * 32 * 32 * 3)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
+        (
+            gpu.upload(&x, &[n, 32, 32, 3]).unwrap(),
+            gpu.upload(&y, &[n]).unwrap(),
+        )
+    };
+    let churn: usize = std::env::var("PROXYLESS_CHURN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
+    for step in 0..churn {
+        let path: Vec<usize> = (0..21).map(|_| rng.random_range(0..6)).collect();
+        let (x, y) = batch(&mut rng, 4);
+        weight_step(gpu, &net, &mut opt, (x, &y), &path, 0.05, 0.1, step as u32).unwrap();
+    }
+    let path: Vec<usize> = (0..21).map(|_| rng.random_range(0..6)).collect();
+    let mut arch = ArchParams::new(&vec![7; 21], 1e-3, &mut rng);
+    for (i, l) in net.layers.iter().enumerate() {
+        arch.alpha[i] = vec![0.0; l.ops.len()];
+        arch.alpha[i][path[i]] = 10.0;
+    }
+    let standalone = derive(gpu, &net, &arch).unwrap();
+    let read_all = |store: &proxyless::nn::params::ParamStore| -> Vec<Vec<f32>> {
+        store
+            .params
+            .iter()
+            .map(|p| gpu.read_f32(&p.value).unwrap())
+            .collect()
+    };
+    let before = read_all(&net.params);
+
+    let (x, y) = batch(&mut rng, 3);
+    let x2 = gpu.upload(&gpu.read_f32(&x).unwrap(), &[3, 32, 32, 3]).unwrap();
+    let mut fresh = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
+    let (l_super, _) = weight_step(gpu, &net, &mut fresh, (x, &y), &path, 0.05, 0.1, 9).unwrap();
+    let mut opt_alone = Optimizer::new(OptimizerKind::nesterov(4e-5), &standalone.params);
+    let out = proxyless::train::train_step(gpu, &standalone, &mut opt_alone, x2, &y, 0.05, 0.1, 9)
+        .unwrap();
+    let (a, b) = (
+        gpu.read_f32(&l_super).unwrap()[0],
+        gpu.read_f32(&out.loss).unwrap()[0],
+    );
+    assert!((a - b).abs() <= 1e-5 * b.abs(), "loss {a} vs {b}");
+
+    // The supernet's path weights after the step equal the standalone net's.
+    let stepped = derive(gpu, &net, &arch).unwrap();
+    for (p, q) in stepped.params.params.iter().zip(&standalone.params.params) {
+        let (u, v) = (gpu.read_f32(&p.value).unwrap(), gpu.read_f32(&q.value).unwrap());
+        let diff: f64 = u.iter().zip(&v).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let norm: f64 = v.iter().map(|b| (*b as f64).powi(2)).sum();
+        assert!(
+            diff.sqrt() <= 1e-5 * norm.sqrt().max(1e-6),
+            "{}: supernet and standalone differ after the step",
+            p.name
+        );
+    }
+    // Candidates off the path are untouched.
+    let after = read_all(&net.params);
+    for (i, l) in net.layers.iter().enumerate() {
+        for k in 0..l.ops.len() {
+            if k == path[i] {
+                continue;
+            }
+            for p in net.candidate_params(i, k) {
+                assert_eq!(
+                    before[p], after[p],
+                    "{} changed though it is off the path",
+                    net.params.params[p].name
+                );
+            }
+        }
+    }
+}
+
+/// Validation of a supernet path uses each batch's BN statistics and leaves the running ones
+/// untouched; its logits equal a training-mode forward's.
+#[test]
+fn batch_statistics_forward_leaves_running_statistics_alone() {
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let net = Supernet::new(gpu, &space, 5).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let xv: Vec<f32> = (0..3 * 32 * 32 * 3)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let path: Vec<usize> = net.layers.iter().map(|l| rng.random_range(0..l.ops.len())).collect();
+    let running = |net: &Supernet| -> Vec<Vec<f32>> {
+        net.params
+            .params
+            .iter()
+            .filter(|p| p.name.contains("running"))
+            .map(|p| gpu.read_f32(&p.value).unwrap())
+            .collect()
+    };
+    let before = running(&net);
+    let tape = Tape::new(gpu, 0);
+    let _g = tape.no_grad();
+    let x = tape.constant(gpu.upload(&xv, &[3, 32, 32, 3]).unwrap());
+    let a = gpu.read_f32(net.forward_batch_stats(&tape, &x, &path).unwrap().value()).unwrap();
+    assert!(before == running(&net), "running statistics changed");
+    let (b, _) = net.forward(&tape, &x, &path, true).unwrap();
+    let b = gpu.read_f32(b.value()).unwrap();
+    assert!(before != running(&net), "a training forward should move them");
+    let diff: f32 = a.iter().zip(&b).map(|(u, v)| (u - v).powi(2)).sum::<f32>().sqrt();
+    let norm: f32 = b.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!(diff <= 1e-5 * norm, "{a:?} vs {b:?}");
+}
+
+/// The architecture step takes the active candidate's dL/dg from the forward it already ran
+/// (y, or y - x with a shortcut); that equals recomputing the candidate, on a layer with and
+/// one without a shortcut.
+#[test]
+fn active_gate_gradient_equals_recomputing_the_candidate() {
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let net = Supernet::new(gpu, &space, 11).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let n = 3;
+    let xv: Vec<f32> = (0..n * 32 * 32 * 3)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let path: Vec<usize> = (0..21).map(|_| rng.random_range(0..6)).collect();
+    let tape = Tape::new(gpu, 0);
+    tape.freeze_params();
+    let x = tape.constant(gpu.upload(&xv, &[n, 32, 32, 3]).unwrap());
+    let (_, traces) = net.forward_from_leaf(&tape, &x, &path).unwrap();
+    for l in [2, 4] {
+        assert_eq!(net.layers[l].residual, l == 2);
+        let shape = traces[l].output.value().shape.clone();
+        let dyv: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let dy = gpu.upload(&dyv, &shape).unwrap();
+        let k = path[l];
+        let reused = net
+            .active_gate_gradient(gpu, l, k, &traces[l], &dy)
+            .unwrap()
+            .unwrap();
+        let recomputed = net
+            .gate_gradients(gpu, l, &traces[l].input.tensor(), &dy, true, &[k])
+            .unwrap()
+            .swap_remove(k)
+            .unwrap();
+        let (a, b) = (
+            gpu.read_f32(&reused).unwrap()[0] as f64,
+            gpu.read_f32(&recomputed).unwrap()[0] as f64,
+        );
+        assert!(b != 0.0 && (a - b).abs() <= 1e-5 * b.abs(), "layer {l}: {a} vs {b}");
+    }
+}

@@ -47,6 +47,10 @@ pub struct Args {
     /// at most 5000: CIFAR-10's usual split).
     #[arg(long)]
     valid: Option<usize>,
+    /// Train on only this many of the training split's images (a random subset, the same for
+    /// every run): for runs that must fit a time budget.
+    #[arg(long)]
+    train_images: Option<usize>,
     /// Input resolution for image folders and the synthetic set (CIFAR is always 32).
     #[arg(long, default_value_t = 32)]
     resolution: usize,
@@ -64,17 +68,23 @@ pub struct Args {
     resume: bool,
 }
 
-/// The progress bar of long runs, and a line per finished epoch.
+/// The progress bar of long runs, and a line per finished epoch. When stderr is not a
+/// terminal (a log file) the bar is hidden, so a plain line is printed every half minute.
 pub struct Bar {
     bar: Option<ProgressBar>,
     epoch: usize,
+    last_line: std::time::Instant,
 }
+
+/// Seconds between plain progress lines when no bar can be drawn.
+const PLAIN_EVERY_S: u64 = 30;
 
 impl Bar {
     pub fn new() -> Bar {
         Bar {
             bar: None,
             epoch: usize::MAX,
+            last_line: std::time::Instant::now(),
         }
     }
 }
@@ -104,14 +114,25 @@ impl Observer for Bar {
             self.epoch = p.epoch;
         }
         if let Some(b) = &self.bar {
-            b.set_position(p.batch as u64);
-            b.set_message(format!(
+            let msg = format!(
                 "loss {:.3} acc {:.1}% {:.0} img/s lr {:.4}",
                 p.loss,
                 100.0 * p.accuracy,
                 p.images_per_s,
                 p.lr
-            ));
+            );
+            if b.is_hidden() && self.last_line.elapsed().as_secs() >= PLAIN_EVERY_S {
+                self.last_line = std::time::Instant::now();
+                eprintln!(
+                    "epoch {}/{} batch {}/{}: {msg}",
+                    p.epoch + 1,
+                    p.epochs,
+                    p.batch,
+                    p.batches
+                );
+            }
+            b.set_position(p.batch as u64);
+            b.set_message(msg);
         }
     }
 
@@ -168,6 +189,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let config = NetConfig::load(&a.net)?;
     let t = Instant::now();
     let mut data = DataSource::open(a.data.as_deref(), a.resolution, a.valid, a.seed)?;
+    data.limit_train(a.train_images)?;
     if a.no_augment {
         data.augment = proxyless::data::Augment::None;
     }

@@ -183,7 +183,15 @@ pub fn arch_step_gradient(
         let Some(dy) = dy else {
             bail!("no gradient reached mixed layer {l}");
         };
-        sums.push(net.gate_gradients(gpu, l, &t.input.tensor(), dy, true, &involved[l])?);
+        // The active candidate's output is already here (y, or y - x with the shortcut):
+        // only the others are recomputed.
+        let k = active[l];
+        let others: Vec<usize> = involved[l].iter().copied().filter(|&j| j != k).collect();
+        let mut s = net.gate_gradients(gpu, l, &t.input.tensor(), dy, true, &others)?;
+        if involved[l].contains(&k) {
+            s[k] = net.active_gate_gradient(gpu, l, k, t, dy)?;
+        }
+        sums.push(s);
     }
     drop((traces, dys));
     // One readback for the loss, the count and every gate sum.

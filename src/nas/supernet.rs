@@ -110,6 +110,19 @@ impl Supernet {
         }
     }
 
+    /// Logits with BN on each batch's own statistics, leaving the running statistics as they
+    /// are: how a supernet path is validated (as the official code does), since a candidate's
+    /// running statistics mix the inputs of every path that ran before it.
+    pub fn forward_batch_stats(&self, tape: &Tape, x: &Var, active: &[usize]) -> Result<Var> {
+        // Training mode would also drop out; the spaces' classifiers have no dropout.
+        if self.classifier.dropout > 0.0 {
+            bail!("forward_batch_stats: the classifier has dropout, which validation must not apply");
+        }
+        let mut ctx = self.ctx(tape, true);
+        ctx.bn_momentum = 0.0;
+        Ok(self.run_with(&ctx, x, active, false)?.0)
+    }
+
     /// Logits for images `x` with candidate `active[i]` at mixed layer i; nothing of the other
     /// candidates runs. Also the input and output of every mixed layer.
     pub fn forward(
@@ -142,6 +155,16 @@ impl Supernet {
         train: bool,
         leaf: bool,
     ) -> Result<(Var, Vec<LayerTrace>)> {
+        self.run_with(&self.ctx(tape, train), x, active, leaf)
+    }
+
+    fn run_with(
+        &self,
+        ctx: &Ctx,
+        x: &Var,
+        active: &[usize],
+        leaf: bool,
+    ) -> Result<(Var, Vec<LayerTrace>)> {
         if active.len() != self.layers.len() {
             bail!(
                 "{} active ops for {} mixed layers",
@@ -149,25 +172,25 @@ impl Supernet {
                 self.layers.len()
             );
         }
-        let ctx = self.ctx(tape, train);
-        let h = self.first_conv.forward(&ctx, x)?;
-        let mut h = self.first_block.forward(&ctx, &h)?;
+        let tape = ctx.tape;
+        let h = self.first_conv.forward(ctx, x)?;
+        let mut h = self.first_block.forward(ctx, &h)?;
         if leaf {
             h = tape.requiring_grad(&h);
         }
         let mut traces = Vec::with_capacity(self.layers.len());
         for (layer, &k) in self.layers.iter().zip(active) {
-            let y = self.layer_output(&ctx, layer, k, &h)?;
+            let y = self.layer_output(ctx, layer, k, &h)?;
             traces.push(LayerTrace {
                 input: h,
                 output: y.clone(),
             });
             h = y;
         }
-        let h = self.feature_mix.forward(&ctx, &h)?;
+        let h = self.feature_mix.forward(ctx, &h)?;
         let pooled = tape.global_avg_pool(&h)?;
         let zero = tape.constant_shared(&self.zero_bias);
-        Ok((self.classifier.forward(&ctx, &pooled, &zero)?, traces))
+        Ok((self.classifier.forward(ctx, &pooled, &zero)?, traces))
     }
 
     /// The all-paths (DARTS-style) forward: every candidate of every mixed layer runs and the
@@ -246,6 +269,37 @@ impl Supernet {
             });
         }
         Ok(out)
+    }
+
+    /// dL/dg of mixed layer `i`'s active candidate `k` from what its forward left: o_k is the
+    /// layer's output, less its input where there is a shortcut, so nothing is recomputed.
+    /// None for Zero (o = 0).
+    pub fn active_gate_gradient(
+        &self,
+        gpu: &Gpu,
+        i: usize,
+        k: usize,
+        trace: &LayerTrace,
+        dy: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let layer = &self.layers[i];
+        match layer.ops.get(k) {
+            None => bail!(
+                "candidate {k} out of range ({} candidates)",
+                layer.ops.len()
+            ),
+            Some(None) => Ok(None),
+            Some(Some(_)) => {
+                let y = trace.output.value();
+                Ok(Some(if layer.residual {
+                    let minus_x = ops::elementwise::scale(gpu, trace.input.value(), -1.0)?;
+                    let o = ops::elementwise::add(gpu, y, &minus_x)?;
+                    ops::reduce::dot(gpu, &o, dy)?
+                } else {
+                    ops::reduce::dot(gpu, y, dy)?
+                }))
+            }
+        }
     }
 
     /// The candidate tensors of mixed layer `i`'s candidate `k` (their parameter indices).

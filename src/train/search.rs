@@ -92,8 +92,8 @@ fn layer_summary(net: &Supernet, arch: &ArchParams) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Accuracy of the most likely architecture on (up to 2000 of) the valid images, BN on running
-/// statistics.
+/// Accuracy of the most likely architecture on (up to 2000 of) the valid images, BN on each
+/// batch's statistics (a supernet's running statistics mix every path's inputs).
 fn valid_accuracy(gpu: &Gpu, net: &Supernet, data: &DataSource, arch: &ArchParams) -> Result<f64> {
     let idx: Vec<usize> = data.valid_indices.iter().take(2000).cloned().collect();
     if idx.is_empty() {
@@ -117,7 +117,7 @@ fn valid_accuracy(gpu: &Gpu, net: &Supernet, data: &DataSource, arch: &ArchParam
         let tape = Tape::new(gpu, 0);
         let _g = tape.no_grad();
         let xv = tape.constant(x);
-        let (logits, _) = net.forward(&tape, &xv, &choice, false)?;
+        let logits = net.forward_batch_stats(&tape, &xv, &choice)?;
         let (l, _) = loss::softmax_cross_entropy(gpu, logits.value(), &y, 0.0)?;
         let correct = loss::count_correct(gpu, logits.value(), &y)?;
         totals.add(gpu, &StepOutput { loss: l, correct }, b.n)?;

@@ -92,6 +92,18 @@ impl DataSource {
         })
     }
 
+    /// Keeps only the first `n` training images of the (shuffled) split, for runs that must fit
+    /// a time budget; the valid split is unchanged.
+    pub fn limit_train(&mut self, n: Option<usize>) -> Result<()> {
+        if let Some(n) = n {
+            if n == 0 {
+                bail!("--train-images must be at least 1");
+            }
+            self.train_indices.truncate(n);
+        }
+        Ok(())
+    }
+
     pub fn classes(&self) -> usize {
         self.train.classes()
     }
