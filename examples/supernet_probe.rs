@@ -77,13 +77,23 @@ fn main() -> Result<()> {
                 // Random MBConv on residual layers; the others fixed to candidate 3.
                 use rand::Rng;
                 (0..21)
-                    .map(|l| if net.layers[l].residual { rng.random_range(0..6) } else { 3 })
+                    .map(|l| {
+                        if net.layers[l].residual {
+                            rng.random_range(0..6)
+                        } else {
+                            3
+                        }
+                    })
                     .collect()
             } else if mode == "twopaths" {
                 // Two fixed random paths, alternating.
                 let a: Vec<usize> = (0..21).map(|l| (l * 7 + 1) % 6).collect();
                 let b: Vec<usize> = (0..21).map(|l| (l * 5 + 4) % 6).collect();
-                if i.is_multiple_of(2) { a } else { b }
+                if i.is_multiple_of(2) {
+                    a
+                } else {
+                    b
+                }
             } else if mode == "one" {
                 // Only layer 10 switches (between candidates 0 and 3).
                 let mut p = vec![3; 21];

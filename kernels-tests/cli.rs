@@ -218,8 +218,7 @@ fn search_on_the_synthetic_set_writes_every_output() {
     let history = std::fs::read_to_string(dir.join("arch_history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     for k in ["expected_cost", "measured_ms"] {
         let v = summary[k].as_f64().unwrap_or(f64::NAN);
         assert!(v > 0.0 && v.is_finite(), "{k}: {summary}");
@@ -229,7 +228,14 @@ fn search_on_the_synthetic_set_writes_every_output() {
     let lut = dir.join("latency.yaml").to_string_lossy().into_owned();
     let net = dir.join("net.config").to_string_lossy().into_owned();
     let (ok, stdout, err) = proxyless(&[
-        "latency", "--lut", &lut, "--net", &net, "--measure", "--batch", "1",
+        "latency",
+        "--lut",
+        &lut,
+        "--net",
+        &net,
+        "--measure",
+        "--batch",
+        "1",
     ]);
     assert!(ok, "{err}");
     assert!(

@@ -297,7 +297,7 @@ fn supernet_path_step_matches_the_derived_standalone_net() {
         weight_step(gpu, &net, &mut opt, (x, &y), &path, 0.05, 0.1, step as u32).unwrap();
     }
     let path: Vec<usize> = (0..21).map(|_| rng.random_range(0..6)).collect();
-    let mut arch = ArchParams::new(&vec![7; 21], 1e-3, &mut rng);
+    let mut arch = ArchParams::new(&[7; 21], 1e-3, &mut rng);
     for (i, l) in net.layers.iter().enumerate() {
         arch.alpha[i] = vec![0.0; l.ops.len()];
         arch.alpha[i][path[i]] = 10.0;
@@ -313,7 +313,9 @@ fn supernet_path_step_matches_the_derived_standalone_net() {
     let before = read_all(&net.params);
 
     let (x, y) = batch(&mut rng, 3);
-    let x2 = gpu.upload(&gpu.read_f32(&x).unwrap(), &[3, 32, 32, 3]).unwrap();
+    let x2 = gpu
+        .upload(&gpu.read_f32(&x).unwrap(), &[3, 32, 32, 3])
+        .unwrap();
     let mut fresh = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
     let (l_super, _) = weight_step(gpu, &net, &mut fresh, (x, &y), &path, 0.05, 0.1, 9).unwrap();
     let mut opt_alone = Optimizer::new(OptimizerKind::nesterov(4e-5), &standalone.params);
@@ -328,8 +330,15 @@ fn supernet_path_step_matches_the_derived_standalone_net() {
     // The supernet's path weights after the step equal the standalone net's.
     let stepped = derive(gpu, &net, &arch).unwrap();
     for (p, q) in stepped.params.params.iter().zip(&standalone.params.params) {
-        let (u, v) = (gpu.read_f32(&p.value).unwrap(), gpu.read_f32(&q.value).unwrap());
-        let diff: f64 = u.iter().zip(&v).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let (u, v) = (
+            gpu.read_f32(&p.value).unwrap(),
+            gpu.read_f32(&q.value).unwrap(),
+        );
+        let diff: f64 = u
+            .iter()
+            .zip(&v)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
         let norm: f64 = v.iter().map(|b| (*b as f64).powi(2)).sum();
         assert!(
             diff.sqrt() <= 1e-5 * norm.sqrt().max(1e-6),
@@ -366,7 +375,11 @@ fn batch_statistics_forward_leaves_running_statistics_alone() {
     let xv: Vec<f32> = (0..3 * 32 * 32 * 3)
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
-    let path: Vec<usize> = net.layers.iter().map(|l| rng.random_range(0..l.ops.len())).collect();
+    let path: Vec<usize> = net
+        .layers
+        .iter()
+        .map(|l| rng.random_range(0..l.ops.len()))
+        .collect();
     let running = |net: &Supernet| -> Vec<Vec<f32>> {
         net.params
             .params
@@ -379,12 +392,22 @@ fn batch_statistics_forward_leaves_running_statistics_alone() {
     let tape = Tape::new(gpu, 0);
     let _g = tape.no_grad();
     let x = tape.constant(gpu.upload(&xv, &[3, 32, 32, 3]).unwrap());
-    let a = gpu.read_f32(net.forward_batch_stats(&tape, &x, &path).unwrap().value()).unwrap();
+    let a = gpu
+        .read_f32(net.forward_batch_stats(&tape, &x, &path).unwrap().value())
+        .unwrap();
     assert!(before == running(&net), "running statistics changed");
     let (b, _) = net.forward(&tape, &x, &path, true).unwrap();
     let b = gpu.read_f32(b.value()).unwrap();
-    assert!(before != running(&net), "a training forward should move them");
-    let diff: f32 = a.iter().zip(&b).map(|(u, v)| (u - v).powi(2)).sum::<f32>().sqrt();
+    assert!(
+        before != running(&net),
+        "a training forward should move them"
+    );
+    let diff: f32 = a
+        .iter()
+        .zip(&b)
+        .map(|(u, v)| (u - v).powi(2))
+        .sum::<f32>()
+        .sqrt();
     let norm: f32 = b.iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!(diff <= 1e-5 * norm, "{a:?} vs {b:?}");
 }
@@ -428,6 +451,9 @@ fn active_gate_gradient_equals_recomputing_the_candidate() {
             gpu.read_f32(&reused).unwrap()[0] as f64,
             gpu.read_f32(&recomputed).unwrap()[0] as f64,
         );
-        assert!(b != 0.0 && (a - b).abs() <= 1e-5 * b.abs(), "layer {l}: {a} vs {b}");
+        assert!(
+            b != 0.0 && (a - b).abs() <= 1e-5 * b.abs(),
+            "layer {l}: {a} vs {b}"
+        );
     }
 }

@@ -129,7 +129,9 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let mut data = DataSource::open(a.data.as_deref(), probe.resolution, a.valid, a.seed)?;
     // The synthetic set is a demonstration that must stay short.
     let synthetic = a.data.is_none();
-    let train_images = a.train_images.or(synthetic.then_some(SYNTHETIC_TRAIN_IMAGES));
+    let train_images = a
+        .train_images
+        .or(synthetic.then_some(SYNTHETIC_TRAIN_IMAGES));
     let arch_lr = a
         .arch_lr
         .unwrap_or(if synthetic { SYNTHETIC_ARCH_LR } else { 1e-3 });

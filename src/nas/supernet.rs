@@ -116,7 +116,9 @@ impl Supernet {
     pub fn forward_batch_stats(&self, tape: &Tape, x: &Var, active: &[usize]) -> Result<Var> {
         // Training mode would also drop out; the spaces' classifiers have no dropout.
         if self.classifier.dropout > 0.0 {
-            bail!("forward_batch_stats: the classifier has dropout, which validation must not apply");
+            bail!(
+                "forward_batch_stats: the classifier has dropout, which validation must not apply"
+            );
         }
         let mut ctx = self.ctx(tape, true);
         ctx.bn_momentum = 0.0;
