@@ -8,7 +8,6 @@ use anyhow::Result;
 
 use crate::autograd::Tape;
 use crate::gpu::Gpu;
-use crate::nn::config::MbConvSpec;
 use crate::nn::layers::{Builder, ConvBnAct, Ctx, Linear, MbConv};
 use crate::nn::params::{seeded, ParamStore};
 use crate::nn::Network;
@@ -105,15 +104,7 @@ pub fn measure_table(
             if ops.iter().any(|(k, _, _)| *k == key) {
                 continue;
             }
-            let spec = MbConvSpec {
-                in_channels: l.in_channels,
-                out_channels: l.out_channels,
-                kernel,
-                stride: l.stride,
-                expand_ratio: expand,
-                mid_channels: l.in_channels * expand,
-            };
-            let block = MbConv::new(&mut b, &format!("l{i}"), &spec)?;
+            let block = MbConv::new(&mut b, &format!("l{i}"), &l.mbconv(kernel, expand))?;
             ops.push((
                 key,
                 Op::Block(Box::new(block)),

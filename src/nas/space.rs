@@ -74,6 +74,18 @@ impl MixedLayerSpec {
     pub fn output_size(&self) -> usize {
         self.input_size.div_ceil(self.stride)
     }
+
+    /// The MBConv of kernel `kernel` and expansion `expand` at this layer's shapes.
+    pub fn mbconv(&self, kernel: usize, expand: usize) -> MbConvSpec {
+        MbConvSpec {
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            kernel,
+            stride: self.stride,
+            expand_ratio: expand,
+            mid_channels: self.in_channels * expand,
+        }
+    }
 }
 
 /// A whole search space at a width multiplier.
@@ -218,14 +230,7 @@ impl SearchSpace {
                 );
             };
             let op = match *cand {
-                Candidate::MbConv { kernel, expand } => BlockOp::MbConv(MbConvSpec {
-                    in_channels: l.in_channels,
-                    out_channels: l.out_channels,
-                    kernel,
-                    stride: l.stride,
-                    expand_ratio: expand,
-                    mid_channels: l.in_channels * expand,
-                }),
+                Candidate::MbConv { kernel, expand } => BlockOp::MbConv(l.mbconv(kernel, expand)),
                 Candidate::Zero => BlockOp::Zero { stride: 1 },
             };
             blocks.push(BlockSpec {

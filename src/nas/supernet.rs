@@ -8,7 +8,6 @@ use anyhow::{bail, Result};
 
 use crate::autograd::{Tape, Var};
 use crate::gpu::{Gpu, Tensor};
-use crate::nn::config::MbConvSpec;
 use crate::nn::layers::{Builder, ConvBnAct, Ctx, Linear, MbConv};
 use crate::nn::params::{seeded, ParamStore};
 use crate::ops;
@@ -60,14 +59,7 @@ impl Supernet {
                     Candidate::MbConv { kernel, expand } => Some(MbConv::new(
                         &mut b,
                         &format!("blocks.{}.mobile_inverted_conv.candidate_ops.{j}", i + 1),
-                        &MbConvSpec {
-                            in_channels: l.in_channels,
-                            out_channels: l.out_channels,
-                            kernel,
-                            stride: l.stride,
-                            expand_ratio: expand,
-                            mid_channels: l.in_channels * expand,
-                        },
+                        &l.mbconv(kernel, expand),
                     )?),
                     Candidate::Zero => None,
                 });

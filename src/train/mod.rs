@@ -303,14 +303,7 @@ pub fn train(
         &out.net_config(),
         serde_json::to_string_pretty(&net.config.to_json())?.as_bytes(),
     )?;
-    let per_epoch = data.train_indices.len() / cfg.batch;
-    if per_epoch == 0 {
-        bail!(
-            "the training set has {} images, fewer than one batch of {}: lower --batch",
-            data.train_indices.len(),
-            cfg.batch
-        );
-    }
+    let per_epoch = data.batches_per_epoch(cfg.batch)?;
     let schedule = CosineSchedule {
         base: cfg.lr,
         warmup: cfg.warmup_epochs * per_epoch,

@@ -221,14 +221,7 @@ pub fn search(
         }
     }
     let total_epochs = cfg.warmup_epochs + cfg.epochs;
-    let per_epoch = data.train_indices.len() / cfg.batch;
-    if per_epoch == 0 {
-        bail!(
-            "the training set has {} images, fewer than one batch of {}: lower --batch",
-            data.train_indices.len(),
-            cfg.batch
-        );
-    }
+    let per_epoch = data.batches_per_epoch(cfg.batch)?;
     let schedule = CosineSchedule {
         base: cfg.lr,
         warmup: 0,

@@ -108,32 +108,43 @@ impl DataSource {
         self.train.classes()
     }
 
+    /// Full batches in one epoch of the training split; an error when there is none.
+    pub fn batches_per_epoch(&self, batch: usize) -> Result<usize> {
+        let n = self.train_indices.len() / batch.max(1);
+        if n == 0 {
+            bail!(
+                "the training set has {} images, fewer than one batch of {batch}: lower --batch",
+                self.train_indices.len()
+            );
+        }
+        Ok(n)
+    }
+
     /// One epoch of the training split: shuffled, augmented, full batches only.
     pub fn train_loader(&self, batch: usize, seed: u64, epoch: u64) -> Loader {
-        let (indices, augment) = (self.train_indices.clone(), self.augment);
-        Loader::new(
-            Arc::clone(&self.train),
-            indices,
-            batch,
-            true,
-            true,
-            augment,
-            self.norm,
-            seed,
-            epoch,
-        )
+        self.loader(&self.train_indices, self.augment, batch, seed, epoch)
     }
 
     /// One pass over the valid split: shuffled, not augmented, full batches only.
     pub fn valid_loader(&self, batch: usize, seed: u64, epoch: u64) -> Loader {
-        let indices = self.valid_indices.clone();
+        self.loader(&self.valid_indices, Augment::None, batch, seed, epoch)
+    }
+
+    fn loader(
+        &self,
+        indices: &[usize],
+        augment: Augment,
+        batch: usize,
+        seed: u64,
+        epoch: u64,
+    ) -> Loader {
         Loader::new(
             Arc::clone(&self.train),
-            indices,
+            indices.to_vec(),
             batch,
             true,
             true,
-            Augment::None,
+            augment,
             self.norm,
             seed,
             epoch,
