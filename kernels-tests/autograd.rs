@@ -424,3 +424,87 @@ fn no_grad_records_nothing_and_unused_parameters_are_skipped() {
         }
     }
 }
+
+/// The fused training op (BN + ReLU6 applied by the depthwise conv as it loads its input)
+/// gives the unfused ops' forward, running statistics and gradients: x, gamma, beta and w,
+/// on a texture-path shape (stride 2, odd input) and a storage-buffer one (c = 6).
+#[test]
+fn fused_bn_relu6_depthwise_matches_the_separate_ops() {
+    use proxyless::autograd::BnArgs;
+    use proxyless::ops::batchnorm::BnAct;
+    use std::rc::Rc;
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for &(n, h, c, k, s) in &[(2usize, 9usize, 16usize, 5usize, 2usize), (3, 6, 6, 3, 1)] {
+        let mut rand_vec = |len: usize, lo: f32, hi: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.random_range(lo..hi)).collect()
+        };
+        let xs = rand_vec(n * h * h * c, -2.0, 2.0);
+        let gs = rand_vec(c, 0.5, 8.0);
+        let bs = rand_vec(c, -1.0, 1.0);
+        let ws = rand_vec(c * k * k, -1.0, 1.0);
+        let ho = (h - 1) / s + 1;
+        let dys = rand_vec(n * ho * ho * c, -1.0, 1.0);
+        let run = |fused: bool| {
+            let up = |v: &[f32], shape: &[usize]| Rc::new(gpu.upload(v, shape).unwrap());
+            let (x, gamma, beta, w) = (
+                up(&xs, &[n, h, h, c]),
+                up(&gs, &[c]),
+                up(&bs, &[c]),
+                up(&ws, &[c, k, k]),
+            );
+            let (rm, rv) = (gpu.zeros(&[c]), gpu.upload(&vec![1.0f32; c], &[c]).unwrap());
+            let tape = Tape::new(gpu, 1);
+            let (xv, gv, bv, wv) = (
+                tape.param(0, &x, true),
+                tape.param(1, &gamma, true),
+                tape.param(2, &beta, true),
+                tape.param(3, &w, true),
+            );
+            let args = BnArgs {
+                gamma: &gv,
+                beta: &bv,
+                running_mean: &rm,
+                running_var: &rv,
+                momentum: 0.1,
+                eps: 1e-3,
+            };
+            let y = if fused {
+                tape.bn_relu6_depthwise(&xv, &args, &wv, s).unwrap()
+            } else {
+                let a = tape.batchnorm(&xv, &args, BnAct::Relu6, true).unwrap();
+                tape.depthwise(&a, &wv, s).unwrap()
+            };
+            let yh = gpu.read_f32(y.value()).unwrap();
+            let grads = tape
+                .backward(&y, gpu.upload(&dys, &[n, ho, ho, c]).unwrap())
+                .unwrap();
+            let mut out = vec![yh, gpu.read_f32(&rm).unwrap(), gpu.read_f32(&rv).unwrap()];
+            for i in 0..4 {
+                let g = grads
+                    .by_param
+                    .iter()
+                    .find(|(p, _)| *p == i)
+                    .expect("a gradient");
+                out.push(gpu.read_f32(&g.1).unwrap());
+            }
+            out
+        };
+        let (fused, separate) = (run(true), run(false));
+        let names = [
+            "y",
+            "running_mean",
+            "running_var",
+            "dx",
+            "dgamma",
+            "dbeta",
+            "dw",
+        ];
+        for ((name, a), b) in names.iter().zip(&fused).zip(&separate) {
+            let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+            let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+            let e = r::rel_error(&a64, &b64);
+            assert!(e < 1e-5, "c={c} k={k} s={s}: {name} differs by {e:e}");
+        }
+    }
+}

@@ -18,6 +18,7 @@ family_tests!(
     pointwise,
     depthwise,
     batchnorm,
+    bn_depthwise,
     elementwise,
     pool,
     linear,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::batchnorm::BnAct;
 use crate::ops::{
-    batchnorm, conv, depthwise, dropout, elementwise, linear, pointwise, pool, reduce,
+    batchnorm, bn_depthwise, conv, depthwise, dropout, elementwise, linear, pointwise, pool, reduce,
 };
 
 use super::tape::{Source, Tape, Var};
@@ -41,6 +41,18 @@ pub(super) enum Node {
         mean: Tensor,
         rstd: Tensor,
         act: BnAct,
+    },
+    /// Training BN + ReLU6 + depthwise conv in one op (`ops::bn_depthwise`): saves x (the BN
+    /// input), never the normalised tensor.
+    BnRelu6Depthwise {
+        out: usize,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        mean: Tensor,
+        rstd: Tensor,
+        w: Var,
+        stride: usize,
     },
     /// Saves its output: 0 < y < 6 exactly where 0 < x < 6, and the output is usually saved
     /// anyway by the conv that reads it, so the input can go back to the pool at once.
@@ -90,6 +102,7 @@ impl Node {
             | Node::Pointwise { out, .. }
             | Node::Depthwise { out, .. }
             | Node::BatchNorm { out, .. }
+            | Node::BnRelu6Depthwise { out, .. }
             | Node::Relu6 { out, .. }
             | Node::Add { out, .. }
             | Node::GatedSum { out, .. }
@@ -112,6 +125,7 @@ impl Node {
             Node::Pointwise { .. } => "pointwise",
             Node::Depthwise { .. } => "depthwise",
             Node::BatchNorm { .. } => "batchnorm",
+            Node::BnRelu6Depthwise { .. } => "bn_relu6_depthwise",
             Node::Relu6 { .. } => "relu6",
             Node::Add { .. } => "add",
             Node::GatedSum { .. } => "gated_sum",
@@ -177,6 +191,31 @@ impl Node {
                 push(x.id, dx);
                 push(gamma.id, dgamma);
                 push(beta.id, dbeta);
+            }
+            Node::BnRelu6Depthwise {
+                x,
+                gamma,
+                beta,
+                mean,
+                rstd,
+                w,
+                stride,
+                ..
+            } => {
+                let (dx, dgamma, dbeta, dw) = bn_depthwise::bn_relu6_depthwise_backward(
+                    gpu,
+                    &x.value,
+                    &gamma.value,
+                    &beta.value,
+                    (mean, rstd),
+                    &w.value,
+                    *stride,
+                    dy,
+                )?;
+                push(x.id, dx);
+                push(gamma.id, dgamma);
+                push(beta.id, dbeta);
+                push(w.id, dw);
             }
             Node::Relu6 { x, y, .. } => push(*x, elementwise::relu6_backward(gpu, y, dy)?),
             Node::Add { a, b, .. } => {
@@ -302,6 +341,39 @@ impl Tape<'_> {
                 act,
             }),
         )
+    }
+
+    /// Training-mode BN (batch statistics, running statistics updated) + ReLU6 + depthwise
+    /// conv as one op: the normalised tensor is neither stored nor saved.
+    pub fn bn_relu6_depthwise(&self, x: &Var, bn: &BnArgs, w: &Var, stride: usize) -> Result<Var> {
+        let (y, mean, rstd) = self.timed(
+            || "forward bn_relu6_depthwise",
+            || {
+                bn_depthwise::bn_relu6_depthwise_forward(
+                    self.gpu,
+                    &x.value,
+                    &bn.gamma.value,
+                    &bn.beta.value,
+                    (bn.running_mean, bn.running_var),
+                    bn.momentum,
+                    bn.eps,
+                    &w.value,
+                    stride,
+                )
+            },
+        )?;
+        Ok(self.output(y, &[x, bn.gamma, bn.beta, w], |out, _| {
+            Node::BnRelu6Depthwise {
+                out,
+                x: x.clone(),
+                gamma: bn.gamma.clone(),
+                beta: bn.beta.clone(),
+                mean,
+                rstd,
+                w: w.clone(),
+                stride,
+            }
+        }))
     }
 
     pub fn relu6(&self, x: &Var) -> Result<Var> {

@@ -73,18 +73,28 @@ impl BatchNorm {
     }
 
     fn run(&self, ctx: &Ctx, x: &Var, relu6: bool) -> Result<Var> {
+        let act = if relu6 { BnAct::Relu6 } else { BnAct::Identity };
+        self.with_args(ctx, |args| ctx.tape.batchnorm(x, args, act, ctx.train))
+    }
+
+    /// Calls `f` with this BN's parameters and running statistics as ops take them.
+    fn with_args<T>(&self, ctx: &Ctx, f: impl FnOnce(&BnArgs) -> Result<T>) -> Result<T> {
         let (gamma, beta) = (ctx.var(self.gamma), ctx.var(self.beta));
-        let args = BnArgs {
+        f(&BnArgs {
             gamma: &gamma,
             beta: &beta,
             running_mean: &ctx.params.get(self.running_mean).value,
             running_var: &ctx.params.get(self.running_var).value,
             momentum: ctx.bn_momentum,
             eps: ctx.bn_eps,
-        };
-        let act = if relu6 { BnAct::Relu6 } else { BnAct::Identity };
-        ctx.tape.batchnorm(x, &args, act, ctx.train)
+        })
     }
+}
+
+/// Whether training fuses an MBConv's expand BN + ReLU6 into its depthwise conv (default);
+/// `PROXYLESS_NO_FUSION=1` runs them as separate ops, for comparisons.
+pub fn fuse_bn_into_depthwise() -> bool {
+    std::env::var_os("PROXYLESS_NO_FUSION").is_none()
 }
 
 /// The three kinds of convolution the nets use, each with its own kernel family.
@@ -182,18 +192,28 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
+        let y = self.conv(ctx, x)?;
+        self.bn_act(ctx, &y)
+    }
+
+    /// The convolution alone.
+    fn conv(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
         let w = ctx.var(self.weight);
-        let y = match self.kind {
-            ConvKind::Dense => ctx.tape.conv2d(x, &w, self.stride)?,
-            ConvKind::Pointwise => ctx.tape.pointwise(x, &w)?,
-            ConvKind::Depthwise => ctx.tape.depthwise(x, &w, self.stride)?,
-        };
+        match self.kind {
+            ConvKind::Dense => ctx.tape.conv2d(x, &w, self.stride),
+            ConvKind::Pointwise => ctx.tape.pointwise(x, &w),
+            ConvKind::Depthwise => ctx.tape.depthwise(x, &w, self.stride),
+        }
+    }
+
+    /// BN and the activation after the convolution.
+    fn bn_act(&self, ctx: &Ctx, y: &Var) -> Result<Var> {
         match (&self.bn, self.act) {
             // One kernel for the pair, forward and backward.
-            (Some(bn), Act::Relu6) => bn.forward_relu6(ctx, &y),
-            (Some(bn), Act::None) => bn.forward(ctx, &y),
-            (None, Act::Relu6) => ctx.tape.relu6(&y),
-            (None, Act::None) => Ok(y),
+            (Some(bn), Act::Relu6) => bn.forward_relu6(ctx, y),
+            (Some(bn), Act::None) => bn.forward(ctx, y),
+            (None, Act::Relu6) => ctx.tape.relu6(y),
+            (None, Act::None) => Ok(y.clone()),
         }
     }
 
@@ -276,7 +296,20 @@ impl MbConv {
 
     pub fn forward(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
         let h = match &self.expand {
-            Some(e) => e.forward(ctx, x)?,
+            Some(e) => match (&e.bn, e.act, ctx.train && fuse_bn_into_depthwise()) {
+                // Training: the expand BN + ReLU6 is applied by the depthwise conv as it loads
+                // its input (ops::bn_depthwise), so the normalised tensor is never stored.
+                (Some(bn), Act::Relu6, true) => {
+                    let pre = e.conv(ctx, x)?;
+                    let w = ctx.var(self.depth.weight);
+                    let d = bn.with_args(ctx, |args| {
+                        ctx.tape
+                            .bn_relu6_depthwise(&pre, args, &w, self.depth.stride)
+                    })?;
+                    return self.project.forward(ctx, &self.depth.bn_act(ctx, &d)?);
+                }
+                _ => e.forward(ctx, x)?,
+            },
             None => x.clone(),
         };
         let h = self.depth.forward(ctx, &h)?;

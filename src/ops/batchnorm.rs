@@ -14,7 +14,7 @@
 use anyhow::Result;
 
 use super::{ensure, expect_shape, reduce, u32_of};
-use crate::gpu::{Access, Binding, Gpu, Kernel, KernelSpec, Tensor, TEX_WIDTH};
+use crate::gpu::{Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, Tensor, TEX_WIDTH};
 
 const SOURCE: &str = include_str!("../../shaders/batchnorm.wgsl");
 
@@ -292,7 +292,7 @@ pub fn batchnorm_act_train_forward(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
-    (running_mean, running_var): (&Tensor, &Tensor),
+    running: (&Tensor, &Tensor),
     momentum: f32,
     eps: f32,
     act: BnAct,
@@ -302,13 +302,74 @@ pub fn batchnorm_act_train_forward(
         BnAct::Relu6 => "batchnorm_relu6_train_forward",
     };
     let l = layout(gpu, x, op)?;
+    expect_channels(&[(gamma, "gamma"), (beta, "beta")], l.c, op)?;
+    let k_normalize = l.kernel(gpu, Entry::TrainNormalize, act)?;
+    // The texture copy (if any) lives until both kernels reading it are batched.
+    let tex = l
+        .textures
+        .then(|| gpu.to_texture(&x.buf, x.numel()))
+        .transpose()?;
+    let (mean, rstd) = stats(gpu, &l, x, tex.as_ref(), running, momentum, eps, op)?;
+    let xb = match &tex {
+        Some(t) => Binding::Texture(t),
+        None => Binding::Buffer(&x.buf),
+    };
+    let params = l.params(momentum, eps, op)?;
+    let y = gpu.empty(&x.shape);
+    let per_channel = [&gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf];
+    let mut b = vec![xb];
+    b.extend(per_channel.map(Binding::Buffer));
+    gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
+    Ok((y, mean, rstd))
+}
+
+/// Whether the BN kernels read `x` through a texture (`Gpu::to_texture` of x): a caller that
+/// needs the same copy can make it once and pass it to the `_with` functions.
+pub fn reads_textures(gpu: &Gpu, x: &Tensor) -> bool {
+    let c = x.shape.last().copied().unwrap_or(0);
+    c > 0 && textures_for(gpu, c, x.numel())
+}
+
+/// The statistics half of the training forward: returns `(mean, rstd)` of the batch and
+/// updates the running statistics, without normalising. For an op that applies the
+/// normalisation as it loads its input (`depthwise::BnRelu6Input`). `x_tex`: a texture copy of
+/// x, used when the BN kernels read textures (see `reads_textures`); made here otherwise.
+pub fn batchnorm_train_stats(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    running: (&Tensor, &Tensor),
+    momentum: f32,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    let op = "batchnorm_train_stats";
+    let l = layout(gpu, x, op)?;
+    let own = match (l.textures, x_tex) {
+        (true, None) => Some(gpu.to_texture(&x.buf, x.numel())?),
+        _ => None,
+    };
+    let tex = if l.textures {
+        own.as_ref().or(x_tex)
+    } else {
+        None
+    };
+    stats(gpu, &l, x, tex, running, momentum, eps, op)
+}
+
+/// Batch mean and rstd of x (read from `tex` when given), running statistics updated.
+#[allow(clippy::too_many_arguments)]
+fn stats(
+    gpu: &Gpu,
+    l: &Layout,
+    x: &Tensor,
+    tex: Option<&GpuTexture>,
+    (running_mean, running_var): (&Tensor, &Tensor),
+    momentum: f32,
+    eps: f32,
+    op: &str,
+) -> Result<(Tensor, Tensor)> {
     expect_channels(
-        &[
-            (gamma, "gamma"),
-            (beta, "beta"),
-            (running_mean, "running_mean"),
-            (running_var, "running_var"),
-        ],
+        &[(running_mean, "running_mean"), (running_var, "running_var")],
         l.c,
         op,
     )?;
@@ -322,14 +383,7 @@ pub fn batchnorm_act_train_forward(
     let params = l.params(momentum, eps, op)?;
     let k_partial = l.kernel(gpu, Entry::StatsPartial, BnAct::Identity)?;
     let k_finalize = l.kernel(gpu, Entry::StatsFinalize, BnAct::Identity)?;
-    let k_normalize = l.kernel(gpu, Entry::TrainNormalize, act)?;
-
-    // The texture copy (if any) lives until both kernels reading it are batched.
-    let tex = l
-        .textures
-        .then(|| gpu.to_texture(&x.buf, x.numel()))
-        .transpose()?;
-    let xb = match &tex {
+    let xb = match tex {
         Some(t) => Binding::Texture(t),
         None => Binding::Buffer(&x.buf),
     };
@@ -354,12 +408,7 @@ pub fn batchnorm_act_train_forward(
         ],
         [l.c.div_ceil(64) as u32, 1, 1],
     )?;
-    let y = gpu.empty(&x.shape);
-    let per_channel = [&gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf];
-    let mut b = vec![xb];
-    b.extend(per_channel.map(Binding::Buffer));
-    gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
-    Ok((y, mean, rstd))
+    Ok((mean, rstd))
 }
 
 /// Evaluation-mode forward: `y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta`.
@@ -448,6 +497,22 @@ pub fn batchnorm_act_train_backward(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
+    stats: (&Tensor, &Tensor),
+    dy: &Tensor,
+    act: BnAct,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    batchnorm_act_train_backward_with(gpu, x, None, gamma, beta, stats, dy, act)
+}
+
+/// `batchnorm_act_train_backward` reading x through the caller's texture copy `x_tex` when
+/// the kernels read textures (see `reads_textures`).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_act_train_backward_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    gamma: &Tensor,
+    beta: &Tensor,
     (mean, rstd): (&Tensor, &Tensor),
     dy: &Tensor,
     act: BnAct,
@@ -472,17 +537,17 @@ pub fn batchnorm_act_train_backward(
     let k_partial = l.kernel(gpu, Entry::BackwardPartial, act)?;
     let k_dx = l.kernel(gpu, Entry::BackwardDx, act)?;
 
-    let tex = if l.textures {
-        Some((
-            gpu.to_texture(&x.buf, x.numel())?,
-            gpu.to_texture(&dy.buf, dy.numel())?,
-        ))
-    } else {
-        None
+    let own_x = match (l.textures, x_tex) {
+        (true, None) => Some(gpu.to_texture(&x.buf, x.numel())?),
+        _ => None,
     };
-    let (xb, dyb) = match &tex {
-        Some((tx, tdy)) => (Binding::Texture(tx), Binding::Texture(tdy)),
-        None => (Binding::Buffer(&x.buf), Binding::Buffer(&dy.buf)),
+    let tdy = l
+        .textures
+        .then(|| gpu.to_texture(&dy.buf, dy.numel()))
+        .transpose()?;
+    let (xb, dyb) = match (own_x.as_ref().or(x_tex), &tdy) {
+        (Some(tx), Some(tdy)) => (Binding::Texture(tx), Binding::Texture(tdy)),
+        _ => (Binding::Buffer(&x.buf), Binding::Buffer(&dy.buf)),
     };
     let dgamma = gpu.empty(&[l.c]);
     let dbeta = gpu.empty(&[l.c]);

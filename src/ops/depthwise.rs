@@ -16,7 +16,9 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
-use crate::gpu::{groups_for, Access, Binding, Gpu, Kernel, KernelSpec, Tensor, TEX_WIDTH};
+use crate::gpu::{
+    groups_for, Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, Tensor, TEX_WIDTH,
+};
 
 const SOURCE: &str = include_str!("../../shaders/depthwise.wgsl");
 const BUFFERS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
@@ -26,6 +28,48 @@ const STORAGE_TEXTURES: &[Access] = &[
     Access::StorageTexture,
     Access::ReadWrite,
 ];
+
+/// With the input transform: gamma, beta, mean and rstd follow the three operands.
+const BUFFERS_PRE: &[Access] = &[
+    Access::Read,
+    Access::Read,
+    Access::ReadWrite,
+    Access::Read,
+    Access::Read,
+    Access::Read,
+    Access::Read,
+];
+const TEXTURES_PRE: &[Access] = &[
+    Access::Texture,
+    Access::Texture,
+    Access::ReadWrite,
+    Access::Read,
+    Access::Read,
+    Access::Read,
+    Access::Read,
+];
+const STORAGE_TEXTURES_PRE: &[Access] = &[
+    Access::StorageTexture,
+    Access::StorageTexture,
+    Access::ReadWrite,
+    Access::Read,
+    Access::Read,
+    Access::Read,
+    Access::Read,
+];
+
+/// Batch norm with batch statistics, then ReLU6, applied to the depthwise input as the kernels
+/// load it: `x -> clamp((x - mean) * (gamma * rstd) + beta, 0, 6)`, the expression of the BN
+/// kernels, so the fused forward sees bit for bit the values an unfused BN would have stored
+/// and the BN backward's recomputed mask agrees with it. The normalised tensor is never
+/// written: the depthwise conv reads the BN input instead.
+#[derive(Clone, Copy)]
+pub struct BnRelu6Input<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub mean: &'a Tensor,
+    pub rstd: &'a Tensor,
+}
 
 /// Invocations to aim for before rows are split into chunks (both cores busy even at batch 1).
 const TARGET_INVOCATIONS: usize = 4096;
@@ -63,6 +107,9 @@ struct Variant {
     storage: bool,
     /// Strip width in columns.
     strip: usize,
+    /// x passes through BN (batch statistics) and ReLU6 as it is loaded (`BnRelu6Input`);
+    /// forward and weight gradient only.
+    pre: bool,
 }
 
 /// Validated shapes of a depthwise convolution.
@@ -159,11 +206,28 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
         vals.push(("LOAD_A", "return a[i];".into()));
         vals.push(("LOAD_B", "return b[i];".into()));
     }
+    if v.pre {
+        let bindings = &mut vals
+            .iter_mut()
+            .find(|(name, _)| *name == "BINDINGS")
+            .expect("bindings pushed above")
+            .1;
+        for (i, name) in ["pre_gamma", "pre_beta", "pre_mean", "pre_rstd"]
+            .iter()
+            .enumerate()
+        {
+            let _ = write!(
+                bindings,
+                "\n@group(0) @binding({}) var<storage, read> {name}: array<V>;",
+                i + 4
+            );
+        }
+    }
     let (mut fwd, mut dx, mut dw) = (Body::default(), Body::default(), Body::default());
     match v.entry {
-        Entry::Forward => fwd = gen_forward(k, s, t, v.tex),
+        Entry::Forward => fwd = gen_forward(k, s, t, v.tex, v.pre),
         Entry::BackwardInput => dx = gen_backward_input(k, s, t, v.tex),
-        Entry::BackwardWeight => dw = gen_backward_weight(k, s, t, v.tex),
+        Entry::BackwardWeight => dw = gen_backward_weight(k, s, t, v.tex, v.pre),
     }
     vals.push(("DX_DMIN", dx.dmin.to_string()));
     vals.push(("DW_STORE", dw.store.clone()));
@@ -259,8 +323,17 @@ fn gen_window(out: &mut String, rows: usize, width: usize) {
     }
 }
 
-/// Loads window row `j` from source row `{base} + j` (i32), zero outside the image.
-fn gen_row_load(out: &mut String, indent: &str, base: &str, j: usize, width: usize) {
+/// The per-channel factors of the input transform, loaded once per invocation (channel
+/// group q).
+fn gen_pre_decl(out: &mut String) {
+    let _ = writeln!(out, "    let pre_mu = pre_mean[q];");
+    let _ = writeln!(out, "    let pre_sc = pre_gamma[q] * pre_rstd[q];");
+    let _ = writeln!(out, "    let pre_sh = pre_beta[q];");
+}
+
+/// Loads window row `j` from source row `{base} + j` (i32), zero outside the image (the
+/// padding is zero after the input transform, so the transform goes inside the select).
+fn gen_row_load(out: &mut String, indent: &str, base: &str, j: usize, width: usize, pre: bool) {
     let _ = writeln!(out, "{indent}{{");
     let _ = writeln!(out, "{indent}    let yy = {base} + {j};");
     let _ = writeln!(out, "{indent}    let ok = yy >= 0 && yy < hi;");
@@ -269,9 +342,14 @@ fn gen_row_load(out: &mut String, indent: &str, base: &str, j: usize, width: usi
         "{indent}    let rb = (img + u32(clamp(yy, 0, hi - 1))) * row_stride;"
     );
     for c in 0..width {
+        let load = if pre {
+            format!("clamp(fma(lda(rb + ci{c}) - pre_mu, pre_sc, pre_sh), {Z}, V(6.0))")
+        } else {
+            format!("lda(rb + ci{c})")
+        };
         let _ = writeln!(
             out,
-            "{indent}    r{j}_{c} = select({Z}, lda(rb + ci{c}), ok && ck{c});"
+            "{indent}    r{j}_{c} = select({Z}, {load}, ok && ck{c});"
         );
     }
     let _ = writeln!(out, "{indent}}}");
@@ -322,7 +400,7 @@ fn gen_shift(out: &mut String, rows: usize, by: usize, width: usize) {
     }
 }
 
-fn gen_forward(k: usize, s: usize, t: usize, tex: bool) -> Body {
+fn gen_forward(k: usize, s: usize, t: usize, tex: bool, pre: bool) -> Body {
     let width = (t - 1) * s + k;
     let mut b = Body {
         t,
@@ -331,11 +409,14 @@ fn gen_forward(k: usize, s: usize, t: usize, tex: bool) -> Body {
     gen_columns(&mut b.decl, "ix0", "p.w", width);
     gen_weights(&mut b.decl, k, tex);
     gen_window(&mut b.decl, k, width);
+    if pre {
+        gen_pre_decl(&mut b.decl);
+    }
     for j in 0..k - s {
-        gen_row_load(&mut b.preload, IN1, "iy", j, width);
+        gen_row_load(&mut b.preload, IN1, "iy", j, width, pre);
     }
     for j in k - s..k {
-        gen_row_load(&mut b.step, IN2, "iy", j, width);
+        gen_row_load(&mut b.step, IN2, "iy", j, width, pre);
     }
     for c in 0..t {
         let _ = writeln!(b.step, "{IN2}{{");
@@ -385,9 +466,9 @@ fn gen_backward_input(k: usize, s: usize, t: usize, tex: bool) -> Body {
     gen_weights(&mut b.decl, k, tex);
     gen_window(&mut b.decl, rows, width);
     for j in 0..rows - 1 {
-        gen_row_load(&mut b.preload, IN1, "oy", j, width);
+        gen_row_load(&mut b.preload, IN1, "oy", j, width, false);
     }
-    gen_row_load(&mut b.step, IN2, "oy", rows - 1, width);
+    gen_row_load(&mut b.step, IN2, "oy", rows - 1, width, false);
     for r in 0..s {
         let _ = writeln!(b.step, "{IN2}{{");
         let _ = writeln!(b.step, "{IN2}    let iy = m * S + {r}u;");
@@ -421,7 +502,7 @@ fn gen_backward_input(k: usize, s: usize, t: usize, tex: bool) -> Body {
     b
 }
 
-fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool) -> Body {
+fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool, pre: bool) -> Body {
     let width = (t - 1) * s + k;
     let kk = k * k;
     let mut b = Body {
@@ -440,11 +521,14 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool) -> Body {
     for tap in 0..kk {
         let _ = writeln!(b.decl, "    var g{tap} = {Z};");
     }
+    if pre {
+        gen_pre_decl(&mut b.decl);
+    }
     for j in 0..k - s {
-        gen_row_load(&mut b.preload, IN1, "iy", j, width);
+        gen_row_load(&mut b.preload, IN1, "iy", j, width, pre);
     }
     for j in k - s..k {
-        gen_row_load(&mut b.step, IN2, "iy", j, width);
+        gen_row_load(&mut b.step, IN2, "iy", j, width, pre);
     }
     for c in 0..t {
         let _ = writeln!(
@@ -491,10 +575,13 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool) -> Body {
 /// The compiled kernel of a variant, named by it ("depthwise::dw_forward k5 s1 stex t4") in
 /// the cache key and in errors; its template is generated only on the variant's first use.
 fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
-    let (kind, bindings) = match (v.tex, v.storage) {
-        (true, true) => ("stex", STORAGE_TEXTURES),
-        (true, false) => ("tex", TEXTURES),
-        _ => ("buf", BUFFERS),
+    let (kind, bindings) = match (v.tex, v.storage, v.pre) {
+        (true, true, false) => ("stex", STORAGE_TEXTURES),
+        (true, false, false) => ("tex", TEXTURES),
+        (false, _, false) => ("buf", BUFFERS),
+        (true, true, true) => ("stex", STORAGE_TEXTURES_PRE),
+        (true, false, true) => ("tex", TEXTURES_PRE),
+        (false, _, true) => ("buf", BUFFERS_PRE),
     };
     let spec = KernelSpec {
         file: "depthwise",
@@ -502,7 +589,8 @@ fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
         entry: v.entry.name(),
         bindings,
     };
-    let variant = format!(" k{} s{} {kind} t{}", v.k, v.stride, v.strip);
+    let pre = if v.pre { " bn_relu6_input" } else { "" };
+    let variant = format!(" k{} s{} {kind} t{}{pre}", v.k, v.stride, v.strip);
     gpu.kernel_variant(&spec, &variant, || template(v))
 }
 
@@ -626,9 +714,76 @@ fn use_textures(gpu: &Gpu, d: &Dims) -> bool {
     d.c.is_multiple_of(4) && largest <= max_floats
 }
 
+/// Whether the depthwise kernels for input `x` and weights `w` read x through a texture
+/// (`Gpu::to_texture` of x), so a caller that also needs one can make it once and pass it to
+/// the `_with` launchers.
+pub fn reads_input_texture(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Result<bool> {
+    let d = dims(x, w, stride, "depthwise")?;
+    Ok(use_textures(gpu, &d))
+}
+
+/// Binding of x: the caller's texture copy, a new one, or the buffer.
+enum Input<'a> {
+    Shared(&'a GpuTexture),
+    Own(GpuTexture),
+    Buffer(&'a Tensor),
+}
+
+impl<'a> Input<'a> {
+    fn new(gpu: &Gpu, x: &'a Tensor, tex: bool, shared: Option<&'a GpuTexture>) -> Result<Self> {
+        Ok(match (tex, shared) {
+            (true, Some(t)) => Input::Shared(t),
+            (true, None) => Input::Own(gpu.to_texture(&x.buf, x.numel())?),
+            (false, _) => Input::Buffer(x),
+        })
+    }
+
+    fn binding(&self) -> Binding<'_> {
+        match self {
+            Input::Shared(t) => Binding::Texture(t),
+            Input::Own(t) => Binding::Texture(t),
+            Input::Buffer(x) => Binding::Buffer(&x.buf),
+        }
+    }
+}
+
+/// Checks the transform's per-channel tensors and appends them to the bindings.
+fn pre_bindings<'a>(
+    pre: Option<BnRelu6Input<'a>>,
+    c: usize,
+    op: &str,
+    b: &mut Vec<Binding<'a>>,
+) -> Result<()> {
+    if let Some(p) = pre {
+        for (t, name) in [
+            (p.gamma, "gamma"),
+            (p.beta, "beta"),
+            (p.mean, "mean"),
+            (p.rstd, "rstd"),
+        ] {
+            expect_shape(t, &[c], op, name)?;
+            b.push(Binding::Buffer(&t.buf));
+        }
+    }
+    Ok(())
+}
+
 /// y[n, oy, ox, c] = sum over ky, kx of x[n, oy*s + ky - k/2, ox*s + kx - k/2, c] * w[c, ky, kx]
 /// for x `[n, h, w, c]`, w `[c, k, k]` (k in 3, 5, 7), stride 1 or 2; y is `[n, ho, wo, c]`.
 pub fn depthwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
+    depthwise_forward_with(gpu, x, None, w, stride, None)
+}
+
+/// `depthwise_forward` of `pre(x)` when `pre` is given, reading x through `x_tex` when the
+/// kernels read textures (see `reads_input_texture`) and the caller has made it.
+pub fn depthwise_forward_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    w: &Tensor,
+    stride: usize,
+    pre: Option<BnRelu6Input>,
+) -> Result<Tensor> {
     let op = "depthwise_forward";
     let d = dims(x, w, stride, op)?;
     let tex = use_textures(gpu, &d);
@@ -639,6 +794,7 @@ pub fn depthwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Re
         tex,
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::Forward, d.k, d.stride, tex),
+        pre: pre.is_some(),
     };
     check_binding(gpu, d.n * d.ho * d.wo * d.c, op, "output")?;
     if !tex {
@@ -647,23 +803,16 @@ pub fn depthwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Re
     let grid = Grid::new(&d, tex, d.wo, v.strip, d.ho);
     let kernel = kernel(gpu, v)?;
     let y = gpu.empty(&[d.n, d.ho, d.wo, d.c]);
-    if tex {
-        let xt = gpu.to_texture(&x.buf, x.numel())?;
-        let wt = gpu.to_texture(&w.buf, w.numel())?;
-        let b = [
-            Binding::Texture(&xt),
-            Binding::Texture(&wt),
-            Binding::Buffer(&y.buf),
-        ];
-        grid.dispatch(gpu, &kernel, &d, &b, op)?;
-    } else {
-        let b = [
-            Binding::Buffer(&x.buf),
-            Binding::Buffer(&w.buf),
-            Binding::Buffer(&y.buf),
-        ];
-        grid.dispatch(gpu, &kernel, &d, &b, op)?;
-    }
+    let xin = Input::new(gpu, x, tex, x_tex)?;
+    let wt = tex.then(|| gpu.to_texture(&w.buf, w.numel())).transpose()?;
+    let mut b = vec![
+        xin.binding(),
+        wt.as_ref()
+            .map_or(Binding::Buffer(&w.buf), Binding::Texture),
+        Binding::Buffer(&y.buf),
+    ];
+    pre_bindings(pre, d.c, op, &mut b)?;
+    grid.dispatch(gpu, &kernel, &d, &b, op)?;
     Ok(y)
 }
 
@@ -675,6 +824,20 @@ pub fn depthwise_backward(
     w: &Tensor,
     stride: usize,
     dy: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    depthwise_backward_with(gpu, x, None, w, stride, dy, None)
+}
+
+/// The backward of `depthwise_forward_with`: dx is the gradient with respect to the conv's
+/// input, `pre(x)` when `pre` is given (the caller differentiates the transform).
+pub fn depthwise_backward_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    w: &Tensor,
+    stride: usize,
+    dy: &Tensor,
+    pre: Option<BnRelu6Input>,
 ) -> Result<(Tensor, Tensor)> {
     let op = "depthwise_backward";
     let d = dims(x, w, stride, op)?;
@@ -688,6 +851,7 @@ pub fn depthwise_backward(
         tex,
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardInput, d.k, d.stride, tex),
+        pre: false,
     };
     let gi = Grid::new(&d, tex, d.w, vi.strip, d.h.div_ceil(d.stride));
     let vw = Variant {
@@ -697,6 +861,7 @@ pub fn depthwise_backward(
         tex,
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardWeight, d.k, d.stride, tex),
+        pre: pre.is_some(),
     };
     let gw = Grid::reduction(&d, tex, d.wo, vw.strip, d.ho, DW_INVOCATIONS);
     let slices = gw.slices(&d);
@@ -713,36 +878,24 @@ pub fn depthwise_backward(
     let dx = gpu.empty(&x.shape);
     let dw = gpu.empty(&w.shape);
     let partial = gpu.alloc((slices * taps * 4) as u64);
-    if tex {
-        let dyt = gpu.to_texture(&dy.buf, dy.numel())?;
-        let wt = gpu.to_texture(&w.buf, w.numel())?;
-        let b = [
-            Binding::Texture(&dyt),
-            Binding::Texture(&wt),
-            Binding::Buffer(&dx.buf),
-        ];
-        gi.dispatch(gpu, &ki, &d, &b, op)?;
-        let xt = gpu.to_texture(&x.buf, x.numel())?;
-        let b = [
-            Binding::Texture(&xt),
-            Binding::Texture(&dyt),
-            Binding::Buffer(&partial),
-        ];
-        gw.dispatch(gpu, &kw, &d, &b, op)?;
-    } else {
-        let b = [
-            Binding::Buffer(&dy.buf),
-            Binding::Buffer(&w.buf),
-            Binding::Buffer(&dx.buf),
-        ];
-        gi.dispatch(gpu, &ki, &d, &b, op)?;
-        let b = [
-            Binding::Buffer(&x.buf),
-            Binding::Buffer(&dy.buf),
-            Binding::Buffer(&partial),
-        ];
-        gw.dispatch(gpu, &kw, &d, &b, op)?;
-    }
+    let dyt = tex
+        .then(|| gpu.to_texture(&dy.buf, dy.numel()))
+        .transpose()?;
+    let wt = tex.then(|| gpu.to_texture(&w.buf, w.numel())).transpose()?;
+    let dyb = dyt
+        .as_ref()
+        .map_or(Binding::Buffer(&dy.buf), Binding::Texture);
+    let b = [
+        dyb,
+        wt.as_ref()
+            .map_or(Binding::Buffer(&w.buf), Binding::Texture),
+        Binding::Buffer(&dx.buf),
+    ];
+    gi.dispatch(gpu, &ki, &d, &b, op)?;
+    let xin = Input::new(gpu, x, tex, x_tex)?;
+    let mut b = vec![xin.binding(), dyb, Binding::Buffer(&partial)];
+    pre_bindings(pre, d.c, op, &mut b)?;
+    gw.dispatch(gpu, &kw, &d, &b, op)?;
     reduce::sum_slices(gpu, &partial, &dw.buf, taps, slices, false)?;
     Ok((dx, dw))
 }

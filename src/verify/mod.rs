@@ -3,6 +3,7 @@
 //! `proxyless check` (so users can verify the kernels on their own driver).
 
 mod batchnorm;
+mod bn_depthwise;
 mod conv;
 mod depthwise;
 mod dropout;
@@ -60,6 +61,7 @@ pub fn families() -> Vec<Family> {
         family!(pointwise),
         family!(depthwise),
         family!(batchnorm),
+        family!(bn_depthwise),
         family!(elementwise),
         family!(pool),
         family!(linear),

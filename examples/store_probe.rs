@@ -1,0 +1,264 @@
+//! Probe: cost of writing a kernel's output to a storage buffer against a write-only storage
+//! texture, and of the buffer<->texture copies. Raw wgpu. `cargo run --release --example store_probe`
+use std::time::Instant;
+
+const N_TEXELS: u32 = 1024 * 1152; // 4.7 M floats, [32,32,32,144]
+
+fn main() {
+    let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
+    println!("{:?}", adapter.get_info().name);
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let bytes = N_TEXELS as u64 * 16;
+    let buf = |usage| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let sb =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+    let xb = buf(sb);
+    let yb = buf(sb);
+    queue.write_buffer(
+        &xb,
+        0,
+        bytemuck::cast_slice(
+            &(0..N_TEXELS * 4)
+                .map(|i| (i % 97) as f32)
+                .collect::<Vec<f32>>(),
+        ),
+    );
+    let tex = || {
+        device.create_texture(&wgpu::TextureDescriptor {
+            label: None,
+            size: wgpu::Extent3d {
+                width: 1024,
+                height: N_TEXELS / 1024,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::STORAGE_BINDING
+                | wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::COPY_DST
+                | wgpu::TextureUsages::COPY_SRC,
+            view_formats: &[],
+        })
+    };
+    let xt = tex();
+    let yt = tex();
+    let xtv = xt.create_view(&Default::default());
+    let ytv = yt.create_view(&Default::default());
+    let src = r#"
+@group(0) @binding(0) var xt: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(1) var<storage, read_write> yb: array<vec4<f32>>;
+@group(0) @binding(2) var yt: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(3) var<storage, read> xb: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn tex_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
+    let i = g.y * 65536u + g.x;
+    let v = textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+    yb[i] = 2.0 * v;
+}
+@compute @workgroup_size(64)
+fn tex_to_tex(@builtin(global_invocation_id) g: vec3<u32>) {
+    let i = g.y * 65536u + g.x;
+    let c = vec2<u32>(i % 1024u, i / 1024u);
+    textureStore(yt, c, 2.0 * textureLoad(xt, c));
+}
+@compute @workgroup_size(8, 8)
+fn tex_to_tex_2d(@builtin(global_invocation_id) g: vec3<u32>) {
+    let c = g.xy;
+    textureStore(yt, c, 2.0 * textureLoad(xt, c));
+}
+@compute @workgroup_size(64)
+fn empty(@builtin(global_invocation_id) g: vec3<u32>) {
+    if (g.x == 0xffffffffu) { yb[0] = vec4<f32>(1.0); }
+}
+// 16 texels per invocation: lane l of workgroup w takes texels w*1024 + j*64 + l
+@compute @workgroup_size(64)
+fn tex_to_buf16(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let base = (w.y * 1024u + w.x) * 1024u + l.x;
+    for (var j = 0u; j < 16u; j = j + 1u) {
+        let i = base + j * 64u;
+        let v = textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+        yb[i] = 2.0 * v;
+    }
+}
+@compute @workgroup_size(64)
+fn tex_to_tex16(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let base = (w.y * 1024u + w.x) * 1024u + l.x;
+    for (var j = 0u; j < 16u; j = j + 1u) {
+        let i = base + j * 64u;
+        let c = vec2<u32>(i % 1024u, i / 1024u);
+        textureStore(yt, c, 2.0 * textureLoad(xt, c));
+    }
+}
+@compute @workgroup_size(64)
+fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
+    let i = g.y * 65536u + g.x;
+    yb[i] = 2.0 * xb[i];
+}
+"#;
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let entries = [
+        "empty",
+        "tex_to_buf16",
+        "tex_to_tex16",
+        "tex_to_buf",
+        "tex_to_tex",
+        "tex_to_tex_2d",
+        "buf_to_buf",
+    ];
+    let groups1 = [1024u32, N_TEXELS / 65536, 1];
+    for e in entries {
+        let pipe = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some(e),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let layout = pipe.get_bind_group_layout(0);
+        let mut ents = vec![];
+        let src = r#""#;
+        let _ = src;
+        match e {
+            "tex_to_buf" | "tex_to_buf16" => {
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::TextureView(&xtv),
+                });
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: yb.as_entire_binding(),
+                });
+            }
+            "empty" => {
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: yb.as_entire_binding(),
+                });
+            }
+            "buf_to_buf" => {
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: xb.as_entire_binding(),
+                });
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: yb.as_entire_binding(),
+                });
+            }
+            _ => {
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::TextureView(&xtv),
+                });
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: wgpu::BindingResource::TextureView(&ytv),
+                });
+            }
+        }
+        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &ents,
+        });
+        let groups = if e == "tex_to_tex_2d" {
+            [1024 / 8, N_TEXELS / 1024 / 8, 1]
+        } else if e.ends_with("16") {
+            [1024, N_TEXELS / 1024 / 1024, 1]
+        } else {
+            groups1
+        };
+        let t = median(&device, &queue, |enc| {
+            let mut p = enc.begin_compute_pass(&Default::default());
+            p.set_pipeline(&pipe);
+            p.set_bind_group(0, &bg, &[]);
+            p.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        });
+        println!(
+            "{e:<14} {:.2} ms  ({:.2} ns/float)",
+            t * 1e3,
+            t * 1e9 / (N_TEXELS as f64 * 4.0)
+        );
+    }
+    let t = median(&device, &queue, |enc| {
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &xb,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(1024 * 16),
+                    rows_per_image: None,
+                },
+            },
+            xt.as_image_copy(),
+            wgpu::Extent3d {
+                width: 1024,
+                height: N_TEXELS / 1024,
+                depth_or_array_layers: 1,
+            },
+        );
+    });
+    println!("buf->tex copy  {:.2} ms", t * 1e3);
+    let t = median(&device, &queue, |enc| {
+        enc.copy_texture_to_buffer(
+            yt.as_image_copy(),
+            wgpu::TexelCopyBufferInfo {
+                buffer: &yb,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(1024 * 16),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::Extent3d {
+                width: 1024,
+                height: N_TEXELS / 1024,
+                depth_or_array_layers: 1,
+            },
+        );
+    });
+    println!("tex->buf copy  {:.2} ms", t * 1e3);
+    let t = median(&device, &queue, |enc| {
+        enc.copy_buffer_to_buffer(&xb, 0, &yb, 0, bytes);
+    });
+    println!("buf->buf copy  {:.2} ms", t * 1e3);
+}
+
+fn median(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    f: impl Fn(&mut wgpu::CommandEncoder),
+) -> f64 {
+    let mut ts = vec![];
+    for i in 0..13 {
+        let mut enc = device.create_command_encoder(&Default::default());
+        f(&mut enc);
+        let t0 = Instant::now();
+        queue.submit([enc.finish()]);
+        device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        if i >= 3 {
+            ts.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    ts.sort_by(f64::total_cmp);
+    ts[ts.len() / 2]
+}
