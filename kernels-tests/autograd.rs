@@ -425,33 +425,47 @@ fn no_grad_records_nothing_and_unused_parameters_are_skipped() {
     }
 }
 
-/// The fused training op (BN + ReLU6 applied by the depthwise conv as it loads its input)
-/// gives the unfused ops' forward, running statistics and gradients: x, gamma, beta and w,
-/// on a texture-path shape (stride 2, odd input) and a storage-buffer one (c = 6).
+/// The fused training ops (BN + ReLU6 applied by the next conv as it loads its input) give
+/// the unfused ops' forward, running statistics and gradients (x, gamma, beta and w).
+/// Depthwise: a texture-path shape (stride 2, odd input) and a storage-buffer one (c = 6).
+/// Pointwise: a fused shape and one whose pixel count is off the vec4 kernel (the tape then
+/// runs the two ops separately).
 #[test]
-fn fused_bn_relu6_depthwise_matches_the_separate_ops() {
+fn fused_bn_relu6_convs_match_the_separate_ops() {
     use proxyless::autograd::BnArgs;
     use proxyless::ops::batchnorm::BnAct;
     use std::rc::Rc;
     let gpu = gpu();
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-    for &(n, h, c, k, s) in &[(2usize, 9usize, 16usize, 5usize, 2usize), (3, 6, 6, 3, 1)] {
+    // (n, h, c, k, stride, cout): k == 0 is a pointwise conv c -> cout.
+    let cases = [
+        (2usize, 9usize, 16usize, 5usize, 2usize, 0usize),
+        (3, 6, 6, 3, 1, 0),
+        (2, 6, 24, 0, 1, 16),
+        (3, 3, 8, 0, 1, 12),
+    ];
+    for &(n, h, c, k, s, cout) in &cases {
         let mut rand_vec = |len: usize, lo: f32, hi: f32| -> Vec<f32> {
             (0..len).map(|_| rng.random_range(lo..hi)).collect()
         };
         let xs = rand_vec(n * h * h * c, -2.0, 2.0);
         let gs = rand_vec(c, 0.5, 8.0);
         let bs = rand_vec(c, -1.0, 1.0);
-        let ws = rand_vec(c * k * k, -1.0, 1.0);
+        let (wshape, yc) = if k == 0 {
+            (vec![cout, c], cout)
+        } else {
+            (vec![c, k, k], c)
+        };
+        let ws = rand_vec(wshape.iter().product(), -1.0, 1.0);
         let ho = (h - 1) / s + 1;
-        let dys = rand_vec(n * ho * ho * c, -1.0, 1.0);
+        let dys = rand_vec(n * ho * ho * yc, -1.0, 1.0);
         let run = |fused: bool| {
             let up = |v: &[f32], shape: &[usize]| Rc::new(gpu.upload(v, shape).unwrap());
             let (x, gamma, beta, w) = (
                 up(&xs, &[n, h, h, c]),
                 up(&gs, &[c]),
                 up(&bs, &[c]),
-                up(&ws, &[c, k, k]),
+                up(&ws, &wshape),
             );
             let (rm, rv) = (gpu.zeros(&[c]), gpu.upload(&vec![1.0f32; c], &[c]).unwrap());
             let tape = Tape::new(gpu, 1);
@@ -469,15 +483,21 @@ fn fused_bn_relu6_depthwise_matches_the_separate_ops() {
                 momentum: 0.1,
                 eps: 1e-3,
             };
-            let y = if fused {
-                tape.bn_relu6_depthwise(&xv, &args, &wv, s).unwrap()
-            } else {
-                let a = tape.batchnorm(&xv, &args, BnAct::Relu6, true).unwrap();
-                tape.depthwise(&a, &wv, s).unwrap()
+            let y = match (fused, k) {
+                (true, 0) => tape.bn_relu6_pointwise(&xv, &args, &wv).unwrap(),
+                (true, _) => tape.bn_relu6_depthwise(&xv, &args, &wv, s).unwrap(),
+                (false, _) => {
+                    let a = tape.batchnorm(&xv, &args, BnAct::Relu6, true).unwrap();
+                    if k == 0 {
+                        tape.pointwise(&a, &wv).unwrap()
+                    } else {
+                        tape.depthwise(&a, &wv, s).unwrap()
+                    }
+                }
             };
             let yh = gpu.read_f32(y.value()).unwrap();
             let grads = tape
-                .backward(&y, gpu.upload(&dys, &[n, ho, ho, c]).unwrap())
+                .backward(&y, gpu.upload(&dys, &[n, ho, ho, yc]).unwrap())
                 .unwrap();
             let mut out = vec![yh, gpu.read_f32(&rm).unwrap(), gpu.read_f32(&rv).unwrap()];
             for i in 0..4 {
@@ -504,7 +524,10 @@ fn fused_bn_relu6_depthwise_matches_the_separate_ops() {
             let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
             let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
             let e = r::rel_error(&a64, &b64);
-            assert!(e < 1e-5, "c={c} k={k} s={s}: {name} differs by {e:e}");
+            assert!(
+                e < 1e-5,
+                "c={c} k={k} s={s} cout={cout}: {name} differs by {e:e}"
+            );
         }
     }
 }

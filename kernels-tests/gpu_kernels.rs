@@ -18,7 +18,7 @@ family_tests!(
     pointwise,
     depthwise,
     batchnorm,
-    bn_depthwise,
+    fused,
     elementwise,
     pool,
     linear,

@@ -27,6 +27,7 @@ struct Params {
     c_si: u32, c_sj: u32,
     k_chunk: u32,
     accumulate: u32,
+    pre_cg: u32,  // channel groups of the input transform (PRE), 0 without one
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,6 +35,10 @@ struct Params {
 // OUTPUT: binding 3 as array<f32> with put(index, value), or, when C rows are dense and their
 // lengths multiples of 4, as array<vec4<f32>> with put4(texel index, value).
 {{OUTPUT}}
+// PRE: nothing, or binding 4, a texture of the packed per-channel [gamma | beta | mean | rstd]
+// (pre_cg texels each) of a BN + ReLU6 applied to one operand as it is loaded (see
+// src/ops/gemm.rs, `GemmPre`), and its loader ld_pre.
+{{PRE}}
 
 @compute @workgroup_size(64)
 fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

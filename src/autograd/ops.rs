@@ -7,7 +7,8 @@ use anyhow::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::batchnorm::BnAct;
 use crate::ops::{
-    batchnorm, bn_depthwise, conv, depthwise, dropout, elementwise, linear, pointwise, pool, reduce,
+    batchnorm, bn_depthwise, bn_pointwise, conv, depthwise, dropout, elementwise, linear,
+    pointwise, pool, reduce,
 };
 
 use super::tape::{Source, Tape, Var};
@@ -53,6 +54,17 @@ pub(super) enum Node {
         rstd: Tensor,
         w: Var,
         stride: usize,
+    },
+    /// Training BN + ReLU6 + pointwise conv in one op (`ops::bn_pointwise`): saves x (the BN
+    /// input), never the normalised tensor.
+    BnRelu6Pointwise {
+        out: usize,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        mean: Tensor,
+        rstd: Tensor,
+        w: Var,
     },
     /// Saves its output: 0 < y < 6 exactly where 0 < x < 6, and the output is usually saved
     /// anyway by the conv that reads it, so the input can go back to the pool at once.
@@ -103,6 +115,7 @@ impl Node {
             | Node::Depthwise { out, .. }
             | Node::BatchNorm { out, .. }
             | Node::BnRelu6Depthwise { out, .. }
+            | Node::BnRelu6Pointwise { out, .. }
             | Node::Relu6 { out, .. }
             | Node::Add { out, .. }
             | Node::GatedSum { out, .. }
@@ -126,6 +139,7 @@ impl Node {
             Node::Depthwise { .. } => "depthwise",
             Node::BatchNorm { .. } => "batchnorm",
             Node::BnRelu6Depthwise { .. } => "bn_relu6_depthwise",
+            Node::BnRelu6Pointwise { .. } => "bn_relu6_pointwise",
             Node::Relu6 { .. } => "relu6",
             Node::Add { .. } => "add",
             Node::GatedSum { .. } => "gated_sum",
@@ -210,6 +224,29 @@ impl Node {
                     (mean, rstd),
                     &w.value,
                     *stride,
+                    dy,
+                )?;
+                push(x.id, dx);
+                push(gamma.id, dgamma);
+                push(beta.id, dbeta);
+                push(w.id, dw);
+            }
+            Node::BnRelu6Pointwise {
+                x,
+                gamma,
+                beta,
+                mean,
+                rstd,
+                w,
+                ..
+            } => {
+                let (dx, dgamma, dbeta, dw) = bn_pointwise::bn_relu6_pointwise_backward(
+                    gpu,
+                    &x.value,
+                    &gamma.value,
+                    &beta.value,
+                    (mean, rstd),
+                    &w.value,
                     dy,
                 )?;
                 push(x.id, dx);
@@ -372,6 +409,42 @@ impl Tape<'_> {
                 rstd,
                 w: w.clone(),
                 stride,
+            }
+        }))
+    }
+
+    /// Training-mode BN + ReLU6 + pointwise conv as one op where the products can apply the
+    /// normalisation as they load x (`ops::bn_pointwise::fusable`); otherwise the two ops
+    /// separately. Same values and gradients either way.
+    pub fn bn_relu6_pointwise(&self, x: &Var, bn: &BnArgs, w: &Var) -> Result<Var> {
+        if !bn_pointwise::fusable(self.gpu, &x.value, &w.value)? {
+            let a = self.batchnorm(x, bn, BnAct::Relu6, true)?;
+            return self.pointwise(&a, w);
+        }
+        let (y, mean, rstd) = self.timed(
+            || "forward bn_relu6_pointwise",
+            || {
+                bn_pointwise::bn_relu6_pointwise_forward(
+                    self.gpu,
+                    &x.value,
+                    &bn.gamma.value,
+                    &bn.beta.value,
+                    (bn.running_mean, bn.running_var),
+                    bn.momentum,
+                    bn.eps,
+                    &w.value,
+                )
+            },
+        )?;
+        Ok(self.output(y, &[x, bn.gamma, bn.beta, w], |out, _| {
+            Node::BnRelu6Pointwise {
+                out,
+                x: x.clone(),
+                gamma: bn.gamma.clone(),
+                beta: bn.beta.clone(),
+                mean,
+                rstd,
+                w: w.clone(),
             }
         }))
     }

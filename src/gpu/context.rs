@@ -498,16 +498,7 @@ impl Gpu {
         if total == 0 {
             return Ok(tensors.iter().map(|_| Vec::new()).collect());
         }
-        let packed = self.empty(&[total]);
-        {
-            let mut b = self.lock_batch();
-            let enc = b.encoder(&self.device);
-            let mut offset = 0;
-            for t in tensors {
-                enc.copy_buffer_to_buffer(t.raw(), 0, packed.raw(), offset, Some(t.bytes()));
-                offset += t.bytes();
-            }
-        }
+        let packed = self.concat(tensors);
         let flat = self.read_f32(&packed)?;
         let mut out = Vec::with_capacity(tensors.len());
         let mut at = 0;
@@ -516,6 +507,20 @@ impl Gpu {
             at += t.numel();
         }
         Ok(out)
+    }
+
+    /// The tensors' elements one after the other in a new 1-d tensor (copies in the batch).
+    pub fn concat(&self, tensors: &[&Tensor]) -> Tensor {
+        let total: usize = tensors.iter().map(|t| t.numel()).sum();
+        let packed = self.empty(&[total]);
+        let mut b = self.lock_batch();
+        let enc = b.encoder(&self.device);
+        let mut offset = 0;
+        for t in tensors {
+            enc.copy_buffer_to_buffer(t.raw(), 0, packed.raw(), offset, Some(t.bytes()));
+            offset += t.bytes();
+        }
+        packed
     }
 
     /// A texture copy of the first `floats` elements of `buf` (see `gpu::texture` for the

@@ -1,7 +1,7 @@
 //! Layers: conv (+ BN + ReLU6), the MBConv block, the linear classifier. Each holds the
 //! indices of its parameters in the network's [`ParamStore`] and records its forward on a tape.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::autograd::{BnArgs, Tape, Var};
 use crate::ops::batchnorm::BnAct;
@@ -91,9 +91,9 @@ impl BatchNorm {
     }
 }
 
-/// Whether training fuses an MBConv's expand BN + ReLU6 into its depthwise conv (default);
-/// `PROXYLESS_NO_FUSION=1` runs them as separate ops, for comparisons.
-pub fn fuse_bn_into_depthwise() -> bool {
+/// Whether training fuses an MBConv's BN + ReLU6 pairs into the convs that follow them
+/// (default); `PROXYLESS_NO_FUSION=1` runs them as separate ops, for comparisons.
+pub fn fuse_bn_into_convs() -> bool {
     std::env::var_os("PROXYLESS_NO_FUSION").is_none()
 }
 
@@ -295,25 +295,36 @@ impl MbConv {
     }
 
     pub fn forward(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
-        let h = match &self.expand {
-            Some(e) => match (&e.bn, e.act, ctx.train && fuse_bn_into_depthwise()) {
-                // Training: the expand BN + ReLU6 is applied by the depthwise conv as it loads
-                // its input (ops::bn_depthwise), so the normalised tensor is never stored.
-                (Some(bn), Act::Relu6, true) => {
-                    let pre = e.conv(ctx, x)?;
-                    let w = ctx.var(self.depth.weight);
-                    let d = bn.with_args(ctx, |args| {
-                        ctx.tape
-                            .bn_relu6_depthwise(&pre, args, &w, self.depth.stride)
-                    })?;
-                    return self.project.forward(ctx, &self.depth.bn_act(ctx, &d)?);
-                }
-                _ => e.forward(ctx, x)?,
-            },
-            None => x.clone(),
+        if !(ctx.train && fuse_bn_into_convs()) {
+            let h = match &self.expand {
+                Some(e) => e.forward(ctx, x)?,
+                None => x.clone(),
+            };
+            let h = self.depth.forward(ctx, &h)?;
+            return self.project.forward(ctx, &h);
+        }
+        // Training: each BN + ReLU6 is applied by the next conv as it loads its input
+        // (ops::bn_depthwise, ops::bn_pointwise), so the normalised tensors are never stored.
+        let d = match &self.expand {
+            Some(e) => {
+                let pre = e.conv(ctx, x)?;
+                let w = ctx.var(self.depth.weight);
+                let bn = e.bn.as_ref().context("an MBConv's expand conv has BN")?;
+                bn.with_args(ctx, |args| {
+                    ctx.tape
+                        .bn_relu6_depthwise(&pre, args, &w, self.depth.stride)
+                })?
+            }
+            None => self.depth.conv(ctx, x)?,
         };
-        let h = self.depth.forward(ctx, &h)?;
-        self.project.forward(ctx, &h)
+        let w = ctx.var(self.project.weight);
+        let bn = self
+            .depth
+            .bn
+            .as_ref()
+            .context("an MBConv's depthwise conv has BN")?;
+        let p = bn.with_args(ctx, |args| ctx.tape.bn_relu6_pointwise(&d, args, &w))?;
+        self.project.bn_act(ctx, &p)
     }
 
     pub fn macs(&self, size: usize) -> u64 {

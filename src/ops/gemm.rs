@@ -38,6 +38,78 @@ const SPEC_VEC4_STORAGE_TEXTURES: KernelSpec = KernelSpec {
     ],
 };
 
+const SPEC_VEC4_PRE: KernelSpec = KernelSpec {
+    file: "gemm_vec4",
+    source: include_str!("../../shaders/gemm_vec4.wgsl"),
+    entry: "gemm_vec4",
+    bindings: &[
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::Texture,
+    ],
+};
+
+const SPEC_VEC4_TEXTURES_PRE: KernelSpec = KernelSpec {
+    file: "gemm_vec4",
+    source: include_str!("../../shaders/gemm_vec4.wgsl"),
+    entry: "gemm_vec4",
+    bindings: &[
+        Access::Texture,
+        Access::Texture,
+        Access::ReadWrite,
+        Access::Texture,
+    ],
+};
+
+const SPEC_VEC4_STORAGE_TEXTURES_PRE: KernelSpec = KernelSpec {
+    file: "gemm_vec4",
+    source: include_str!("../../shaders/gemm_vec4.wgsl"),
+    entry: "gemm_vec4",
+    bindings: &[
+        Access::StorageTexture,
+        Access::StorageTexture,
+        Access::ReadWrite,
+        Access::Texture,
+    ],
+};
+
+/// The packed per-channel parameters of an input transform, and its loader.
+const PRE_BINDING: &str = "@group(0) @binding(4) var pre_t: texture_2d<f32>;
+fn ld_pre(t: u32) -> vec4<f32> { return textureLoad(pre_t, vec2<u32>(t & 1023u, t >> 10u), 0); }";
+
+/// Which operand a `GemmPre` transforms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PreOn {
+    /// A, read along k: the channel of A(i, k) is k (a forward product x W^T).
+    A,
+    /// B, read along its columns: the channel of B(k, j) is j (a weight gradient dy^T x).
+    B,
+}
+
+/// BN with batch statistics, then ReLU6, applied to one operand as the kernel loads it:
+/// `v -> clamp((v - mean) * (gamma * rstd) + beta, 0, 6)` per channel, the expression of the
+/// BN kernels, so the product sees bit for bit the tensor an unfused BN would have stored.
+/// `packed` is a texture copy (`Gpu::to_texture`) of [gamma | beta | mean | rstd], each of
+/// `channels` floats (a multiple of 4).
+pub struct GemmPre<'a> {
+    pub on: PreOn,
+    pub packed: &'a GpuTexture,
+    pub channels: usize,
+}
+
+/// Whether `gemm_with` can apply an input transform on `on` for the product `g`: the vec4
+/// kernel with A read along k (`PreOn::A`) or B read along its columns (`PreOn::B`).
+pub fn takes_pre(g: &Gemm, on: PreOn) -> bool {
+    if std::env::var_os("PROXYLESS_GEMM_SCALAR").is_some() {
+        return false;
+    }
+    matches!(
+        (vec4_modes(g), on),
+        (Some((Vec4Along::K, _)), PreOn::A) | (Some((_, Vec4Along::Out)), PreOn::B)
+    )
+}
+
 const OPERANDS_BUFFERS: &str = "@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 fn ld_a(t: u32) -> vec4<f32> { return a[t]; }
@@ -194,11 +266,26 @@ fn template_vec4(
     lanes_m: u32,
     a_mode: Vec4Along,
     b_mode: Vec4Along,
+    pre: Option<PreOn>,
 ) -> Vec<(&'static str, String)> {
     let groups = rows / 4;
+    // The input transform of a loaded texel v of channel group g, with the group's factors
+    // pm{g}, ps{g}, pb{g} (the BN kernels' expression, then the ReLU6 clamp).
+    let transform = |v: String, tag: &str| {
+        format!("clamp(fma({v} - pm{tag}, ps{tag}, pb{tag}), vec4<f32>(0.0), vec4<f32>(6.0))")
+    };
+    let factors = |tag: &str, g: &str| {
+        format!(
+            "let pm{tag} = ld_pre(2u * p.pre_cg + {g});\n        let ps{tag} = ld_pre({g}) * ld_pre(3u * p.pre_cg + {g});\n        let pb{tag} = ld_pre(p.pre_cg + {g});\n"
+        )
+    };
     let mut decl = String::new();
     let mut load = String::new();
     let mut load_t: [String; 4] = Default::default();
+    if pre == Some(PreOn::A) {
+        // One channel group per k-step, shared by every row of the tile.
+        load += &format!("        {}", factors("k", "k / 4u"));
+    }
     let mut fma = String::new();
     let mut store = String::new();
     // Row r = 4*q + t lives in row group g_q = g_base + LANES_M*q, at row 4*g_q + t.
@@ -211,7 +298,13 @@ fn template_vec4(
                     decl += &format!(
                         "    let ra{r} = min(4u * g{q} + {t}u, p.m - 1u) * (p.a_si / 4u);\n"
                     );
-                    load += &format!("        let a{r} = ld_a(ra{r} + k / 4u);\n");
+                    let v = format!("ld_a(ra{r} + k / 4u)");
+                    let v = if pre == Some(PreOn::A) {
+                        transform(v, "k")
+                    } else {
+                        v
+                    };
+                    load += &format!("        let a{r} = {v};\n");
                 }
             }
             Vec4Along::Out => {
@@ -235,10 +328,18 @@ fn template_vec4(
         Vec4Along::Out => {
             for cc in 0..col_groups {
                 decl += &format!("    let cb{cc} = min(j0 / 4u + {cc}u, p.n / 4u - 1u);\n");
+                if pre == Some(PreOn::B) {
+                    // Each column group is one channel group: its factors load once.
+                    decl += &format!("    {}", factors(&cc.to_string(), &format!("cb{cc}")));
+                }
                 for t in 0..4 {
-                    load_t[t as usize] += &format!(
-                        "        let b{cc}_{t} = ld_b((k + {t}u) * (p.b_sk / 4u) + cb{cc});\n"
-                    );
+                    let v = format!("ld_b((k + {t}u) * (p.b_sk / 4u) + cb{cc})");
+                    let v = if pre == Some(PreOn::B) {
+                        transform(v, &cc.to_string())
+                    } else {
+                        v
+                    };
+                    load_t[t as usize] += &format!("        let b{cc}_{t} = {v};\n");
                 }
             }
         }
@@ -291,7 +392,9 @@ fn template_vec4(
         Operands::StorageTextures => OPERANDS_STORAGE_TEXTURES,
     };
     let output = if vec4_out { OUTPUT_VEC4 } else { OUTPUT_SCALAR };
+    let pre_binding = if pre.is_some() { PRE_BINDING } else { "" };
     vec![
+        ("PRE", pre_binding.to_string()),
         ("OUTPUT", output.to_string()),
         ("OPERANDS", operands.to_string()),
         ("GROUPS", groups.to_string()),
@@ -408,7 +511,37 @@ pub fn gemm_sharing_a(
     g: Gemm,
     accumulate: bool,
 ) -> Result<()> {
+    gemm_with(gpu, (a, a_texture), (b, None), c, g, accumulate, None)
+}
+
+/// The general form: each operand with an optional texture copy of all of it made by the
+/// caller (used when the product reads textures), and an optional input transform (see
+/// `takes_pre`).
+pub fn gemm_with(
+    gpu: &Gpu,
+    (a, a_texture): (&GpuBuffer, Option<&GpuTexture>),
+    (b, b_texture): (&GpuBuffer, Option<&GpuTexture>),
+    c: &GpuBuffer,
+    g: Gemm,
+    accumulate: bool,
+    pre: Option<&GemmPre>,
+) -> Result<()> {
     let op = "gemm";
+    if let Some(pr) = pre {
+        ensure(takes_pre(&g, pr.on), op, || {
+            format!("no input transform on {:?} for {g:?}", pr.on)
+        })?;
+        let channels = match pr.on {
+            PreOn::A => g.k,
+            PreOn::B => g.n,
+        };
+        ensure(pr.channels == channels, op, || {
+            format!(
+                "the input transform has {} channels, the operand {channels}",
+                pr.channels
+            )
+        })?;
+    }
     ensure(g.m > 0 && g.n > 0 && g.k > 0, op, || {
         format!("empty product {g:?}")
     })?;
@@ -442,11 +575,15 @@ pub fn gemm_sharing_a(
         Some((am, bm)) => {
             let k_major = (am, bm) == (Vec4Along::K, Vec4Along::K);
             let (rows, cols) = tile_vec4(g.m, g.n, operands, k_major);
-            let spec = match operands {
-                Operands::Buffers => &SPEC_VEC4,
-                Operands::Textures => &SPEC_VEC4_TEXTURES,
-                Operands::StorageTextures => &SPEC_VEC4_STORAGE_TEXTURES,
+            let spec = match (operands, pre.is_some()) {
+                (Operands::Buffers, false) => &SPEC_VEC4,
+                (Operands::Textures, false) => &SPEC_VEC4_TEXTURES,
+                (Operands::StorageTextures, false) => &SPEC_VEC4_STORAGE_TEXTURES,
+                (Operands::Buffers, true) => &SPEC_VEC4_PRE,
+                (Operands::Textures, true) => &SPEC_VEC4_TEXTURES_PRE,
+                (Operands::StorageTextures, true) => &SPEC_VEC4_STORAGE_TEXTURES_PRE,
             };
+            let pre_on = pre.map(|p| p.on);
             // Dense rows of a length divisible by 4 take 16-byte stores (split-K slices are
             // dense by construction).
             let vec4_out = g.n.is_multiple_of(4) && g.c_sj == 1 && g.c_si.is_multiple_of(4);
@@ -458,10 +595,11 @@ pub fn gemm_sharing_a(
                 64
             };
             let variant = format!(
-                " {rows}x{cols} {am:?}/{bm:?} {operands:?} vec4_out={vec4_out} lanes_m={lanes_m}"
+                " {rows}x{cols} {am:?}/{bm:?} {operands:?} vec4_out={vec4_out} lanes_m={lanes_m} \
+                 pre={pre_on:?}"
             );
             let k = gpu.kernel_variant(spec, &variant, || {
-                template_vec4(operands, vec4_out, rows, cols, lanes_m, am, bm)
+                template_vec4(operands, vec4_out, rows, cols, lanes_m, am, bm, pre_on)
             })?;
             (k, rows, cols, lanes_m as usize)
         }
@@ -509,6 +647,7 @@ pub fn gemm_sharing_a(
             u32_of(c_sj, op)?,
             u32_of(k_chunk, op)?,
             acc as u32,
+            u32_of(pre.map_or(0, |p| p.channels / 4), op)?,
         ])
     };
     // Texture copies of the operands live until the end of this call; the pool hands them out
@@ -519,34 +658,41 @@ pub fn gemm_sharing_a(
         (true, None) => Some(gpu.to_texture(a, a_len)?),
         _ => None,
     };
-    let tex_b = if textures {
-        Some(gpu.to_texture(b, b_len)?)
-    } else {
-        None
+    let own_b = match (textures, b_texture) {
+        (true, None) => Some(gpu.to_texture(b, b_len)?),
+        _ => None,
     };
-    let (bind_a, bind_b) = match (own_a.as_ref().or(a_texture), &tex_b) {
+    let (bind_a, bind_b) = match (own_a.as_ref().or(a_texture), own_b.as_ref().or(b_texture)) {
         (Some(ta), Some(tb)) if textures => (Binding::Texture(ta), Binding::Texture(tb)),
         _ => (Binding::Buffer(a), Binding::Buffer(b)),
     };
     let groups = [gx as u32, gy as u32, splits as u32];
+    // Split-K slices are written densely (row-major m x n) and then summed into C.
+    ensure(slices == 1 || (g.c_sj == 1 && g.c_si == g.n), op, || {
+        format!("split-K needs a dense row-major C, got {g:?}")
+    })?;
+    let partial = (slices > 1).then(|| gpu.alloc((slices * g.m * g.n * 4) as u64));
+    let out = partial.as_ref().unwrap_or(c);
+    let bindings = {
+        let mut v = vec![bind_a, bind_b, Binding::Buffer(out)];
+        if let Some(p) = pre {
+            v.push(Binding::Texture(p.packed));
+        }
+        v
+    };
     if slices == 1 {
         return gpu.dispatch_with(
             &kernel,
             &params(g.m, g.n, g.c_si, g.c_sj, accumulate)?,
-            &[bind_a, bind_b, Binding::Buffer(c)],
+            &bindings,
             groups,
         );
     }
-    // Slices are written densely (row-major m x n) and then summed into C.
-    ensure(g.c_sj == 1 && g.c_si == g.n, op, || {
-        format!("split-K needs a dense row-major C, got {g:?}")
-    })?;
-    let partial = gpu.alloc((slices * g.m * g.n * 4) as u64);
     gpu.dispatch_with(
         &kernel,
         &params(g.m, g.n, g.n, 1, false)?,
-        &[bind_a, bind_b, Binding::Buffer(&partial)],
+        &bindings,
         groups,
     )?;
-    reduce::sum_slices(gpu, &partial, c, g.m * g.n, slices, accumulate)
+    reduce::sum_slices(gpu, out, c, g.m * g.n, slices, accumulate)
 }

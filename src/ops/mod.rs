@@ -4,6 +4,7 @@
 
 pub mod batchnorm;
 pub mod bn_depthwise;
+pub mod bn_pointwise;
 pub mod conv;
 pub mod depthwise;
 pub mod dropout;

@@ -4,10 +4,13 @@
 
 use anyhow::Result;
 
-use super::gemm::{gemm, gemm_sharing_a, reads_storage_textures, reads_textures, Gemm};
+use super::gemm::{
+    gemm_sharing_a, gemm_with, reads_storage_textures, reads_textures, takes_pre, Gemm, GemmPre,
+    PreOn,
+};
 use super::linear::transpose;
 use super::{ensure, expect_bindable, expect_rank};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, GpuTexture, Tensor};
 
 fn dims(gpu: &Gpu, x: &Tensor, w: &Tensor, op: &str) -> Result<(usize, usize, usize)> {
     expect_rank(x, 4, op, "input")?;
@@ -32,12 +35,9 @@ fn dims(gpu: &Gpu, x: &Tensor, w: &Tensor, op: &str) -> Result<(usize, usize, us
     Ok((m, cin, cout))
 }
 
-/// y[n,h,w,cout] = sum_ci x[n,h,w,ci] * w[cout,ci].
-pub fn pointwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let op = "pointwise_forward";
-    let (m, cin, cout) = dims(gpu, x, w, op)?;
-    let y = gpu.empty(&[x.shape[0], x.shape[1], x.shape[2], cout]);
-    let g = Gemm {
+/// The forward product y = x W^T.
+fn forward_product(m: usize, cin: usize, cout: usize) -> Gemm {
+    Gemm {
         m,
         n: cout,
         k: cin,
@@ -47,8 +47,60 @@ pub fn pointwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         b_sj: cin,
         c_si: cout,
         c_sj: 1,
-    };
-    gemm(gpu, &x.buf, &w.buf, &y.buf, g, false)?;
+    }
+}
+
+/// The weight-gradient product dW = dy^T x.
+fn weight_product(m: usize, cin: usize, cout: usize) -> Gemm {
+    Gemm {
+        m: cout,
+        n: cin,
+        k: m,
+        a_si: 1,
+        a_sk: cout,
+        b_sk: cin,
+        b_sj: 1,
+        c_si: cin,
+        c_sj: 1,
+    }
+}
+
+/// Whether the products of a pointwise conv of x by w can apply an input transform to x as
+/// they load it (`GemmPre`; the channel count must suit the vec4 kernel), and whether they read
+/// x through a texture (which a caller can then make once and share).
+pub fn input_transform_support(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Result<(bool, bool)> {
+    let (m, cin, cout) = dims(gpu, x, w, "pointwise")?;
+    let ok = takes_pre(&forward_product(m, cin, cout), PreOn::A)
+        && takes_pre(&weight_product(m, cin, cout), PreOn::B);
+    Ok((ok, reads_textures(gpu)))
+}
+
+/// y[n,h,w,cout] = sum_ci x[n,h,w,ci] * w[cout,ci].
+pub fn pointwise_forward(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    pointwise_forward_with(gpu, x, None, w, None)
+}
+
+/// `pointwise_forward` of relu6(bn(x)) when `bn_relu6` (a texture copy of the packed
+/// per-channel [gamma | beta | mean | rstd], see `GemmPre`) is given, reading x through
+/// `x_tex` when given (where the product reads textures).
+pub fn pointwise_forward_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    w: &Tensor,
+    bn_relu6: Option<&GpuTexture>,
+) -> Result<Tensor> {
+    let op = "pointwise_forward";
+    let (m, cin, cout) = dims(gpu, x, w, op)?;
+    let pre = bn_relu6.map(|packed| GemmPre {
+        on: PreOn::A,
+        packed,
+        channels: cin,
+    });
+    let pre = pre.as_ref();
+    let y = gpu.empty(&[x.shape[0], x.shape[1], x.shape[2], cout]);
+    let g = forward_product(m, cin, cout);
+    gemm_with(gpu, (&x.buf, x_tex), (&w.buf, None), &y.buf, g, false, pre)?;
     Ok(y)
 }
 
@@ -59,8 +111,27 @@ pub fn pointwise_backward(
     w: &Tensor,
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    pointwise_backward_with(gpu, x, None, w, dy, None)
+}
+
+/// The backward of `pointwise_forward_with`: dx is the gradient with respect to the product's
+/// input, relu6(bn(x)) when `bn_relu6` is given (the weight gradient recomputes it from x).
+pub fn pointwise_backward_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    w: &Tensor,
+    dy: &Tensor,
+    bn_relu6: Option<&GpuTexture>,
+) -> Result<(Tensor, Tensor)> {
     let op = "pointwise_backward";
     let (m, cin, cout) = dims(gpu, x, w, op)?;
+    let pre = bn_relu6.map(|packed| GemmPre {
+        on: PreOn::B,
+        packed,
+        channels: cin,
+    });
+    let pre = pre.as_ref();
     super::expect_shape(dy, &[x.shape[0], x.shape[1], x.shape[2], cout], op, "dy")?;
     // dy feeds both products: one texture copy serves both where products read textures.
     let dy_texture = if reads_textures(gpu) {
@@ -95,17 +166,15 @@ pub fn pointwise_backward(
         gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &w.buf, &dx.buf, g, false)?;
     }
     let dw = gpu.empty(&w.shape);
-    let g = Gemm {
-        m: cout,
-        n: cin,
-        k: m,
-        a_si: 1,
-        a_sk: cout,
-        b_sk: cin,
-        b_sj: 1,
-        c_si: cin,
-        c_sj: 1,
-    };
-    gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &x.buf, &dw.buf, g, false)?;
+    let g = weight_product(m, cin, cout);
+    gemm_with(
+        gpu,
+        (&dy.buf, dy_texture.as_ref()),
+        (&x.buf, x_tex),
+        &dw.buf,
+        g,
+        false,
+        pre,
+    )?;
     Ok((dx, dw))
 }

@@ -3,11 +3,11 @@
 //! `proxyless check` (so users can verify the kernels on their own driver).
 
 mod batchnorm;
-mod bn_depthwise;
 mod conv;
 mod depthwise;
 mod dropout;
 mod elementwise;
+mod fused;
 mod linear;
 mod loss;
 mod optim;
@@ -61,7 +61,7 @@ pub fn families() -> Vec<Family> {
         family!(pointwise),
         family!(depthwise),
         family!(batchnorm),
-        family!(bn_depthwise),
+        family!(fused),
         family!(elementwise),
         family!(pool),
         family!(linear),
