@@ -258,6 +258,8 @@ fn lanes_along_m(m: usize, rows: u32, k: usize) -> u32 {
 }
 
 /// Generates the unrolled body of the vec4 kernel for a ROWS x COLS tile.
+// One argument per template choice (each part of the variant's cache key).
+#[allow(clippy::too_many_arguments)]
 fn template_vec4(
     operands: Operands,
     vec4_out: bool,
