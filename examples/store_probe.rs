@@ -1,5 +1,11 @@
-//! Probe: cost of writing a kernel's output to a storage buffer against a write-only storage
-//! texture, and of the buffer<->texture copies. Raw wgpu. `cargo run --release --example store_probe`
+//! Probe of streaming-kernel costs on the adapter (raw wgpu, 4.7 M floats): a kernel's output
+//! written to a storage buffer against a write-only storage texture, one texel per invocation
+//! against a loop of 16, an empty kernel (launch and invocation overhead), a BN-normalise
+//! pass as one texel per invocation (factors from a texture) against batchnorm.wgsl's loop
+//! over rows, and the buffer<->texture copies. Prints the median wall time of 10 runs after 3
+//! and the process's CPU time over wall time (about 2 when both lavapipe threads work).
+//! `cargo run --release --example store_probe`; PROBE_ONLY=name runs one kernel, PROBE_REPS=n
+//! changes the runs.
 use std::time::Instant;
 
 const N_TEXELS: u32 = 1024 * 1152; // 4.7 M floats, [32,32,32,144]
@@ -58,6 +64,27 @@ fn main() {
     let xt = tex();
     let yt = tex();
     let xtv = xt.create_view(&Default::default());
+    let ptex = device.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: 128,
+            height: 1,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let ptv = ptex.create_view(&Default::default());
+    let pbuf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 128 * 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
     let ytv = yt.create_view(&Default::default());
     let src = r#"
 @group(0) @binding(0) var xt: texture_storage_2d<rgba32float, read>;
@@ -104,6 +131,35 @@ fn tex_to_tex16(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_i
         textureStore(yt, c, 2.0 * textureLoad(xt, c));
     }
 }
+@group(0) @binding(4) var pt: texture_2d<f32>;
+@group(0) @binding(5) var<storage, read> pb: array<vec4<f32>>;
+// BN-normalise style, one texel per invocation, per-channel factors fetched from a texture.
+@compute @workgroup_size(64)
+fn bn_flat(@builtin(global_invocation_id) g: vec3<u32>) {
+    let i = g.y * 65536u + g.x;
+    let c = i % 36u;
+    let mu = textureLoad(pt, vec2<u32>(c, 0u), 0);
+    let sc = textureLoad(pt, vec2<u32>(c + 36u, 0u), 0);
+    let sh = textureLoad(pt, vec2<u32>(c + 72u, 0u), 0);
+    let v = textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+    yb[i] = clamp(fma(v - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
+}
+// BN-normalise style as batchnorm.wgsl: lane = channel group (36 of 64 lanes), loop over a
+// chunk of 64 rows; factors from storage, once per lane.
+@compute @workgroup_size(64)
+fn bn_loop(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    if (l.x >= 36u) { return; }
+    let c = l.x;
+    let mu = pb[c];
+    let sc = pb[c + 36u];
+    let sh = pb[c + 72u];
+    let r0 = (w.y * 256u + w.x) * 64u;
+    for (var r = r0; r < r0 + 64u; r = r + 1u) {
+        let i = r * 36u + c;
+        let v = textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+        yb[i] = clamp(fma(v - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
+    }
+}
 @compute @workgroup_size(64)
 fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     let i = g.y * 65536u + g.x;
@@ -115,6 +171,8 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         source: wgpu::ShaderSource::Wgsl(src.into()),
     });
     let entries = [
+        "bn_flat",
+        "bn_loop",
         "empty",
         "tex_to_buf16",
         "tex_to_tex16",
@@ -124,7 +182,11 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         "buf_to_buf",
     ];
     let groups1 = [1024u32, N_TEXELS / 65536, 1];
+    let only = std::env::var("PROBE_ONLY").ok();
     for e in entries {
+        if only.as_deref().is_some_and(|o| o != e) {
+            continue;
+        }
         let pipe = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: None,
             layout: None,
@@ -154,6 +216,34 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
                     resource: yb.as_entire_binding(),
                 });
             }
+            "bn_flat" => {
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::TextureView(&xtv),
+                });
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: yb.as_entire_binding(),
+                });
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: wgpu::BindingResource::TextureView(&ptv),
+                });
+            }
+            "bn_loop" => {
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::TextureView(&xtv),
+                });
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: yb.as_entire_binding(),
+                });
+                ents.push(wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: pbuf.as_entire_binding(),
+                });
+            }
             "buf_to_buf" => {
                 ents.push(wgpu::BindGroupEntry {
                     binding: 3,
@@ -180,7 +270,9 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
             layout: &layout,
             entries: &ents,
         });
-        let groups = if e == "tex_to_tex_2d" {
+        let groups = if e == "bn_loop" {
+            [256, 2, 1]
+        } else if e == "tex_to_tex_2d" {
             [1024 / 8, N_TEXELS / 1024 / 8, 1]
         } else if e.ends_with("16") {
             [1024, N_TEXELS / 1024 / 1024, 1]
@@ -243,13 +335,29 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     println!("buf->buf copy  {:.2} ms", t * 1e3);
 }
 
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    rest.split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum::<f64>()
+        / 100.0
+}
+
 fn median(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     f: impl Fn(&mut wgpu::CommandEncoder),
 ) -> f64 {
+    let c0 = cpu_seconds();
     let mut ts = vec![];
-    for i in 0..13 {
+    let reps: usize = std::env::var("PROBE_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(13);
+    for i in 0..reps {
         let mut enc = device.create_command_encoder(&Default::default());
         f(&mut enc);
         let t0 = Instant::now();
@@ -260,5 +368,10 @@ fn median(
         }
     }
     ts.sort_by(f64::total_cmp);
+    let wall: f64 = ts.iter().sum();
+    print!(
+        "[cpu/wall {:.2}] ",
+        (cpu_seconds() - c0) / (wall * reps as f64 / (reps - 3) as f64)
+    );
     ts[ts.len() / 2]
 }

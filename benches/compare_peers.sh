@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Times this engine and its peers (PyTorch CPU, burn on wgpu) on the workloads of
+# ../shared/bench/WORKLOADS.md in one go, interleaved round by round on the same machine, and
+# prints each engine's medians and our ratios to them. Peers are set up by
+# ../shared/peers/setup.sh [--with-burn] (in $PEERS_WORK, default ~/.cache/proxyless-peers);
+# a peer that is not set up is skipped.
+#
+# Usage: bash benches/compare_peers.sh [ROUNDS] [OUT.jsonl]   (defaults: 2, runs/peers.jsonl)
+# BURN_ROUNDS (default 1) limits burn to the first rounds: its `step` takes ~40 s a run.
+# Run nothing else meanwhile: the machine is shared by all three.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+peers=${PEERS_DIR:-$root/../shared/peers}
+W=${PEERS_WORK:-$HOME/.cache/proxyless-peers}
+rounds=${1:-2}
+out=${2:-$root/runs/peers.jsonl}
+burn_rounds=${BURN_ROUNDS:-1}
+mkdir -p "$(dirname "$out")"
+: >"$out"
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/proxyless-xdg}
+mkdir -p "$XDG_RUNTIME_DIR"
+(cd "$root" && cargo build --release --quiet)
+ours=$root/target/release/proxyless
+tag() { sed -u "s/^{/{\"round\":$1,\"peer\":\"$2\",/"; }
+for r in $(seq "$rounds"); do
+  echo "round $r: proxyless" >&2
+  for wl in pw dw5 dw3s2 mbconv step; do
+    "$ours" bench --workload "$wl" --json 2>/dev/null | grep '^{' | tag "$r" proxyless >>"$out"
+  done
+  if [ -x "$W/venv/bin/python" ]; then
+    echo "round $r: torch" >&2
+    # torch_bench.py tags its own lines with "peer":"torch-cpu".
+    "$W/venv/bin/python" "$peers/torch_bench.py" 2>/dev/null | grep '^{' \
+      | sed -u "s/^{/{\"round\":$r,/" >>"$out"
+  fi
+  if [ -x "$W/target/release/burn-bench" ] && [ "$r" -le "$burn_rounds" ]; then
+    echo "round $r: burn" >&2
+    "$W/target/release/burn-bench" --warmup 3 --reps 10 --step-reps 10 2>/dev/null \
+      | grep '^{' | sed -u "s/^{/{\"round\":$r,/" >>"$out"
+  fi
+done
+python3 - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+med = {}
+for r in rows:
+    if "workload" in r and "median_ms" in r:
+        med.setdefault((r["workload"], r["peer"]), []).append(r["median_ms"])
+peers = ["proxyless", "torch-cpu", "burn-wgpu"]
+print("| workload | " + " | ".join(f"{p} ms (per round)" for p in peers)
+      + " | torch / ours | burn / ours |")
+print("|---|" + "---|" * (len(peers) + 2))
+for wl in ("pw", "dw5", "dw3s2", "mbconv", "step"):
+    cells, best = [], {}
+    for p in peers:
+        v = med.get((wl, p), [])
+        cells.append(" / ".join(f"{x:.1f}" for x in v) or "-")
+        if v:
+            best[p] = statistics.median(v)
+    def ratio(p):
+        return f"{best[p] / best['proxyless']:.2f}x" if p in best and "proxyless" in best else "-"
+    print(f"| {wl} | " + " | ".join(cells) + f" | {ratio('torch-cpu')} | {ratio('burn-wgpu')} |")
+PY
