@@ -2,7 +2,8 @@
 //! (device synchronised, median of 7 after 2 warm-ups), to see where its time goes.
 //! `cargo run --release --example fused_time -- [N H C K S]` (default 32 32 144 5 1).
 use proxyless::gpu::Gpu;
-use proxyless::ops::{batchnorm, bn_depthwise, depthwise};
+use proxyless::ops::bn_relu6_conv::{self, NextConv};
+use proxyless::ops::{batchnorm, depthwise};
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<usize> = std::env::args()
@@ -72,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         depthwise::depthwise_forward(&gpu, &x, &w, s).map(|_| ())
     })?;
     time("fused forward", &mut || {
-        bn_depthwise::bn_relu6_depthwise_forward(
+        bn_relu6_conv::bn_relu6_conv_forward(
             &gpu,
             &x,
             &ones,
@@ -81,7 +82,7 @@ fn main() -> anyhow::Result<()> {
             0.1,
             1e-3,
             &w,
-            s,
+            NextConv::Depthwise { stride: s },
         )
         .map(|_| ())
     })?;
@@ -102,14 +103,14 @@ fn main() -> anyhow::Result<()> {
         .map(|_| ())
     })?;
     time("fused backward", &mut || {
-        bn_depthwise::bn_relu6_depthwise_backward(
+        bn_relu6_conv::bn_relu6_conv_backward(
             &gpu,
             &x,
             &ones,
             &zeros,
             (&mean, &rstd),
             &w,
-            s,
+            NextConv::Depthwise { stride: s },
             &dy,
         )
         .map(|_| ())

@@ -434,6 +434,7 @@ fn no_grad_records_nothing_and_unused_parameters_are_skipped() {
 fn fused_bn_relu6_convs_match_the_separate_ops() {
     use proxyless::autograd::BnArgs;
     use proxyless::ops::batchnorm::BnAct;
+    use proxyless::ops::bn_relu6_conv::NextConv;
     use std::rc::Rc;
     let gpu = gpu();
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
@@ -484,8 +485,12 @@ fn fused_bn_relu6_convs_match_the_separate_ops() {
                 eps: 1e-3,
             };
             let y = match (fused, k) {
-                (true, 0) => tape.bn_relu6_pointwise(&xv, &args, &wv).unwrap(),
-                (true, _) => tape.bn_relu6_depthwise(&xv, &args, &wv, s).unwrap(),
+                (true, 0) => tape
+                    .bn_relu6_conv(&xv, &args, &wv, NextConv::Pointwise)
+                    .unwrap(),
+                (true, _) => tape
+                    .bn_relu6_conv(&xv, &args, &wv, NextConv::Depthwise { stride: s })
+                    .unwrap(),
                 (false, _) => {
                     let a = tape.batchnorm(&xv, &args, BnAct::Relu6, true).unwrap();
                     if k == 0 {

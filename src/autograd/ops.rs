@@ -6,9 +6,10 @@ use anyhow::Result;
 
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::batchnorm::BnAct;
+use crate::ops::bn_relu6_conv::NextConv;
 use crate::ops::{
-    batchnorm, bn_depthwise, bn_pointwise, conv, depthwise, dropout, elementwise, linear,
-    pointwise, pool, reduce,
+    batchnorm, bn_relu6_conv, conv, depthwise, dropout, elementwise, linear, pointwise, pool,
+    reduce,
 };
 
 use super::tape::{Source, Tape, Var};
@@ -43,9 +44,9 @@ pub(super) enum Node {
         rstd: Tensor,
         act: BnAct,
     },
-    /// Training BN + ReLU6 + depthwise conv in one op (`ops::bn_depthwise`): saves x (the BN
-    /// input), never the normalised tensor.
-    BnRelu6Depthwise {
+    /// Training BN + ReLU6 + the conv that reads its output, in one op
+    /// (`ops::bn_relu6_conv`): saves x (the BN input), never the normalised tensor.
+    BnRelu6Conv {
         out: usize,
         x: Var,
         gamma: Var,
@@ -53,18 +54,7 @@ pub(super) enum Node {
         mean: Tensor,
         rstd: Tensor,
         w: Var,
-        stride: usize,
-    },
-    /// Training BN + ReLU6 + pointwise conv in one op (`ops::bn_pointwise`): saves x (the BN
-    /// input), never the normalised tensor.
-    BnRelu6Pointwise {
-        out: usize,
-        x: Var,
-        gamma: Var,
-        beta: Var,
-        mean: Tensor,
-        rstd: Tensor,
-        w: Var,
+        conv: NextConv,
     },
     /// Saves its output: 0 < y < 6 exactly where 0 < x < 6, and the output is usually saved
     /// anyway by the conv that reads it, so the input can go back to the pool at once.
@@ -114,8 +104,7 @@ impl Node {
             | Node::Pointwise { out, .. }
             | Node::Depthwise { out, .. }
             | Node::BatchNorm { out, .. }
-            | Node::BnRelu6Depthwise { out, .. }
-            | Node::BnRelu6Pointwise { out, .. }
+            | Node::BnRelu6Conv { out, .. }
             | Node::Relu6 { out, .. }
             | Node::Add { out, .. }
             | Node::GatedSum { out, .. }
@@ -138,8 +127,10 @@ impl Node {
             Node::Pointwise { .. } => "pointwise",
             Node::Depthwise { .. } => "depthwise",
             Node::BatchNorm { .. } => "batchnorm",
-            Node::BnRelu6Depthwise { .. } => "bn_relu6_depthwise",
-            Node::BnRelu6Pointwise { .. } => "bn_relu6_pointwise",
+            Node::BnRelu6Conv { conv, .. } => match conv {
+                NextConv::Depthwise { .. } => "bn_relu6_depthwise",
+                NextConv::Pointwise => "bn_relu6_pointwise",
+            },
             Node::Relu6 { .. } => "relu6",
             Node::Add { .. } => "add",
             Node::GatedSum { .. } => "gated_sum",
@@ -206,47 +197,24 @@ impl Node {
                 push(gamma.id, dgamma);
                 push(beta.id, dbeta);
             }
-            Node::BnRelu6Depthwise {
+            Node::BnRelu6Conv {
                 x,
                 gamma,
                 beta,
                 mean,
                 rstd,
                 w,
-                stride,
+                conv,
                 ..
             } => {
-                let (dx, dgamma, dbeta, dw) = bn_depthwise::bn_relu6_depthwise_backward(
+                let (dx, dgamma, dbeta, dw) = bn_relu6_conv::bn_relu6_conv_backward(
                     gpu,
                     &x.value,
                     &gamma.value,
                     &beta.value,
                     (mean, rstd),
                     &w.value,
-                    *stride,
-                    dy,
-                )?;
-                push(x.id, dx);
-                push(gamma.id, dgamma);
-                push(beta.id, dbeta);
-                push(w.id, dw);
-            }
-            Node::BnRelu6Pointwise {
-                x,
-                gamma,
-                beta,
-                mean,
-                rstd,
-                w,
-                ..
-            } => {
-                let (dx, dgamma, dbeta, dw) = bn_pointwise::bn_relu6_pointwise_backward(
-                    gpu,
-                    &x.value,
-                    &gamma.value,
-                    &beta.value,
-                    (mean, rstd),
-                    &w.value,
+                    *conv,
                     dy,
                 )?;
                 push(x.id, dx);
@@ -380,51 +348,26 @@ impl Tape<'_> {
         )
     }
 
-    /// Training-mode BN (batch statistics, running statistics updated) + ReLU6 + depthwise
-    /// conv as one op: the normalised tensor is neither stored nor saved.
-    pub fn bn_relu6_depthwise(&self, x: &Var, bn: &BnArgs, w: &Var, stride: usize) -> Result<Var> {
-        let (y, mean, rstd) = self.timed(
-            || "forward bn_relu6_depthwise",
-            || {
-                bn_depthwise::bn_relu6_depthwise_forward(
-                    self.gpu,
-                    &x.value,
-                    &bn.gamma.value,
-                    &bn.beta.value,
-                    (bn.running_mean, bn.running_var),
-                    bn.momentum,
-                    bn.eps,
-                    &w.value,
-                    stride,
-                )
-            },
-        )?;
-        Ok(self.output(y, &[x, bn.gamma, bn.beta, w], |out, _| {
-            Node::BnRelu6Depthwise {
-                out,
-                x: x.clone(),
-                gamma: bn.gamma.clone(),
-                beta: bn.beta.clone(),
-                mean,
-                rstd,
-                w: w.clone(),
-                stride,
-            }
-        }))
-    }
-
-    /// Training-mode BN + ReLU6 + pointwise conv as one op where the products can apply the
-    /// normalisation as they load x (`ops::bn_pointwise::fusable`); otherwise the two ops
-    /// separately. Same values and gradients either way.
-    pub fn bn_relu6_pointwise(&self, x: &Var, bn: &BnArgs, w: &Var) -> Result<Var> {
-        if !bn_pointwise::fusable(self.gpu, &x.value, &w.value)? {
+    /// Training-mode BN (batch statistics, running statistics updated) + ReLU6 + the conv
+    /// that reads its output, as one op where `ops::bn_relu6_conv::fusable` (the normalised
+    /// tensor is then neither stored nor saved); otherwise the ops separately. Same values and
+    /// gradients either way.
+    pub fn bn_relu6_conv(&self, x: &Var, bn: &BnArgs, w: &Var, conv: NextConv) -> Result<Var> {
+        if !bn_relu6_conv::fusable(self.gpu, &x.value, &w.value, conv)? {
             let a = self.batchnorm(x, bn, BnAct::Relu6, true)?;
-            return self.pointwise(&a, w);
+            return match conv {
+                NextConv::Depthwise { stride } => self.depthwise(&a, w, stride),
+                NextConv::Pointwise => self.pointwise(&a, w),
+            };
         }
+        let name = match conv {
+            NextConv::Depthwise { .. } => "forward bn_relu6_depthwise",
+            NextConv::Pointwise => "forward bn_relu6_pointwise",
+        };
         let (y, mean, rstd) = self.timed(
-            || "forward bn_relu6_pointwise",
+            || name,
             || {
-                bn_pointwise::bn_relu6_pointwise_forward(
+                bn_relu6_conv::bn_relu6_conv_forward(
                     self.gpu,
                     &x.value,
                     &bn.gamma.value,
@@ -433,11 +376,12 @@ impl Tape<'_> {
                     bn.momentum,
                     bn.eps,
                     &w.value,
+                    conv,
                 )
             },
         )?;
-        Ok(self.output(y, &[x, bn.gamma, bn.beta, w], |out, _| {
-            Node::BnRelu6Pointwise {
+        Ok(
+            self.output(y, &[x, bn.gamma, bn.beta, w], |out, _| Node::BnRelu6Conv {
                 out,
                 x: x.clone(),
                 gamma: bn.gamma.clone(),
@@ -445,8 +389,9 @@ impl Tape<'_> {
                 mean,
                 rstd,
                 w: w.clone(),
-            }
-        }))
+                conv,
+            }),
+        )
     }
 
     pub fn relu6(&self, x: &Var) -> Result<Var> {

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 
 use crate::autograd::{BnArgs, Tape, Var};
 use crate::ops::batchnorm::BnAct;
+use crate::ops::bn_relu6_conv::NextConv;
 
 use super::config::{Act, ConvSpec, MbConvSpec};
 use super::params::{Init, ParamStore, Role};
@@ -310,10 +311,10 @@ impl MbConv {
                 let pre = e.conv(ctx, x)?;
                 let w = ctx.var(self.depth.weight);
                 let bn = e.bn.as_ref().context("an MBConv's expand conv has BN")?;
-                bn.with_args(ctx, |args| {
-                    ctx.tape
-                        .bn_relu6_depthwise(&pre, args, &w, self.depth.stride)
-                })?
+                let conv = NextConv::Depthwise {
+                    stride: self.depth.stride,
+                };
+                bn.with_args(ctx, |args| ctx.tape.bn_relu6_conv(&pre, args, &w, conv))?
             }
             None => self.depth.conv(ctx, x)?,
         };
@@ -323,7 +324,9 @@ impl MbConv {
             .bn
             .as_ref()
             .context("an MBConv's depthwise conv has BN")?;
-        let p = bn.with_args(ctx, |args| ctx.tape.bn_relu6_pointwise(&d, args, &w))?;
+        let p = bn.with_args(ctx, |args| {
+            ctx.tape.bn_relu6_conv(&d, args, &w, NextConv::Pointwise)
+        })?;
         self.project.bn_act(ctx, &p)
     }
 

@@ -13,66 +13,25 @@ const SPEC: KernelSpec = KernelSpec {
     bindings: &[Access::Read, Access::Read, Access::ReadWrite],
 };
 
-const SPEC_VEC4: KernelSpec = KernelSpec {
-    file: "gemm_vec4",
-    source: include_str!("../../shaders/gemm_vec4.wgsl"),
-    entry: "gemm_vec4",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-};
+const VEC4_SOURCE: &str = include_str!("../../shaders/gemm_vec4.wgsl");
 
-const SPEC_VEC4_TEXTURES: KernelSpec = KernelSpec {
-    file: "gemm_vec4",
-    source: include_str!("../../shaders/gemm_vec4.wgsl"),
-    entry: "gemm_vec4",
-    bindings: &[Access::Texture, Access::Texture, Access::ReadWrite],
-};
+/// The vec4 kernel with operands bound as `bindings` (A, B, C, then the transform's texture).
+const fn vec4_spec(bindings: &'static [Access]) -> KernelSpec {
+    KernelSpec {
+        file: "gemm_vec4",
+        source: VEC4_SOURCE,
+        entry: "gemm_vec4",
+        bindings,
+    }
+}
 
-const SPEC_VEC4_STORAGE_TEXTURES: KernelSpec = KernelSpec {
-    file: "gemm_vec4",
-    source: include_str!("../../shaders/gemm_vec4.wgsl"),
-    entry: "gemm_vec4",
-    bindings: &[
-        Access::StorageTexture,
-        Access::StorageTexture,
-        Access::ReadWrite,
-    ],
-};
-
-const SPEC_VEC4_PRE: KernelSpec = KernelSpec {
-    file: "gemm_vec4",
-    source: include_str!("../../shaders/gemm_vec4.wgsl"),
-    entry: "gemm_vec4",
-    bindings: &[
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-        Access::Texture,
-    ],
-};
-
-const SPEC_VEC4_TEXTURES_PRE: KernelSpec = KernelSpec {
-    file: "gemm_vec4",
-    source: include_str!("../../shaders/gemm_vec4.wgsl"),
-    entry: "gemm_vec4",
-    bindings: &[
-        Access::Texture,
-        Access::Texture,
-        Access::ReadWrite,
-        Access::Texture,
-    ],
-};
-
-const SPEC_VEC4_STORAGE_TEXTURES_PRE: KernelSpec = KernelSpec {
-    file: "gemm_vec4",
-    source: include_str!("../../shaders/gemm_vec4.wgsl"),
-    entry: "gemm_vec4",
-    bindings: &[
-        Access::StorageTexture,
-        Access::StorageTexture,
-        Access::ReadWrite,
-        Access::Texture,
-    ],
-};
+use Access::{Read as R, ReadWrite as W, StorageTexture as S, Texture as T};
+const SPEC_VEC4: KernelSpec = vec4_spec(&[R, R, W]);
+const SPEC_VEC4_TEXTURES: KernelSpec = vec4_spec(&[T, T, W]);
+const SPEC_VEC4_STORAGE_TEXTURES: KernelSpec = vec4_spec(&[S, S, W]);
+const SPEC_VEC4_PRE: KernelSpec = vec4_spec(&[R, R, W, T]);
+const SPEC_VEC4_TEXTURES_PRE: KernelSpec = vec4_spec(&[T, T, W, T]);
+const SPEC_VEC4_STORAGE_TEXTURES_PRE: KernelSpec = vec4_spec(&[S, S, W, T]);
 
 /// The packed per-channel parameters of an input transform, and its loader.
 const PRE_BINDING: &str = "@group(0) @binding(4) var pre_t: texture_2d<f32>;

@@ -3,8 +3,7 @@
 //! Tensors are NHWC f32; conv weights keep PyTorch's OIHW order.
 
 pub mod batchnorm;
-pub mod bn_depthwise;
-pub mod bn_pointwise;
+pub mod bn_relu6_conv;
 pub mod conv;
 pub mod depthwise;
 pub mod dropout;
