@@ -6,7 +6,9 @@
 # a peer that is not set up is skipped.
 #
 # Usage: bash benches/compare_peers.sh [ROUNDS] [OUT.jsonl]   (defaults: 2, runs/peers.jsonl)
-# BURN_ROUNDS (default 1) limits burn to the first rounds: its `step` takes ~40 s a run.
+# BURN_ROUNDS (default 1) limits burn to the first rounds, BURN_STEP_REPS (default 3) its
+# timed steps: its `step` takes minutes a run here; BURN_ONLY (default all five) picks burn's
+# workloads, e.g. BURN_ONLY=step.
 # Run nothing else meanwhile: the machine is shared by all three.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,18 +27,18 @@ tag() { sed -u "s/^{/{\"round\":$1,\"peer\":\"$2\",/"; }
 for r in $(seq "$rounds"); do
   echo "round $r: proxyless" >&2
   for wl in pw dw5 dw3s2 mbconv step; do
-    "$ours" bench --workload "$wl" --json 2>/dev/null | grep '^{' | tag "$r" proxyless >>"$out"
+    "$ours" bench --workload "$wl" --json 2>/dev/null | grep --line-buffered '^{' | tag "$r" proxyless >>"$out"
   done
   if [ -x "$W/venv/bin/python" ]; then
     echo "round $r: torch" >&2
     # torch_bench.py tags its own lines with "peer":"torch-cpu".
-    "$W/venv/bin/python" "$peers/torch_bench.py" 2>/dev/null | grep '^{' \
+    "$W/venv/bin/python" "$peers/torch_bench.py" 2>/dev/null | grep --line-buffered '^{' \
       | sed -u "s/^{/{\"round\":$r,/" >>"$out"
   fi
   if [ -x "$W/target/release/burn-bench" ] && [ "$r" -le "$burn_rounds" ]; then
     echo "round $r: burn" >&2
-    "$W/target/release/burn-bench" --warmup 3 --reps 10 --step-reps 10 2>/dev/null \
-      | grep '^{' | sed -u "s/^{/{\"round\":$r,/" >>"$out"
+    "$W/target/release/burn-bench" --only "${BURN_ONLY:-pw,dw5,dw3s2,mbconv,step}" --warmup 3 --reps 10 --step-reps "${BURN_STEP_REPS:-3}" 2>/dev/null \
+      | grep --line-buffered '^{' | sed -u "s/^{/{\"round\":$r,/" >>"$out"
   fi
 done
 python3 - "$out" <<'PY'

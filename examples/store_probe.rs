@@ -56,6 +56,7 @@ fn main() {
             format: wgpu::TextureFormat::Rgba32Float,
             usage: wgpu::TextureUsages::STORAGE_BINDING
                 | wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::RENDER_ATTACHMENT
                 | wgpu::TextureUsages::COPY_DST
                 | wgpu::TextureUsages::COPY_SRC,
             view_formats: &[],
@@ -291,6 +292,9 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
             t * 1e9 / (N_TEXELS as f64 * 4.0)
         );
     }
+    if only.as_deref().is_none_or(|o| o.starts_with("frag")) {
+        fragment_probes(&device, &queue, &xtv, &ytv);
+    }
     let t = median(&device, &queue, |enc| {
         enc.copy_buffer_to_texture(
             wgpu::TexelCopyBufferInfo {
@@ -333,6 +337,103 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         enc.copy_buffer_to_buffer(&xb, 0, &yb, 0, bytes);
     });
     println!("buf->buf copy  {:.2} ms", t * 1e3);
+}
+
+/// The same y = 2x pass as a render pass: a full-target triangle whose fragment shader reads
+/// x's texel at its pixel and returns 2x as the colour of an rgba32float attachment, so the
+/// driver's fragment back end writes the output instead of per-lane storage stores.
+/// `frag_to_tex` reads x as a sampled texture; `frag_bn` does the BN-normalise arithmetic with
+/// per-channel factors from a texture as well.
+fn fragment_probes(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    xtv: &wgpu::TextureView,
+    ytv: &wgpu::TextureView,
+) {
+    let src = r#"
+@group(0) @binding(0) var xt: texture_2d<f32>;
+@vertex
+fn cover(@builtin(vertex_index) v: u32) -> @builtin(position) vec4<f32> {
+    // One triangle that covers the whole target.
+    let p = vec2<f32>(f32((v << 1u) & 2u), f32(v & 2u));
+    return vec4<f32>(p * 2.0 - 1.0, 0.0, 1.0);
+}
+@fragment
+fn frag_to_tex(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
+    return 2.0 * textureLoad(xt, vec2<u32>(pos.xy), 0);
+}
+@fragment
+fn frag_bn(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
+    let c = vec2<u32>(pos.xy);
+    let ch = (c.y * 1024u + c.x) % 36u;
+    let mu = textureLoad(xt, vec2<u32>(ch, 0u), 0);
+    let sc = textureLoad(xt, vec2<u32>(ch + 36u, 0u), 0);
+    let sh = textureLoad(xt, vec2<u32>(ch + 72u, 0u), 0);
+    return clamp(fma(textureLoad(xt, c, 0) - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
+}
+"#;
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    for e in ["frag_to_tex", "frag_bn"] {
+        let pipe = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: None,
+            layout: None,
+            vertex: wgpu::VertexState {
+                module: &module,
+                entry_point: Some("cover"),
+                compilation_options: Default::default(),
+                buffers: &[],
+            },
+            primitive: Default::default(),
+            depth_stencil: None,
+            multisample: Default::default(),
+            fragment: Some(wgpu::FragmentState {
+                module: &module,
+                entry_point: Some(e),
+                compilation_options: Default::default(),
+                targets: &[Some(wgpu::ColorTargetState {
+                    format: wgpu::TextureFormat::Rgba32Float,
+                    blend: None,
+                    write_mask: wgpu::ColorWrites::ALL,
+                })],
+            }),
+            multiview_mask: None,
+            cache: None,
+        });
+        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::TextureView(xtv),
+            }],
+        });
+        let t = median(device, queue, |enc| {
+            let mut p = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+                label: None,
+                color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                    view: ytv,
+                    depth_slice: None,
+                    resolve_target: None,
+                    ops: wgpu::Operations {
+                        load: wgpu::LoadOp::Load,
+                        store: wgpu::StoreOp::Store,
+                    },
+                })],
+                ..Default::default()
+            });
+            p.set_pipeline(&pipe);
+            p.set_bind_group(0, &bg, &[]);
+            p.draw(0..3, 0..1);
+        });
+        println!(
+            "{e:<14} {:.2} ms  ({:.2} ns/float)",
+            t * 1e3,
+            t * 1e9 / (N_TEXELS as f64 * 4.0)
+        );
+    }
 }
 
 fn cpu_seconds() -> f64 {
