@@ -1,6 +1,8 @@
 //! Times the three products of the `pw` workload (and pw fwd+bwd) under several environment
 //! settings, alternating the settings round by round so that machine drift hits all alike.
 //! Usage: gemm_time [ROUNDS] [NAME:KEY=VAL,KEY=VAL ...] ("base" for no change).
+//! GT_SHAPE=n,h,w,cin,cout times another pointwise shape (default the pw workload's
+//! 32,16,16,40,240); GT_ONLY=i times only product i (0 fwd, 1 dx, 2 dw, 3 pw, 4 dxKK).
 
 use std::time::Instant;
 
@@ -32,17 +34,25 @@ fn main() -> Result<()> {
         variants.push(("base".into(), vec![]));
     }
     let gpu = Gpu::new(&GpuOptions::default())?;
-    let (m, cin, cout) = (32 * 16 * 16, 40, 240);
+    let shape: Vec<usize> = std::env::var("GT_SHAPE")
+        .unwrap_or_else(|_| "32,16,16,40,240".into())
+        .split(',')
+        .map(|v| v.trim().parse().expect("GT_SHAPE=n,h,w,cin,cout"))
+        .collect();
+    let [n, h, wd, cin, cout] = shape[..] else {
+        panic!("GT_SHAPE=n,h,w,cin,cout");
+    };
+    let m = n * h * wd;
     let fill = |n: usize, s: f32| -> Vec<f32> {
         (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * s)
             .collect()
     };
-    let x = gpu.upload(&fill(m * cin, 1.0), &[32, 16, 16, cin])?;
+    let x = gpu.upload(&fill(m * cin, 1.0), &[n, h, wd, cin])?;
     let w = gpu.upload(&fill(cout * cin, 0.4), &[cout, cin])?;
-    let dy = gpu.upload(&fill(m * cout, 1.0), &[32, 16, 16, cout])?;
-    let y = gpu.empty(&[32, 16, 16, cout]);
-    let dx = gpu.empty(&[32, 16, 16, cin]);
+    let dy = gpu.upload(&fill(m * cout, 1.0), &[n, h, wd, cout])?;
+    let y = gpu.empty(&[n, h, wd, cout]);
+    let dx = gpu.empty(&[n, h, wd, cin]);
     let dw = gpu.empty(&[cout, cin]);
     let g_fwd = Gemm {
         m,
