@@ -2,10 +2,11 @@
 //! written to a storage buffer against a write-only storage texture, one texel per invocation
 //! against a loop of 16, an empty kernel (launch and invocation overhead), a BN-normalise
 //! pass as one texel per invocation (factors from a texture) against batchnorm.wgsl's loop
-//! over rows, and the buffer<->texture copies. Prints the median wall time of 10 runs after 3
-//! and the process's CPU time over wall time (about 2 when both lavapipe threads work).
-//! `cargo run --release --example store_probe`; PROBE_ONLY=name runs one kernel, PROBE_REPS=n
-//! changes the runs.
+//! over rows, the same passes as a render pass whose fragment shader writes an rgba32float
+//! attachment (`frag_*`), and the buffer<->texture copies. Prints the median wall time of 10
+//! runs after 3 and the process's CPU time over wall time (about 2 when both lavapipe threads
+//! work). `cargo run --release --example store_probe`; PROBE_ONLY=name runs one kernel (any
+//! frag_* name runs both fragment probes), PROBE_REPS=n changes the runs.
 use std::time::Instant;
 
 const N_TEXELS: u32 = 1024 * 1152; // 4.7 M floats, [32,32,32,144]
@@ -342,8 +343,8 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
 /// The same y = 2x pass as a render pass: a full-target triangle whose fragment shader reads
 /// x's texel at its pixel and returns 2x as the colour of an rgba32float attachment, so the
 /// driver's fragment back end writes the output instead of per-lane storage stores.
-/// `frag_to_tex` reads x as a sampled texture; `frag_bn` does the BN-normalise arithmetic with
-/// per-channel factors from a texture as well.
+/// `frag_to_tex` reads x as a sampled texture; `frag_bn` does the BN-normalise arithmetic as
+/// well, its per-channel factors read from x's own texture (a fetch costs the same wherever).
 fn fragment_probes(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
