@@ -33,7 +33,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 {{OPERANDS}}
 // OUTPUT: binding 3 as array<f32> with put(index, value), or, when C rows are dense and their
-// lengths multiples of 4, as array<vec4<f32>> with put4(texel index, value).
+// lengths multiples of 4, as array<vec4<f32>> with put4(texel index, value); overwrite or
+// accumulate is compiled in (p.accumulate is the scalar kernel's), and STORE has bounds
+// guards only along a dimension where the grid overhangs C: on lavapipe a store under a
+// branch costs more (benches/NOTES.md).
 {{OUTPUT}}
 // PRE: nothing, or binding 4, a texture of the packed per-channel [gamma | beta | mean | rstd]
 // (pre_cg texels each) of a BN + ReLU6 applied to one operand as it is loaded (see

@@ -74,23 +74,22 @@ const OPERANDS_BUFFERS: &str = "@group(0) @binding(1) var<storage, read> a: arra
 fn ld_a(t: u32) -> vec4<f32> { return a[t]; }
 fn ld_b(t: u32) -> vec4<f32> { return b[t]; }";
 
-const OUTPUT_SCALAR: &str = "@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-fn put(idx: u32, v: f32) {
-    if (p.accumulate != 0u) {
-        c[idx] = c[idx] + v;
+/// The output binding and its writer: `put(index, value)` on array<f32>, or, when C rows are
+/// dense and their lengths multiples of 4, `put4(texel index, value)` on array<vec4<f32>>.
+/// Overwrite or accumulate is compiled in: a runtime branch around the store would put it
+/// under lavapipe's exec mask, whose per-lane masked stores cost (benches/NOTES.md).
+fn output_binding(vec4_out: bool, accumulate: bool) -> String {
+    let (ty, f, v) = if vec4_out {
+        ("vec4<f32>", "put4", "vec4<f32>")
     } else {
-        c[idx] = v;
-    }
-}";
-
-const OUTPUT_VEC4: &str = "@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
-fn put4(idx: u32, v: vec4<f32>) {
-    if (p.accumulate != 0u) {
-        c[idx] = c[idx] + v;
-    } else {
-        c[idx] = v;
-    }
-}";
+        ("f32", "put", "f32")
+    };
+    let value = if accumulate { "c[idx] + v" } else { "v" };
+    format!(
+        "@group(0) @binding(3) var<storage, read_write> c: array<{ty}>;\n\
+         fn {f}(idx: u32, v: {v}) {{ c[idx] = {value}; }}"
+    )
+}
 
 const OPERANDS_TEXTURES: &str = "@group(0) @binding(1) var a: texture_2d<f32>;
 @group(0) @binding(2) var b: texture_2d<f32>;
@@ -162,6 +161,18 @@ fn vec4_modes(g: &Gemm) -> Option<(Vec4Along, Vec4Along)> {
     Some((a, b))
 }
 
+/// How the vec4 kernel writes C, compiled into its variant.
+#[derive(Clone, Copy, Debug)]
+struct Output {
+    /// 16-byte stores (`put4`).
+    vec4: bool,
+    /// C += A B instead of C = A B.
+    accumulate: bool,
+    /// Whether the grid overhangs C along m / along n, so stores need a bounds check.
+    guard_m: bool,
+    guard_n: bool,
+}
+
 /// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
 /// Measured on lavapipe (benches/NOTES.md): 8x16 for wide products (n >= 128); for narrow
 /// ones 8x8 with sampled textures or buffers; with storage textures 8 x ~20 when both operands
@@ -221,7 +232,7 @@ fn lanes_along_m(m: usize, rows: u32, k: usize) -> u32 {
 #[allow(clippy::too_many_arguments)]
 fn template_vec4(
     operands: Operands,
-    vec4_out: bool,
+    out: Output,
     rows: u32,
     cols: u32,
     lanes_m: u32,
@@ -229,6 +240,7 @@ fn template_vec4(
     b_mode: Vec4Along,
     pre: Option<PreOn>,
 ) -> Vec<(&'static str, String)> {
+    let vec4_out = out.vec4;
     let groups = rows / 4;
     // The input transform of a loaded texel v of channel group g, with the group's factors
     // pm{g}, ps{g}, pb{g} (the BN kernels' expression, then the ReLU6 clamp).
@@ -313,25 +325,41 @@ fn template_vec4(
         Vec4Along::K => format!("b{c}[{t}]"),
         Vec4Along::Out => format!("b{}_{t}[{}]", c / 4, c % 4),
     };
+    // Guards only where the grid overhangs C: an unguarded store is not under an exec mask.
+    let (open_m, close_m) = if out.guard_m {
+        ("if (row{r} < p.m) { ", " }")
+    } else {
+        ("", "")
+    };
     for r in 0..rows {
         let (q, t) = (r / 4, r % 4);
         decl += &format!("    let row{r} = 4u * g{q} + {t}u;\n");
-        store += &format!("    if (row{r} < p.m) {{\n");
         for c in 0..cols {
             decl += &format!("    var acc{r}_{c} = 0.0;\n");
-            if !vec4_out {
-                store += &format!(
-                    "        if (j0 + {c}u < p.n) {{ put(out_base + row{r} * p.c_si + (j0 + {c}u) * p.c_sj, acc{r}_{c}); }}\n"
-                );
+            let put = if !vec4_out {
+                format!("put(out_base + row{r} * p.c_si + (j0 + {c}u) * p.c_sj, acc{r}_{c});")
             } else if c % 4 == 0 {
-                // n % 4 == 0, so the group of four is either all in range or all out.
-                store += &format!(
-                    "        if (j0 + {c}u < p.n) {{ put4((out_base + row{r} * p.c_si + j0) / 4u + {}u, vec4<f32>(acc{r}_{c}, acc{r}_{}, acc{r}_{}, acc{r}_{})); }}\n",
-                    c / 4, c + 1, c + 2, c + 3
-                );
-            }
+                format!(
+                    "put4((out_base + row{r} * p.c_si + j0) / 4u + {}u, vec4<f32>(acc{r}_{c}, acc{r}_{}, acc{r}_{}, acc{r}_{}));",
+                    c / 4,
+                    c + 1,
+                    c + 2,
+                    c + 3
+                )
+            } else {
+                continue;
+            };
+            // With vec4 stores n % 4 == 0, so a group of four is all in range or all out.
+            let put = if out.guard_n {
+                format!("if (j0 + {c}u < p.n) {{ {put} }}")
+            } else {
+                put
+            };
+            store += &format!(
+                "    {}{put}{close_m}\n",
+                open_m.replace("{r}", &r.to_string())
+            );
         }
-        store += "    }\n";
     }
     // Each accumulator takes its four k's in a row: an accumulator spilled by the register
     // allocator (a tile holds far more than the CPU's 16 vector registers) is then loaded
@@ -355,11 +383,11 @@ fn template_vec4(
         Operands::Textures => OPERANDS_TEXTURES,
         Operands::StorageTextures => OPERANDS_STORAGE_TEXTURES,
     };
-    let output = if vec4_out { OUTPUT_VEC4 } else { OUTPUT_SCALAR };
+    let output = output_binding(vec4_out, out.accumulate);
     let pre_binding = if pre.is_some() { PRE_BINDING } else { "" };
     vec![
         ("PRE", pre_binding.to_string()),
-        ("OUTPUT", output.to_string()),
+        ("OUTPUT", output),
         ("OPERANDS", operands.to_string()),
         ("GROUPS", groups.to_string()),
         ("LANES_M", lanes_m.to_string()),
@@ -535,22 +563,12 @@ pub fn gemm_with(
         None => Operands::Buffers,
     };
     let textures = operands != Operands::Buffers;
-    let (kernel, rows, cols, lanes_m) = match modes {
+    // The tile and the lanes along m of the vec4 kernel (the scalar kernel: its own tile, 64
+    // lanes along m).
+    let (rows, cols, lanes_m) = match modes {
         Some((am, bm)) => {
             let k_major = (am, bm) == (Vec4Along::K, Vec4Along::K);
             let (rows, cols) = tile_vec4(g.m, g.n, operands, k_major);
-            let spec = match (operands, pre.is_some()) {
-                (Operands::Buffers, false) => &SPEC_VEC4,
-                (Operands::Textures, false) => &SPEC_VEC4_TEXTURES,
-                (Operands::StorageTextures, false) => &SPEC_VEC4_STORAGE_TEXTURES,
-                (Operands::Buffers, true) => &SPEC_VEC4_PRE,
-                (Operands::Textures, true) => &SPEC_VEC4_TEXTURES_PRE,
-                (Operands::StorageTextures, true) => &SPEC_VEC4_STORAGE_TEXTURES_PRE,
-            };
-            let pre_on = pre.map(|p| p.on);
-            // Dense rows of a length divisible by 4 take 16-byte stores (split-K slices are
-            // dense by construction).
-            let vec4_out = g.n.is_multiple_of(4) && g.c_sj == 1 && g.c_si.is_multiple_of(4);
             // Slicing k needs the split path, which writes dense slices.
             let dense_c = g.c_sj == 1 && g.c_si == g.n;
             let lanes_m = if dense_c {
@@ -558,20 +576,11 @@ pub fn gemm_with(
             } else {
                 64
             };
-            let variant = format!(
-                " {rows}x{cols} {am:?}/{bm:?} {operands:?} vec4_out={vec4_out} lanes_m={lanes_m} \
-                 pre={pre_on:?}"
-            );
-            let k = gpu.kernel_variant(spec, &variant, || {
-                template_vec4(operands, vec4_out, rows, cols, lanes_m, am, bm, pre_on)
-            })?;
-            (k, rows, cols, lanes_m as usize)
+            (rows, cols, lanes_m as usize)
         }
         None => {
             let (rows, cols) = tile();
-            let variant = format!(" {rows}x{cols}");
-            let k = gpu.kernel_variant(&SPEC, &variant, || template(rows, cols))?;
-            (k, rows, cols, 64)
+            (rows, cols, 64)
         }
     };
     // A workgroup is lanes_m lanes along m times lanes_k slices of k.
@@ -594,6 +603,38 @@ pub fn gemm_with(
     // Whole workgroups of slices; slices past the end of k write zeros.
     let splits = g.k.div_ceil(k_chunk).div_ceil(lanes_k);
     let slices = splits * lanes_k;
+    let kernel = match modes {
+        Some((am, bm)) => {
+            let spec = match (operands, pre.is_some()) {
+                (Operands::Buffers, false) => &SPEC_VEC4,
+                (Operands::Textures, false) => &SPEC_VEC4_TEXTURES,
+                (Operands::StorageTextures, false) => &SPEC_VEC4_STORAGE_TEXTURES,
+                (Operands::Buffers, true) => &SPEC_VEC4_PRE,
+                (Operands::Textures, true) => &SPEC_VEC4_TEXTURES_PRE,
+                (Operands::StorageTextures, true) => &SPEC_VEC4_STORAGE_TEXTURES_PRE,
+            };
+            let pre_on = pre.map(|p| p.on);
+            let out = Output {
+                // Dense rows of a length divisible by 4 take 16-byte stores (split-K slices
+                // are dense by construction).
+                vec4: g.n.is_multiple_of(4) && g.c_sj == 1 && g.c_si.is_multiple_of(4),
+                // Split-K slices are overwritten, then summed into C.
+                accumulate: accumulate && slices == 1,
+                guard_m: !g.m.is_multiple_of(lanes_m * rows as usize),
+                guard_n: !g.n.is_multiple_of(cols as usize),
+            };
+            let variant = format!(
+                " {rows}x{cols} {am:?}/{bm:?} {operands:?} lanes_m={lanes_m} pre={pre_on:?} {out:?}"
+            );
+            gpu.kernel_variant(spec, &variant, || {
+                template_vec4(operands, out, rows, cols, lanes_m as u32, am, bm, pre_on)
+            })?
+        }
+        None => {
+            let variant = format!(" {rows}x{cols}");
+            gpu.kernel_variant(&SPEC, &variant, || template(rows, cols))?
+        }
+    };
     let max = gpu.max_groups_per_dim() as usize;
     ensure(gx <= max && gy <= max && splits <= max, op, || {
         format!("grid {gx}x{gy}x{splits} over the device limit for {g:?}")

@@ -41,5 +41,45 @@ pub fn run(c: &mut Checker) -> Result<()> {
         c.compare("pointwise", shape.clone(), "dx", &dx, &dx_ref)?;
         c.compare("pointwise", shape, "dw", &dw, &dw_ref)?;
     }
+    accumulate(c)
+}
+
+/// (m, k, n) of C += A B through `gemm` with `accumulate`: a row overhang, a grid that fits C
+/// exactly (unguarded stores), a split reduction summed onto C, and an odd scalar product.
+const ACCUMULATE_SHAPES: &[(usize, usize, usize)] =
+    &[(45, 16, 24), (512, 40, 240), (96, 1024, 8), (7, 9, 5)];
+
+fn accumulate(c: &mut Checker) -> Result<()> {
+    for &(m, k, n) in ACCUMULATE_SHAPES {
+        let (av, bv, cv) = (c.random(m * k), c.random(n * k), c.random(m * n));
+        let a = c.upload(&av, &[m, k])?;
+        let b = c.upload(&bv, &[n, k])?;
+        let out = c.upload(&cv, &[m, n])?;
+        let g = ops::gemm::Gemm {
+            m,
+            n,
+            k,
+            a_si: k,
+            a_sk: 1,
+            b_sk: 1,
+            b_sj: k,
+            c_si: n,
+            c_sj: 1,
+        };
+        ops::gemm::gemm(c.gpu, &a.buf, &b.buf, &out.buf, g, true)?;
+        let product = reference::pointwise_forward(&f64s(&av), m, k, &f64s(&bv), n);
+        let want: Vec<f64> = product
+            .iter()
+            .zip(&cv)
+            .map(|(p, &c0)| p + c0 as f64)
+            .collect();
+        c.compare(
+            "pointwise",
+            format!("C[{m},{n}] += A[{m},{k}] B"),
+            "c",
+            &out,
+            &want,
+        )?;
+    }
     Ok(())
 }
