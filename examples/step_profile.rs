@@ -1,5 +1,6 @@
 //! Where a training step's time goes: every op timed alone (device synchronised around it),
-//! summed over a step of a net config, then the unprofiled step for comparison.
+//! summed over a step of a net config, with the cores it kept busy (CPU time of all threads
+//! over wall time), then the unprofiled step for comparison.
 //! `cargo run --release --example step_profile -- data/nets/cifar-small.config 64 [res]`
 
 use anyhow::{Context, Result};
@@ -24,7 +25,7 @@ fn main() -> Result<()> {
         .collect();
     let ys: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
     let labels = gpu.upload(&ys, &[batch])?;
-    let mut step = |profile: bool| -> Result<Vec<(String, f64, usize)>> {
+    let mut step = |profile: bool| -> Result<Vec<(String, f64, f64, usize)>> {
         let tape = Tape::new(&gpu, 1);
         if profile {
             tape.enable_profile();
@@ -41,14 +42,23 @@ fn main() -> Result<()> {
     let mut report = step(true)?;
     report.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = report.iter().map(|r| r.1).sum();
-    for (name, s, n) in &report {
+    let total_cpu: f64 = report.iter().map(|r| r.2).sum();
+    // cores = CPU time of all threads over wall time: how many cores the op kept busy.
+    for (name, s, cpu, n) in &report {
         println!(
-            "{name:<28} {:>8.2} ms {:>4} calls {:>5.1}%",
+            "{name:<28} {:>8.2} ms {:>4} calls {:>5.1}%  cores {:.2}",
             s * 1e3,
             n,
-            100.0 * s / total
+            100.0 * s / total,
+            cpu / s
         );
     }
+    println!(
+        "ops: {:.1} ms wall, {:.1} ms CPU ({:.2} cores)",
+        total * 1e3,
+        total_cpu * 1e3,
+        total_cpu / total
+    );
     let t = gpu.time_median(2, 5, || step(false).map(|_| ()))?;
     println!(
         "profiled ops sum {:.1} ms; plain step median {:.1} ms = {:.1} img/s",

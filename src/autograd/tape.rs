@@ -63,7 +63,7 @@ pub struct Tape<'g> {
     pub(super) seed: Cell<u32>,
     /// When set, every op is timed alone (the device synchronised around it): seconds and
     /// calls per op name. For finding where a step's time goes; it slows the step down.
-    profile: RefCell<Option<std::collections::BTreeMap<String, (f64, usize)>>>,
+    profile: RefCell<Option<std::collections::BTreeMap<String, OpTime>>>,
 }
 
 /// Restores gradient recording when dropped (see [`Tape::no_grad`]).
@@ -96,12 +96,14 @@ impl<'g> Tape<'g> {
         *self.profile.borrow_mut() = Some(Default::default());
     }
 
-    /// Seconds and calls per op ("forward pointwise", "backward batchnorm", ...).
-    pub fn profile_report(&self) -> Vec<(String, f64, usize)> {
+    /// Per op ("forward pointwise", "backward batchnorm", ...): wall seconds, CPU seconds of
+    /// all the process's threads (the driver's workers included on a CPU adapter; 0 where
+    /// unknown), calls. CPU over wall says how many cores an op kept busy.
+    pub fn profile_report(&self) -> Vec<(String, f64, f64, usize)> {
         self.profile
             .borrow()
             .as_ref()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.0, v.1)).collect())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.0, v.1, v.2)).collect())
             .unwrap_or_default()
     }
 
@@ -117,14 +119,17 @@ impl<'g> Tape<'g> {
             return f();
         }
         self.gpu.sync()?;
+        let c0 = process_cpu_seconds();
         let t0 = std::time::Instant::now();
         let out = f()?;
         self.gpu.sync()?;
         let dt = t0.elapsed().as_secs_f64();
+        let dc = process_cpu_seconds() - c0;
         if let Some(m) = self.profile.borrow_mut().as_mut() {
-            let e = m.entry(name().into()).or_insert((0.0, 0));
+            let e = m.entry(name().into()).or_insert((0.0, 0.0, 0));
             e.0 += dt;
-            e.1 += 1;
+            e.1 += dc;
+            e.2 += 1;
         }
         Ok(out)
     }
@@ -300,4 +305,21 @@ fn accumulate(gpu: &Gpu, slot: &mut Option<Rc<Tensor>>, g: Rc<Tensor>) -> Result
         Some(prev) => Rc::new(elementwise::add(gpu, &prev, &g)?),
     });
     Ok(())
+}
+
+/// Profile entry of one op name: wall seconds, CPU seconds, calls.
+type OpTime = (f64, f64, usize);
+
+/// CPU seconds run so far by all threads of this process, from each thread's
+/// /proc/self/task/*/schedstat (nanoseconds; Linux only, 0 elsewhere). Profiling only.
+fn process_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
 }
