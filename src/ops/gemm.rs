@@ -261,6 +261,12 @@ fn template_vec4(
     }
     let mut fma = String::new();
     let mut store = String::new();
+    if out.guard_m {
+        // A lane whose rows all lie past m would compute clamped copies of the last row:
+        // leave instead, so that lavapipe skips 8-lane batches with no lane left (a short
+        // product, m = 144 in 64 lanes x 4 rows, has 28 such lanes).
+        decl += "    if (4u * g_base >= p.m) {\n        return;\n    }\n";
+    }
     // Row r = 4*q + t lives in row group g_q = g_base + LANES_M*q, at row 4*g_q + t.
     for q in 0..groups {
         decl += &format!("    let g{q} = g_base + {}u;\n", q * lanes_m);
