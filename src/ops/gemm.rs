@@ -331,12 +331,6 @@ fn template_vec4(
         Vec4Along::K => format!("b{c}[{t}]"),
         Vec4Along::Out => format!("b{}_{t}[{}]", c / 4, c % 4),
     };
-    // Guards only where the grid overhangs C: an unguarded store is not under an exec mask.
-    let (open_m, close_m) = if out.guard_m {
-        ("if (row{r} < p.m) { ", " }")
-    } else {
-        ("", "")
-    };
     for r in 0..rows {
         let (q, t) = (r / 4, r % 4);
         decl += &format!("    let row{r} = 4u * g{q} + {t}u;\n");
@@ -355,16 +349,19 @@ fn template_vec4(
             } else {
                 continue;
             };
-            // With vec4 stores n % 4 == 0, so a group of four is all in range or all out.
+            // Guards only where the grid overhangs C: an unguarded store is not under an exec
+            // mask. With vec4 stores n % 4 == 0, so a group of four is all in or all out.
             let put = if out.guard_n {
                 format!("if (j0 + {c}u < p.n) {{ {put} }}")
             } else {
                 put
             };
-            store += &format!(
-                "    {}{put}{close_m}\n",
-                open_m.replace("{r}", &r.to_string())
-            );
+            let put = if out.guard_m {
+                format!("if (row{r} < p.m) {{ {put} }}")
+            } else {
+                put
+            };
+            store += &format!("    {put}\n");
         }
     }
     // Each accumulator takes its four k's in a row: an accumulator spilled by the register
