@@ -59,6 +59,29 @@ fn main() -> Result<()> {
         total_cpu * 1e3,
         total_cpu / total
     );
+    // The same step again with every dispatch and texture copy timed alone, by kernel
+    // variant (STEP_KERNELS=N prints the N slowest; 0 skips this part).
+    let top: usize = std::env::var("STEP_KERNELS").map_or(Ok(30), |s| s.parse())?;
+    if top > 0 {
+        gpu.profile_kernels();
+        step(false)?;
+        let kernels = gpu.kernel_profile_report();
+        let ktotal: f64 = kernels.iter().map(|k| k.1).sum();
+        for (name, s, n) in kernels.iter().take(top) {
+            let short: String = name.chars().take(100).collect();
+            println!(
+                "{:>8.2} ms {:>4} calls {:>5.1}%  {short}",
+                s * 1e3,
+                n,
+                100.0 * s / ktotal
+            );
+        }
+        println!(
+            "kernels: {:.1} ms in {} dispatches and copies",
+            ktotal * 1e3,
+            kernels.iter().map(|k| k.2).sum::<usize>()
+        );
+    }
     let t = gpu.time_median(2, 5, || step(false).map(|_| ()))?;
     println!(
         "profiled ops sum {:.1} ms; plain step median {:.1} ms = {:.1} img/s",

@@ -92,6 +92,9 @@ pub struct Gpu {
     storage_texture_reads: bool,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     batch: Mutex<Batch>,
+    /// Per-kernel wall time while `profile_kernels` is on (each dispatch and texture copy
+    /// then runs alone, synchronised): name -> (seconds, calls).
+    kernel_profile: Mutex<Option<HashMap<String, (f64, usize)>>>,
     ring: wgpu::Buffer,
     slot_bytes: u64,
     device_error: Arc<Mutex<Option<String>>>,
@@ -248,6 +251,7 @@ impl Gpu {
             textures,
             storage_texture_reads,
             kernels: Mutex::new(HashMap::new()),
+            kernel_profile: Mutex::new(None),
             batch: Mutex::new(Batch {
                 encoder: None,
                 pass: None,
@@ -280,6 +284,26 @@ impl Gpu {
         self.storage_texture_reads
     }
 
+    /// Workgroups a dispatch should have to keep the whole device busy. A CPU driver such as
+    /// lavapipe runs whole workgroups on a few threads, so a few per core balance them; a GPU
+    /// needs many. Kernels that split a reduction for parallelism (split-K slices, partial
+    /// sums) aim for this, and no more: every extra slice costs a stored and re-read partial.
+    /// `PROXYLESS_PARALLEL_GROUPS=N` overrides it (read at each call, for A/B runs).
+    pub fn parallel_groups(&self) -> usize {
+        if let Some(n) = std::env::var("PROXYLESS_PARALLEL_GROUPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+        {
+            return n;
+        }
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            4 * std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            64
+        }
+    }
+
     pub fn max_groups_per_dim(&self) -> u32 {
         self.limits.max_compute_workgroups_per_dimension
     }
@@ -306,7 +330,13 @@ impl Gpu {
         variant: &str,
         values: impl FnOnce() -> Vec<(&'v str, String)>,
     ) -> Result<Arc<Kernel>> {
-        let key = format!("{}::{}{variant}", spec.file, spec.entry);
+        let checks = shader_checks();
+        let key = format!(
+            "{}::{}{variant}{}",
+            spec.file,
+            spec.entry,
+            checks.key_suffix()
+        );
         let mut cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.get(&key) {
             return Ok(Arc::clone(k));
@@ -314,12 +344,17 @@ impl Gpu {
         let source = instantiate(spec, &values())?;
         // Compile errors in our own WGSL are bugs; report them with the kernel's name.
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&key),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let descriptor = wgpu::ShaderModuleDescriptor {
+            label: Some(&key),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        // SAFETY: every kernel family is checked against a CPU reference by `kernels-tests/`
+        // and `proxyless check`, on shapes that cover each variant's edges; their loops have
+        // bounds fixed by uniforms, and no divisor is zero (shapes are validated on the host).
+        let module = unsafe {
+            self.device
+                .create_shader_module_trusted(descriptor, checks.runtime_checks())
+        };
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -538,6 +573,7 @@ impl Gpu {
             );
         }
         let tex = self.textures.acquire(rows as u32);
+        let timer = self.profile_start()?;
         let full_rows = texels / TEX_WIDTH as u64;
         let tail = texels % TEX_WIDTH as u64;
         let mut b = self.lock_batch();
@@ -576,6 +612,8 @@ impl Gpu {
         if tail > 0 {
             copy(full_rows * row_bytes, full_rows, tail, 1);
         }
+        drop(b);
+        self.profile_end(timer, "copy buffer -> texture")?;
         Ok(tex)
     }
 
@@ -689,6 +727,7 @@ impl Gpu {
         if groups.contains(&0) {
             return Ok(());
         }
+        let timer = self.profile_start()?;
         let mut b = self.lock_batch();
         if b.slots_used == RING_SLOTS {
             Self::submit_batch(&self.queue, &self.ring, &mut b);
@@ -730,6 +769,54 @@ impl Gpu {
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[offset as u32]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        drop(b);
+        self.profile_end(timer, &kernel.name)
+    }
+
+    /// Starts timing every dispatch and texture copy alone (each synchronised before and
+    /// after), summed by kernel variant; for profiling only: it serialises the batch.
+    pub fn profile_kernels(&self) {
+        *self.lock_profile() = Some(HashMap::new());
+    }
+
+    /// Stops the kernel profile; returns (kernel variant, seconds, calls), slowest first.
+    pub fn kernel_profile_report(&self) -> Vec<(String, f64, usize)> {
+        let mut rows: Vec<_> = self
+            .lock_profile()
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, (s, n))| (k, s, n))
+            .collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        rows
+    }
+
+    fn lock_profile(&self) -> MutexGuard<'_, Option<HashMap<String, (f64, usize)>>> {
+        self.kernel_profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn profile_start(&self) -> Result<Option<std::time::Instant>> {
+        if self.lock_profile().is_none() {
+            return Ok(None);
+        }
+        self.sync()?;
+        Ok(Some(std::time::Instant::now()))
+    }
+
+    fn profile_end(&self, timer: Option<std::time::Instant>, name: &str) -> Result<()> {
+        let Some(t0) = timer else {
+            return Ok(());
+        };
+        self.sync()?;
+        let s = t0.elapsed().as_secs_f64();
+        if let Some(map) = self.lock_profile().as_mut() {
+            let e = map.entry(name.to_string()).or_insert((0.0, 0));
+            e.0 += s;
+            e.1 += 1;
+        }
         Ok(())
     }
 
@@ -842,5 +929,50 @@ impl Gpu {
         }
         times.sort();
         Ok(times[times.len() / 2])
+    }
+}
+
+/// Which of wgpu's run-time checks our shaders are compiled with. The checks wgpu injects
+/// (loop counters that break infinite loops, guards on integer division, index clamps
+/// where the driver has no robust access of its own) cost instructions in every loop
+/// iteration; our kernels are verified by the test suite, so by default only the bounds
+/// checks stay. `PROXYLESS_SHADER_CHECKS=all` keeps every check, `none` drops the bounds
+/// checks too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShaderChecks {
+    All,
+    Bounds,
+    None,
+}
+
+impl ShaderChecks {
+    fn runtime_checks(self) -> wgpu::ShaderRuntimeChecks {
+        match self {
+            ShaderChecks::All => wgpu::ShaderRuntimeChecks::checked(),
+            ShaderChecks::Bounds => {
+                let mut c = wgpu::ShaderRuntimeChecks::unchecked();
+                c.bounds_checks = true;
+                c
+            }
+            ShaderChecks::None => wgpu::ShaderRuntimeChecks::unchecked(),
+        }
+    }
+
+    fn key_suffix(self) -> &'static str {
+        match self {
+            ShaderChecks::All => " checks=all",
+            ShaderChecks::Bounds => "",
+            ShaderChecks::None => " checks=none",
+        }
+    }
+}
+
+/// The checks chosen by `PROXYLESS_SHADER_CHECKS` (read at each kernel lookup, so that
+/// benchmarks can alternate settings in one process).
+pub fn shader_checks() -> ShaderChecks {
+    match std::env::var("PROXYLESS_SHADER_CHECKS").as_deref() {
+        Ok("all") => ShaderChecks::All,
+        Ok("none") => ShaderChecks::None,
+        _ => ShaderChecks::Bounds,
     }
 }

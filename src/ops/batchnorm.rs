@@ -227,8 +227,12 @@ fn layout(gpu: &Gpu, x: &Tensor, op: &str) -> Result<Layout> {
     let cg = if textures { c / 4 } else { c };
     let span = cg.min(64);
     let phases = 64 / span;
-    // Each lane walks at least 16 rows where m allows; at most 256 slices per channel.
-    let chunks = (m / (16 * phases)).clamp(1, (256 / phases).max(1));
+    // Each lane walks at least 16 rows where m allows. Row chunks only for parallelism: a
+    // few workgroups per slot of the device (every chunk adds a partial to combine), and at
+    // most 256 slices per channel.
+    let blocks = cg.div_ceil(span);
+    let want = (4 * gpu.parallel_groups()).div_ceil(blocks);
+    let chunks = (m / (16 * phases)).clamp(1, want.min(256 / phases).max(1));
     let chunk = m.div_ceil(chunks);
     let chunks = m.div_ceil(chunk);
     let max = gpu.max_groups_per_dim() as usize;

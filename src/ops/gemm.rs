@@ -590,12 +590,14 @@ pub fn gemm_with(
     let lanes_k = 64 / lanes_m;
     let gx = g.m.div_ceil(lanes_m * rows as usize);
     let gy = g.n.div_ceil(cols as usize);
-    // Aim for at least 64 workgroups, each slice reducing at least 128 values of k.
+    // Aim for enough workgroups to fill the device, each slice reducing at least 128 values
+    // of k.
     let base = gx * gy;
-    let mut slices = if base >= 64 {
+    let target = gpu.parallel_groups();
+    let mut slices = if base >= target {
         1
     } else {
-        64usize.div_ceil(base)
+        target.div_ceil(base)
     } * lanes_k;
     slices = slices.min(g.k / 128).max(1);
     let mut k_chunk = g.k.div_ceil(slices);
