@@ -162,6 +162,53 @@ fn bn_loop(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l:
         yb[i] = clamp(fma(v - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
     }
 }
+// bn_loop with a constant row count per lane (NIR unrolls it: the stores leave the loop).
+@compute @workgroup_size(64)
+fn bn_unroll16(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    if (l.x >= 36u) { return; }
+    let c = l.x;
+    let mu = pb[c];
+    let sc = pb[c + 36u];
+    let sh = pb[c + 72u];
+    let r0 = (w.y * 1024u + w.x) * 16u;
+    for (var j = 0u; j < 16u; j = j + 1u) {
+        let i = (r0 + j) * 36u + c;
+        let v = textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+        yb[i] = clamp(fma(v - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
+    }
+}
+@compute @workgroup_size(64)
+fn bn_unroll4(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    if (l.x >= 36u) { return; }
+    let c = l.x;
+    let mu = pb[c];
+    let sc = pb[c + 36u];
+    let sh = pb[c + 72u];
+    let r0 = (w.y * 4096u + w.x) * 4u;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let i = (r0 + j) * 36u + c;
+        let v = textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+        yb[i] = clamp(fma(v - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
+    }
+}
+// Stores only: to the whole 4.7 M-float buffer, to 64 Ki floats (the same lines again and
+// again, in cache), and to the whole buffer after a load of the same line (cache primed).
+@compute @workgroup_size(64)
+fn store_big(@builtin(global_invocation_id) g: vec3<u32>) {
+    let i = g.y * 65536u + g.x;
+    yb[i] = vec4<f32>(f32(i));
+}
+@compute @workgroup_size(64)
+fn store_small(@builtin(global_invocation_id) g: vec3<u32>) {
+    let i = g.y * 65536u + g.x;
+    yb[i % 16384u] = vec4<f32>(f32(i));
+}
+@compute @workgroup_size(64)
+fn store_primed(@builtin(global_invocation_id) g: vec3<u32>) {
+    let i = g.y * 65536u + g.x;
+    let old = yb[i];
+    yb[i] = select(vec4<f32>(f32(i)), old, old.x == 1.5e30);
+}
 @compute @workgroup_size(64)
 fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     let i = g.y * 65536u + g.x;
@@ -175,6 +222,11 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     let entries = [
         "bn_flat",
         "bn_loop",
+        "store_big",
+        "store_small",
+        "store_primed",
+        "bn_unroll16",
+        "bn_unroll4",
         "empty",
         "tex_to_buf16",
         "tex_to_tex16",
@@ -212,7 +264,7 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
                     resource: yb.as_entire_binding(),
                 });
             }
-            "empty" => {
+            "empty" | "store_big" | "store_small" | "store_primed" => {
                 ents.push(wgpu::BindGroupEntry {
                     binding: 1,
                     resource: yb.as_entire_binding(),
@@ -232,7 +284,7 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
                     resource: wgpu::BindingResource::TextureView(&ptv),
                 });
             }
-            "bn_loop" => {
+            "bn_loop" | "bn_unroll16" | "bn_unroll4" => {
                 ents.push(wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::TextureView(&xtv),
@@ -274,6 +326,10 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         });
         let groups = if e == "bn_loop" {
             [256, 2, 1]
+        } else if e == "bn_unroll16" {
+            [1024, 2, 1]
+        } else if e == "bn_unroll4" {
+            [4096, 2, 1]
         } else if e == "tex_to_tex_2d" {
             [1024 / 8, N_TEXELS / 1024 / 8, 1]
         } else if e.ends_with("16") {

@@ -209,18 +209,20 @@ fn tile_vec4(m: usize, n: usize, operands: Operands, k_major: bool) -> (u32, u32
 
 /// Lanes of a 64-lane workgroup spread along m; the others take further slices of k. A short
 /// product (weight gradients: m = output channels, often 16 to 96) would otherwise leave most
-/// of 64 lanes x 4 rows computing clamped copies of the last row.
+/// of 64 lanes x 4 rows computing clamped copies of the last row. Exactly as many lanes as m
+/// needs (not a power of two: m = 40 in 4-row tiles takes 10 lanes and 6 slices of k, so 60 of
+/// 64 lanes work where 16 lanes x 4 slices kept 40 of 64), the 64 % lanes left over idle.
 fn lanes_along_m(m: usize, rows: u32, k: usize) -> u32 {
     if let Ok(v) = std::env::var("PROXYLESS_GEMM_LANES_M") {
         if let Ok(l) = v.parse::<u32>() {
-            if [1, 2, 4, 8, 16, 32, 64].contains(&l) {
+            if (1..=64).contains(&l) {
                 return l;
             }
         }
     }
-    let needed = m.div_ceil(rows as usize).next_power_of_two().max(8);
+    let needed = m.div_ceil(rows as usize).max(1);
     // Only worth it where k is long enough to give every slice real work.
-    if needed >= 64 || k < 128 * (64 / needed) {
+    if needed > 32 || k < 128 * (64 / needed) {
         64
     } else {
         needed as u32
@@ -261,6 +263,13 @@ fn template_vec4(
     }
     let mut fma = String::new();
     let mut store = String::new();
+    if 64 % lanes_m != 0 {
+        // Lanes past the last whole k slice of the workgroup.
+        decl += &format!(
+            "    if (lid.x >= {}u) {{\n        return;\n    }}\n",
+            64 / lanes_m * lanes_m
+        );
+    }
     if out.guard_m {
         // A lane whose rows all lie past m would compute clamped copies of the last row:
         // leave instead, so that lavapipe skips 8-lane batches with no lane left (a short

@@ -20,6 +20,9 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (4, 17, 16, 72, 24),
     (2, 16, 20, 48, 96),
     (5, 13, 16, 16, 8),
+    // Lanes along m not a power of two (m / 4 = 10 and 6 lanes, 6 and 10 slices of k).
+    (3, 17, 17, 24, 40),
+    (5, 17, 16, 72, 24),
 ];
 
 pub fn run(c: &mut Checker) -> Result<()> {
