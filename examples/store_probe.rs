@@ -2,7 +2,10 @@
 //! written to a storage buffer against a write-only storage texture, one texel per invocation
 //! against a loop of 16, an empty kernel (launch and invocation overhead), a BN-normalise
 //! pass as one texel per invocation (factors from a texture) against batchnorm.wgsl's loop
-//! over rows, the same passes as a render pass whose fragment shader writes an rgba32float
+//! over rows and against a few rows a lane unrolled (`bn_unroll*`), stores alone to the whole
+//! buffer, to 64 Ki floats and after a load of the same line (`store_*`), lanes mapped to a
+//! row's texels against lanes mapped to rows (`map_*`: how many lines an 8-lane store
+//! touches), the same passes as a render pass whose fragment shader writes an rgba32float
 //! attachment (`frag_*`), and the buffer<->texture copies. Prints the median wall time of 10
 //! runs after 3 and the process's CPU time over wall time (about 2 when both lavapipe threads
 //! work). `cargo run --release --example store_probe`; PROBE_ONLY=name runs one kernel (any
@@ -209,6 +212,38 @@ fn store_primed(@builtin(global_invocation_id) g: vec3<u32>) {
     let old = yb[i];
     yb[i] = select(vec4<f32>(f32(i)), old, old.x == 1.5e30);
 }
+// Which lanes write which lines: 36 texels a row (144 channels), 32768 rows (the 4.7 M
+// floats). map_cols: lane = texel of the row (36 of 64 lanes), loop over 64 rows a workgroup
+// (the BN kernels' layout: a batch of 8 lanes writes 2 lines a row); map_rows: lane = row,
+// 4 consecutive texels (one line) a lane, loop over the row's 9 lines in 9 workgroups.
+@compute @workgroup_size(64)
+fn map_cols(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    if (l.x >= 36u) { return; }
+    let r0 = (w.y * 256u + w.x) * 64u;
+    for (var r = r0; r < r0 + 64u; r = r + 1u) {
+        let i = r * 36u + l.x;
+        yb[i] = 2.0 * textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+    }
+}
+@compute @workgroup_size(64)
+fn map_rows(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let r = w.y * 64u + l.x;
+    let g0 = w.x * 4u;
+    for (var t = 0u; t < 4u; t = t + 1u) {
+        let i = r * 36u + g0 + t;
+        yb[i] = 2.0 * textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+    }
+}
+@compute @workgroup_size(64)
+fn map_rows_loop(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let g0 = w.x * 4u;
+    for (var r = w.y * 512u + l.x; r < w.y * 512u + 512u; r = r + 64u) {
+        for (var t = 0u; t < 4u; t = t + 1u) {
+            let i = r * 36u + g0 + t;
+            yb[i] = 2.0 * textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+        }
+    }
+}
 @compute @workgroup_size(64)
 fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     let i = g.y * 65536u + g.x;
@@ -222,6 +257,9 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     let entries = [
         "bn_flat",
         "bn_loop",
+        "map_cols",
+        "map_rows",
+        "map_rows_loop",
         "store_big",
         "store_small",
         "store_primed",
@@ -254,7 +292,7 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         let src = r#""#;
         let _ = src;
         match e {
-            "tex_to_buf" | "tex_to_buf16" => {
+            "tex_to_buf" | "tex_to_buf16" | "map_cols" | "map_rows" | "map_rows_loop" => {
                 ents.push(wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::TextureView(&xtv),
@@ -324,18 +362,15 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
             layout: &layout,
             entries: &ents,
         });
-        let groups = if e == "bn_loop" {
-            [256, 2, 1]
-        } else if e == "bn_unroll16" {
-            [1024, 2, 1]
-        } else if e == "bn_unroll4" {
-            [4096, 2, 1]
-        } else if e == "tex_to_tex_2d" {
-            [1024 / 8, N_TEXELS / 1024 / 8, 1]
-        } else if e.ends_with("16") {
-            [1024, N_TEXELS / 1024 / 1024, 1]
-        } else {
-            groups1
+        let groups = match e {
+            "bn_loop" | "map_cols" => [256, 2, 1],
+            "map_rows" => [9, 512, 1],
+            "map_rows_loop" => [9, 64, 1],
+            "bn_unroll16" => [1024, 2, 1],
+            "bn_unroll4" => [4096, 2, 1],
+            "tex_to_tex_2d" => [1024 / 8, N_TEXELS / 1024 / 8, 1],
+            _ if e.ends_with("16") => [1024, N_TEXELS / 1024 / 1024, 1],
+            _ => groups1,
         };
         let t = median(&device, &queue, |enc| {
             let mut p = enc.begin_compute_pass(&Default::default());
