@@ -2,7 +2,7 @@
 //! written to a storage buffer against a write-only storage texture, one texel per invocation
 //! against a loop of 16, an empty kernel (launch and invocation overhead), a BN-normalise
 //! pass as one texel per invocation (factors from a texture) against batchnorm.wgsl's loop
-//! over rows and against a few rows a lane unrolled (`bn_unroll*`), stores alone to the whole
+//! over rows and against 4 rows a lane unrolled (`bn_unroll4`), stores alone to the whole
 //! buffer, to 64 Ki floats and after a load of the same line (`store_*`), lanes mapped to a
 //! row's texels against lanes mapped to rows (`map_*`: how many lines an 8-lane store
 //! touches), the same passes as a render pass whose fragment shader writes an rgba32float
@@ -165,21 +165,7 @@ fn bn_loop(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l:
         yb[i] = clamp(fma(v - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
     }
 }
-// bn_loop with a constant row count per lane (NIR unrolls it: the stores leave the loop).
-@compute @workgroup_size(64)
-fn bn_unroll16(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    if (l.x >= 36u) { return; }
-    let c = l.x;
-    let mu = pb[c];
-    let sc = pb[c + 36u];
-    let sh = pb[c + 72u];
-    let r0 = (w.y * 1024u + w.x) * 16u;
-    for (var j = 0u; j < 16u; j = j + 1u) {
-        let i = (r0 + j) * 36u + c;
-        let v = textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
-        yb[i] = clamp(fma(v - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
-    }
-}
+// bn_loop with 4 rows per lane, a constant count (NIR unrolls it: the stores leave the loop).
 @compute @workgroup_size(64)
 fn bn_unroll4(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     if (l.x >= 36u) { return; }
@@ -263,7 +249,6 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         "store_big",
         "store_small",
         "store_primed",
-        "bn_unroll16",
         "bn_unroll4",
         "empty",
         "tex_to_buf16",
@@ -322,7 +307,7 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
                     resource: wgpu::BindingResource::TextureView(&ptv),
                 });
             }
-            "bn_loop" | "bn_unroll16" | "bn_unroll4" => {
+            "bn_loop" | "bn_unroll4" => {
                 ents.push(wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::TextureView(&xtv),
@@ -366,7 +351,6 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
             "bn_loop" | "map_cols" => [256, 2, 1],
             "map_rows" => [9, 512, 1],
             "map_rows_loop" => [9, 64, 1],
-            "bn_unroll16" => [1024, 2, 1],
             "bn_unroll4" => [4096, 2, 1],
             "tex_to_tex_2d" => [1024 / 8, N_TEXELS / 1024 / 8, 1],
             _ if e.ends_with("16") => [1024, N_TEXELS / 1024 / 1024, 1],
