@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Times this engine and its peers (PyTorch CPU, burn on wgpu) on the workloads of
-# ../shared/bench/WORKLOADS.md in one go, interleaved round by round on the same machine, and
+# ../shared/bench/WORKLOADS.md in one go on the same machine (ours and PyTorch alternating
+# workload by workload, burn after them in the first rounds), and
 # prints each engine's medians and our ratios to them. Peers are set up by
 # ../shared/peers/setup.sh [--with-burn] (in $PEERS_WORK, default ~/.cache/proxyless-peers);
 # a peer that is not set up is skipped.
@@ -25,16 +26,17 @@ mkdir -p "$XDG_RUNTIME_DIR"
 ours=$root/target/release/proxyless
 tag() { sed -u "s/^{/{\"round\":$1,\"peer\":\"$2\",/"; }
 for r in $(seq "$rounds"); do
-  echo "round $r: proxyless" >&2
+  # Ours and PyTorch alternate workload by workload, so the machine's drift (up to 2x within
+  # minutes on shared machines) hits both alike.
   for wl in pw dw5 dw3s2 mbconv step; do
+    echo "round $r: $wl" >&2
     "$ours" bench --workload "$wl" --json 2>/dev/null | grep --line-buffered '^{' | tag "$r" proxyless >>"$out"
+    if [ -x "$W/venv/bin/python" ]; then
+      # torch_bench.py tags its own lines with "peer":"torch-cpu".
+      "$W/venv/bin/python" "$peers/torch_bench.py" --only "$wl" 2>/dev/null | grep --line-buffered '^{' \
+        | sed -u "s/^{/{\"round\":$r,/" >>"$out"
+    fi
   done
-  if [ -x "$W/venv/bin/python" ]; then
-    echo "round $r: torch" >&2
-    # torch_bench.py tags its own lines with "peer":"torch-cpu".
-    "$W/venv/bin/python" "$peers/torch_bench.py" 2>/dev/null | grep --line-buffered '^{' \
-      | sed -u "s/^{/{\"round\":$r,/" >>"$out"
-  fi
   if [ -x "$W/target/release/burn-bench" ] && [ "$r" -le "$burn_rounds" ]; then
     echo "round $r: burn" >&2
     "$W/target/release/burn-bench" --only "${BURN_ONLY:-pw,dw5,dw3s2,mbconv,step}" --warmup 3 --reps 10 --step-reps "${BURN_STEP_REPS:-3}" 2>/dev/null \
@@ -44,22 +46,27 @@ done
 python3 - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+# (workload, peer) -> {round: median_ms}
 med = {}
 for r in rows:
     if "workload" in r and "median_ms" in r:
-        med.setdefault((r["workload"], r["peer"]), []).append(r["median_ms"])
+        med.setdefault((r["workload"], r["peer"]), {})[r.get("round", 0)] = r["median_ms"]
 peers = ["proxyless", "torch-cpu", "burn-wgpu"]
 print("| workload | " + " | ".join(f"{p} ms (per round)" for p in peers)
-      + " | torch / ours | burn / ours |")
-print("|---|" + "---|" * (len(peers) + 2))
+      + " | torch / ours (per round) | torch / ours | burn / ours |")
+print("|---|" + "---|" * (len(peers) + 3))
 for wl in ("pw", "dw5", "dw3s2", "mbconv", "step"):
     cells, best = [], {}
     for p in peers:
-        v = med.get((wl, p), [])
-        cells.append(" / ".join(f"{x:.1f}" for x in v) or "-")
+        v = med.get((wl, p), {})
+        cells.append(" / ".join(f"{v[k]:.1f}" for k in sorted(v)) or "-")
         if v:
-            best[p] = statistics.median(v)
+            best[p] = statistics.median(v.values())
     def ratio(p):
         return f"{best[p] / best['proxyless']:.2f}x" if p in best and "proxyless" in best else "-"
-    print(f"| {wl} | " + " | ".join(cells) + f" | {ratio('torch-cpu')} | {ratio('burn-wgpu')} |")
+    # Ratios within a round, where ours and PyTorch ran minutes apart at most.
+    ours, torch = med.get((wl, "proxyless"), {}), med.get((wl, "torch-cpu"), {})
+    per_round = " / ".join(f"{torch[k] / ours[k]:.2f}" for k in sorted(ours) if k in torch) or "-"
+    print(f"| {wl} | " + " | ".join(cells)
+          + f" | {per_round} | {ratio('torch-cpu')} | {ratio('burn-wgpu')} |")
 PY
