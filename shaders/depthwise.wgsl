@@ -61,13 +61,14 @@ struct Cell {
 }
 
 // Splits the flat invocation index into (image chunk, row chunk, column strip, channel
-// group); channel groups vary fastest so neighbouring lanes read neighbouring addresses.
+// group). LANE_ORDER (generated) says which varies fastest: channel groups, so that
+// neighbouring lanes read and write neighbouring addresses (coalesced on a GPU), or column
+// strips then channel groups, so that the 8 lanes of a lavapipe SIMD batch write into
+// different cache lines at once (twice as fast there, benches/NOTES.md). Either way
+// slice = t * strips + strip with t = image chunk * chunks + row chunk.
 fn cell(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Cell {
     let g = (wid.x + wid.y * nwg.x) * 64u + lid.x;
-    let q = g % p.cq;
-    let slice = g / p.cq;
-    let strip = slice % p.strips;
-    let t = slice / p.strips;
+{{LANE_ORDER}}
     let chunk = t % p.chunks;
     let n0 = (t / p.chunks) * p.ipc;
     return Cell(n0, min(n0 + p.ipc, p.n), chunk, strip, q, slice, n0 < p.n);

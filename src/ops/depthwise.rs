@@ -71,6 +71,45 @@ pub struct BnRelu6Input<'a> {
     pub rstd: &'a Tensor,
 }
 
+/// Which part of a kernel's cell varies fastest from lane to lane (see `cell` in the shader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LaneOrder {
+    /// Neighbouring lanes take neighbouring channel groups of one pixel: coalesced loads and
+    /// stores on a GPU.
+    Channels,
+    /// Neighbouring lanes take neighbouring column strips, then channel groups: on lavapipe an
+    /// 8-lane store then writes into several cache lines at once instead of two, which
+    /// halves the time of these store-bound kernels (benches/NOTES.md).
+    Strips,
+}
+
+thread_local! {
+    static FORCED_ORDER: std::cell::Cell<Option<LaneOrder>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the lane order forced to `order` on this thread, so that verification can
+/// check the order this device does not pick.
+pub fn with_lane_order<T>(order: LaneOrder, f: impl FnOnce() -> T) -> T {
+    let before = FORCED_ORDER.with(|o| o.replace(Some(order)));
+    let out = f();
+    FORCED_ORDER.with(|o| o.set(before));
+    out
+}
+
+/// The lane order for `gpu`: strips on CPU adapters, channels elsewhere;
+/// `PROXYLESS_DW_LANES=channels|strips` overrides.
+pub fn lane_order(gpu: &Gpu) -> LaneOrder {
+    if let Some(order) = FORCED_ORDER.with(|o| o.get()) {
+        return order;
+    }
+    match std::env::var("PROXYLESS_DW_LANES").as_deref() {
+        Ok("channels") => LaneOrder::Channels,
+        Ok("strips") => LaneOrder::Strips,
+        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => LaneOrder::Strips,
+        _ => LaneOrder::Channels,
+    }
+}
+
 /// Invocations to aim for before rows are split into chunks (both cores busy even at batch 1).
 const TARGET_INVOCATIONS: usize = 4096;
 /// Invocations of the weight-gradient kernel: each adds a slice of partial sums to reduce.
@@ -110,6 +149,7 @@ struct Variant {
     /// x passes through BN (batch statistics) and ReLU6 as it is loaded (`BnRelu6Input`);
     /// forward and weight gradient only.
     pre: bool,
+    order: LaneOrder,
 }
 
 /// Validated shapes of a depthwise convolution.
@@ -168,6 +208,7 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
         ("S", s.to_string()),
         ("PAD", (k / 2).to_string()),
         ("TW", TEX_WIDTH.to_string()),
+        ("LANE_ORDER", lane_order_split(v.order).into()),
     ];
     let out_ty = if v.tex { "vec4<f32>" } else { "f32" };
     if v.tex {
@@ -242,6 +283,18 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
         vals.push((names[3], body.step));
     }
     vals
+}
+
+/// The split of the flat index g into (t, strip, q) and the slice, for `order`.
+fn lane_order_split(order: LaneOrder) -> &'static str {
+    match order {
+        LaneOrder::Channels => {
+            "    let q = g % p.cq;\n    let slice = g / p.cq;\n    let strip = slice % p.strips;\n    let t = slice / p.strips;"
+        }
+        LaneOrder::Strips => {
+            "    let strip = g % p.strips;\n    let rest = g / p.strips;\n    let q = rest % p.cq;\n    let t = rest / p.cq;\n    let slice = t * p.strips + strip;"
+        }
+    }
 }
 
 /// Generated pieces of one entry point: declarations before the image loop, the window
@@ -590,7 +643,11 @@ fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
         bindings,
     };
     let pre = if v.pre { " bn_relu6_input" } else { "" };
-    let variant = format!(" k{} s{} {kind} t{}{pre}", v.k, v.stride, v.strip);
+    let order = match v.order {
+        LaneOrder::Channels => "",
+        LaneOrder::Strips => " strips-first",
+    };
+    let variant = format!(" k{} s{} {kind} t{}{pre}{order}", v.k, v.stride, v.strip);
     gpu.kernel_variant(&spec, &variant, || template(v))
 }
 
@@ -795,6 +852,7 @@ pub fn depthwise_forward_with(
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::Forward, d.k, d.stride, tex),
         pre: pre.is_some(),
+        order: lane_order(gpu),
     };
     check_binding(gpu, d.n * d.ho * d.wo * d.c, op, "output")?;
     if !tex {
@@ -852,6 +910,7 @@ pub fn depthwise_backward_with(
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardInput, d.k, d.stride, tex),
         pre: false,
+        order: lane_order(gpu),
     };
     let gi = Grid::new(&d, tex, d.w, vi.strip, d.h.div_ceil(d.stride));
     let vw = Variant {
@@ -862,6 +921,7 @@ pub fn depthwise_backward_with(
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardWeight, d.k, d.stride, tex),
         pre: pre.is_some(),
+        order: lane_order(gpu),
     };
     let gw = Grid::reduction(&d, tex, d.wo, vw.strip, d.ho, DW_INVOCATIONS);
     let slices = gw.slices(&d);

@@ -37,7 +37,16 @@ const SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 3, 2, 1280, 3, 2),
 ];
 
+/// Every shape in both lane orders (the device picks one; the other must be right too).
 pub fn run(c: &mut Checker) -> Result<()> {
+    use ops::depthwise::{with_lane_order, LaneOrder};
+    for order in [LaneOrder::Channels, LaneOrder::Strips] {
+        with_lane_order(order, || shapes(c, order))?;
+    }
+    Ok(())
+}
+
+fn shapes(c: &mut Checker, order: ops::depthwise::LaneOrder) -> Result<()> {
     for &(n, h, w, ch, k, s) in SHAPES {
         let xv = c.random(n * h * w * ch);
         let wv = c.random(ch * k * k);
@@ -51,7 +60,7 @@ pub fn run(c: &mut Checker) -> Result<()> {
             reference::depthwise_backward(&xd, [n, h, w, ch], &wd, k, s, &f64s(&dyv));
         let y = ops::depthwise::depthwise_forward(c.gpu, &x, &wt, s)?;
         let (dx, dw) = ops::depthwise::depthwise_backward(c.gpu, &x, &wt, s, &dy)?;
-        let shape = format!("x[{n},{h},{w},{ch}] k{k} s{s}");
+        let shape = format!("x[{n},{h},{w},{ch}] k{k} s{s} {order:?}");
         c.compare("depthwise", shape.clone(), "y", &y, &y_ref)?;
         c.compare("depthwise", shape.clone(), "dx", &dx, &dx_ref)?;
         c.compare("depthwise", shape, "dw", &dw, &dw_ref)?;
