@@ -6,8 +6,8 @@
 // Every kernel but bn_stats_finalize gives an invocation one channel group g (V: four
 // consecutive channels when c is a multiple of 4, one channel otherwise) and walks rows of a
 // chunk: rows r0 + phase, r0 + phase + phases, ... Lanes of a workgroup cover `span`
-// consecutive groups of a row (so a row's reads are contiguous in NHWC) times `phases` row
-// phases, which keeps all 64 lanes busy when c is small. Per-channel values are loaded once per
+// consecutive groups of a row times `phases` row phases, which keeps all 64 lanes busy when c
+// is small. Per-channel values are loaded once per
 // invocation. Reductions over m are split into per-slice partials, slice = chunk * phases +
 // phase (no barriers, no shared memory), combined per channel by a second dispatch.
 //
@@ -98,7 +98,10 @@ fn ld_dy(e: u32) -> V {
 @group(0) @binding(9) var<storage, read> beta_d: array<V>;
 
 // An invocation's channel group, row phase and rows: it takes rows first, first + step, ...
-// below end. `ok` is false for lanes past the channel groups or the phases.
+// below end. `ok` is false for lanes past the channel groups or the phases. LANE_SPLIT
+// (generated) gives neighbouring lanes neighbouring channel groups of a row (coalesced on a
+// GPU) or, on CPU drivers, neighbouring row phases of one channel group, so that an 8-lane
+// store writes 8 rows' cache lines at once instead of 2 (benches/NOTES.md).
 struct Lane {
     g: u32,
     phase: u32,
@@ -109,8 +112,7 @@ struct Lane {
 }
 
 fn lane(wid: vec3<u32>, lid: vec3<u32>) -> Lane {
-    let g = wid.x * p.span + lid.x % p.span;
-    let phase = lid.x / p.span;
+{{LANE_SPLIT}}
     let r0 = wid.y * p.chunk;
     return Lane(g, phase, r0 + phase, p.phases, min(r0 + p.chunk, p.m),
                 g < p.cg && phase < p.phases);

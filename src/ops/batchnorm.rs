@@ -115,6 +115,40 @@ fn textures_for(gpu: &Gpu, c: usize, numel: usize) -> bool {
     wanted && c.is_multiple_of(4) && numel <= max_floats
 }
 
+/// Which varies fastest from lane to lane: the channel group (neighbouring addresses, for a
+/// GPU) or the row phase (on lavapipe an 8-lane store then spans 8 cache lines instead of 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneOrder {
+    Channels,
+    Rows,
+}
+
+thread_local! {
+    static FORCED_ORDER: std::cell::Cell<Option<LaneOrder>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the lane order forced to `order` on this thread (verification of the order
+/// this device does not pick).
+pub fn with_lane_order<T>(order: LaneOrder, f: impl FnOnce() -> T) -> T {
+    let before = FORCED_ORDER.with(|o| o.replace(Some(order)));
+    let out = f();
+    FORCED_ORDER.with(|o| o.set(before));
+    out
+}
+
+/// Rows on CPU adapters, channels elsewhere; `PROXYLESS_BN_LANES=channels|rows` overrides.
+fn lane_order(gpu: &Gpu) -> LaneOrder {
+    if let Some(order) = FORCED_ORDER.with(|o| o.get()) {
+        return order;
+    }
+    match std::env::var("PROXYLESS_BN_LANES").as_deref() {
+        Ok("channels") => LaneOrder::Channels,
+        Ok("rows") => LaneOrder::Rows,
+        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => LaneOrder::Rows,
+        _ => LaneOrder::Channels,
+    }
+}
+
 /// The `[m, c]` view of `x`, its channel groups and how its rows are split.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
@@ -129,6 +163,7 @@ struct Layout {
     phases: usize,
     chunk: usize,
     chunks: usize,
+    order: LaneOrder,
 }
 
 impl Layout {
@@ -205,6 +240,16 @@ impl Layout {
         };
         let mut values = values;
         values.extend(act.template());
+        let split = match self.order {
+            LaneOrder::Channels => {
+                "    let g = wid.x * p.span + lid.x % p.span;\n    let phase = lid.x / p.span;"
+            }
+            LaneOrder::Rows => {
+                // Lanes past span * phases (64 % span of them) take no group.
+                "    let gi = lid.x / p.phases;\n    let g = select(wid.x * p.span + gi, p.cg, gi >= p.span);\n    let phase = lid.x % p.phases;"
+            }
+        };
+        values.push(("LANE_SPLIT", split.into()));
         gpu.kernel(&spec, &values)
     }
 }
@@ -225,7 +270,13 @@ fn layout(gpu: &Gpu, x: &Tensor, op: &str) -> Result<Layout> {
     u32_of(x.numel(), op)?;
     let textures = textures_for(gpu, c, x.numel());
     let cg = if textures { c / 4 } else { c };
-    let span = cg.min(64);
+    let order = lane_order(gpu);
+    // Rows first: 8 channel groups by 8 row phases, so each 8-lane batch has one channel
+    // group's 8 rows.
+    let span = match order {
+        LaneOrder::Channels => cg.min(64),
+        LaneOrder::Rows => cg.min(8),
+    };
     let phases = 64 / span;
     // Each lane walks at least 16 rows where m allows. Row chunks only for parallelism: a
     // few workgroups per slot of the device (every chunk adds a partial to combine), and at
@@ -252,6 +303,7 @@ fn layout(gpu: &Gpu, x: &Tensor, op: &str) -> Result<Layout> {
         phases,
         chunk,
         chunks,
+        order,
     })
 }
 

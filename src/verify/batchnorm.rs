@@ -39,7 +39,16 @@ const SHAPES: &[Case] = &[
     (&[5, 1280], (-1.0, 1.0), 0.1, 1e-3),
 ];
 
+/// Every case in both lane orders (the device picks one; the other must be right too).
 pub fn run(c: &mut Checker) -> Result<()> {
+    use ops::batchnorm::{with_lane_order, LaneOrder};
+    for order in [LaneOrder::Channels, LaneOrder::Rows] {
+        with_lane_order(order, || cases(c, order))?;
+    }
+    Ok(())
+}
+
+fn cases(c: &mut Checker, order: ops::batchnorm::LaneOrder) -> Result<()> {
     for &(shape, (lo, hi), momentum, eps) in SHAPES {
         let ch = shape[shape.len() - 1];
         let numel: usize = shape.iter().product();
@@ -56,7 +65,7 @@ pub fn run(c: &mut Checker) -> Result<()> {
         let rm = c.upload(&rmv, &[ch])?;
         let rv = c.upload(&rvv, &[ch])?;
         let dy = c.upload(&dyv, shape)?;
-        let label = format!("x{shape:?} in ({lo}, {hi}) momentum {momentum} eps {eps}");
+        let label = format!("x{shape:?} in ({lo}, {hi}) momentum {momentum} eps {eps} {order:?}");
 
         let (y, mean, rstd) = ops::batchnorm::batchnorm_train_forward(
             c.gpu, &x, &gamma, &beta, &rm, &rv, momentum, eps,
