@@ -4,12 +4,14 @@
 
 mod context;
 mod kernel;
+mod lanes;
 mod pool;
 mod tensor;
 mod texture;
 
 pub use context::{describe_adapters, AdapterSummary, Binding, Gpu, GpuOptions, PoisonScope};
 pub use kernel::{groups_for, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
+pub use lanes::{lane_order, with_lane_order, LaneOrder};
 pub use pool::{GpuBuffer, PoolStats};
 pub use tensor::Tensor;
 pub use texture::{GpuTexture, TEX_WIDTH};

@@ -14,7 +14,9 @@
 use anyhow::Result;
 
 use super::{ensure, expect_shape, reduce, u32_of};
-use crate::gpu::{Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, Tensor, TEX_WIDTH};
+use crate::gpu::{
+    lane_order, Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, LaneOrder, Tensor, TEX_WIDTH,
+};
 
 const SOURCE: &str = include_str!("../../shaders/batchnorm.wgsl");
 
@@ -115,40 +117,6 @@ fn textures_for(gpu: &Gpu, c: usize, numel: usize) -> bool {
     wanted && c.is_multiple_of(4) && numel <= max_floats
 }
 
-/// Which varies fastest from lane to lane: the channel group (neighbouring addresses, for a
-/// GPU) or the row phase (on lavapipe an 8-lane store then spans 8 cache lines instead of 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LaneOrder {
-    Channels,
-    Rows,
-}
-
-thread_local! {
-    static FORCED_ORDER: std::cell::Cell<Option<LaneOrder>> = const { std::cell::Cell::new(None) };
-}
-
-/// Runs `f` with the lane order forced to `order` on this thread (verification of the order
-/// this device does not pick).
-pub fn with_lane_order<T>(order: LaneOrder, f: impl FnOnce() -> T) -> T {
-    let before = FORCED_ORDER.with(|o| o.replace(Some(order)));
-    let out = f();
-    FORCED_ORDER.with(|o| o.set(before));
-    out
-}
-
-/// Rows on CPU adapters, channels elsewhere; `PROXYLESS_BN_LANES=channels|rows` overrides.
-fn lane_order(gpu: &Gpu) -> LaneOrder {
-    if let Some(order) = FORCED_ORDER.with(|o| o.get()) {
-        return order;
-    }
-    match std::env::var("PROXYLESS_BN_LANES").as_deref() {
-        Ok("channels") => LaneOrder::Channels,
-        Ok("rows") => LaneOrder::Rows,
-        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => LaneOrder::Rows,
-        _ => LaneOrder::Channels,
-    }
-}
-
 /// The `[m, c]` view of `x`, its channel groups and how its rows are split.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
@@ -241,10 +209,10 @@ impl Layout {
         let mut values = values;
         values.extend(act.template());
         let split = match self.order {
-            LaneOrder::Channels => {
+            LaneOrder::Coalesced => {
                 "    let g = wid.x * p.span + lid.x % p.span;\n    let phase = lid.x / p.span;"
             }
-            LaneOrder::Rows => {
+            LaneOrder::Spread => {
                 // Lanes past span * phases (64 % span of them) take no group.
                 "    let gi = lid.x / p.phases;\n    let g = select(wid.x * p.span + gi, p.cg, gi >= p.span);\n    let phase = lid.x % p.phases;"
             }
@@ -274,8 +242,8 @@ fn layout(gpu: &Gpu, x: &Tensor, op: &str) -> Result<Layout> {
     // Rows first: 8 channel groups by 8 row phases, so each 8-lane batch has one channel
     // group's 8 rows.
     let span = match order {
-        LaneOrder::Channels => cg.min(64),
-        LaneOrder::Rows => cg.min(8),
+        LaneOrder::Coalesced => cg.min(64),
+        LaneOrder::Spread => cg.min(8),
     };
     let phases = 64 / span;
     // Each lane walks at least 16 rows where m allows. Row chunks only for parallelism: a

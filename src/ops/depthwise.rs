@@ -17,7 +17,8 @@ use anyhow::Result;
 
 use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
 use crate::gpu::{
-    groups_for, Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, Tensor, TEX_WIDTH,
+    groups_for, lane_order, Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, LaneOrder,
+    Tensor, TEX_WIDTH,
 };
 
 const SOURCE: &str = include_str!("../../shaders/depthwise.wgsl");
@@ -69,45 +70,6 @@ pub struct BnRelu6Input<'a> {
     pub beta: &'a Tensor,
     pub mean: &'a Tensor,
     pub rstd: &'a Tensor,
-}
-
-/// Which part of a kernel's cell varies fastest from lane to lane (see `cell` in the shader).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LaneOrder {
-    /// Neighbouring lanes take neighbouring channel groups of one pixel: coalesced loads and
-    /// stores on a GPU.
-    Channels,
-    /// Neighbouring lanes take neighbouring column strips, then channel groups: on lavapipe an
-    /// 8-lane store then writes into several cache lines at once instead of two, which
-    /// halves the time of these store-bound kernels (benches/NOTES.md).
-    Strips,
-}
-
-thread_local! {
-    static FORCED_ORDER: std::cell::Cell<Option<LaneOrder>> = const { std::cell::Cell::new(None) };
-}
-
-/// Runs `f` with the lane order forced to `order` on this thread, so that verification can
-/// check the order this device does not pick.
-pub fn with_lane_order<T>(order: LaneOrder, f: impl FnOnce() -> T) -> T {
-    let before = FORCED_ORDER.with(|o| o.replace(Some(order)));
-    let out = f();
-    FORCED_ORDER.with(|o| o.set(before));
-    out
-}
-
-/// The lane order for `gpu`: strips on CPU adapters, channels elsewhere;
-/// `PROXYLESS_DW_LANES=channels|strips` overrides.
-pub fn lane_order(gpu: &Gpu) -> LaneOrder {
-    if let Some(order) = FORCED_ORDER.with(|o| o.get()) {
-        return order;
-    }
-    match std::env::var("PROXYLESS_DW_LANES").as_deref() {
-        Ok("channels") => LaneOrder::Channels,
-        Ok("strips") => LaneOrder::Strips,
-        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => LaneOrder::Strips,
-        _ => LaneOrder::Channels,
-    }
 }
 
 /// Invocations to aim for before rows are split into chunks (both cores busy even at batch 1).
@@ -288,10 +250,10 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
 /// The split of the flat index g into (t, strip, q) and the slice, for `order`.
 fn lane_order_split(order: LaneOrder) -> &'static str {
     match order {
-        LaneOrder::Channels => {
+        LaneOrder::Coalesced => {
             "    let q = g % p.cq;\n    let slice = g / p.cq;\n    let strip = slice % p.strips;\n    let t = slice / p.strips;"
         }
-        LaneOrder::Strips => {
+        LaneOrder::Spread => {
             "    let strip = g % p.strips;\n    let rest = g / p.strips;\n    let q = rest % p.cq;\n    let t = rest / p.cq;\n    let slice = t * p.strips + strip;"
         }
     }
@@ -644,8 +606,8 @@ fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
     };
     let pre = if v.pre { " bn_relu6_input" } else { "" };
     let order = match v.order {
-        LaneOrder::Channels => "",
-        LaneOrder::Strips => " strips-first",
+        LaneOrder::Coalesced => "",
+        LaneOrder::Spread => " lanes=spread",
     };
     let variant = format!(" k{} s{} {kind} t{}{pre}{order}", v.k, v.stride, v.strip);
     gpu.kernel_variant(&spec, &variant, || template(v))

@@ -5,6 +5,7 @@
 use anyhow::Result;
 
 use super::{f64s, Checker};
+use crate::gpu::{with_lane_order, LaneOrder};
 use crate::{ops, reference};
 
 /// x shape, input range, momentum, eps.
@@ -41,14 +42,13 @@ const SHAPES: &[Case] = &[
 
 /// Every case in both lane orders (the device picks one; the other must be right too).
 pub fn run(c: &mut Checker) -> Result<()> {
-    use ops::batchnorm::{with_lane_order, LaneOrder};
-    for order in [LaneOrder::Channels, LaneOrder::Rows] {
+    for order in [LaneOrder::Coalesced, LaneOrder::Spread] {
         with_lane_order(order, || cases(c, order))?;
     }
     Ok(())
 }
 
-fn cases(c: &mut Checker, order: ops::batchnorm::LaneOrder) -> Result<()> {
+fn cases(c: &mut Checker, order: LaneOrder) -> Result<()> {
     for &(shape, (lo, hi), momentum, eps) in SHAPES {
         let ch = shape[shape.len() - 1];
         let numel: usize = shape.iter().product();

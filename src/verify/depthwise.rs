@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::{f64s, Checker};
+use crate::gpu::{with_lane_order, LaneOrder};
 use crate::{ops, reference};
 
 /// (n, h, w, c, k, stride). Channel counts off a multiple of 4 take the storage-buffer path
@@ -39,14 +40,13 @@ const SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
 
 /// Every shape in both lane orders (the device picks one; the other must be right too).
 pub fn run(c: &mut Checker) -> Result<()> {
-    use ops::depthwise::{with_lane_order, LaneOrder};
-    for order in [LaneOrder::Channels, LaneOrder::Strips] {
+    for order in [LaneOrder::Coalesced, LaneOrder::Spread] {
         with_lane_order(order, || shapes(c, order))?;
     }
     Ok(())
 }
 
-fn shapes(c: &mut Checker, order: ops::depthwise::LaneOrder) -> Result<()> {
+fn shapes(c: &mut Checker, order: LaneOrder) -> Result<()> {
     for &(n, h, w, ch, k, s) in SHAPES {
         let xv = c.random(n * h * w * ch);
         let wv = c.random(ch * k * k);
