@@ -19,13 +19,16 @@ type Case = (&'static [usize], (f32, f32), f32, f32);
 /// With m = 2 the centred dy lies along xhat and dx is only eps / (var + eps) of the terms the
 /// formula subtracts, so its f32 error grows like 1e-7 * var / eps (PyTorch's kernels alike);
 /// with only rstd (not eps) reaching the backward no ordering of the arithmetic avoids it. The
-/// m = 2 cases therefore keep var near eps (inputs within +-0.05, eps 1e-3).
+/// m = 2 cases therefore keep var near eps (inputs within +-0.05, eps 1e-3). The m = 7 case's
+/// single channel takes inputs in (0.5, 2.5): its batch mean is one scalar, whose relative
+/// error near zero measures the conditioning, not the kernel (with inputs in (-1, 1) about one
+/// seed in a hundred failed on the mean).
 const SHAPES: &[Case] = &[
     (&[1, 1], (-1.0, 1.0), 0.1, 1e-3),
     (&[1, 1, 1, 16], (-1.0, 1.0), 0.3, 1e-5),
     (&[2, 3], (-0.05, 0.05), 0.1, 1e-3),
     (&[2, 1, 1, 24], (-0.05, 0.05), 0.3, 1e-3),
-    (&[7, 1], (-1.0, 1.0), 0.1, 1e-3),
+    (&[7, 1], (0.5, 2.5), 0.1, 1e-3),
     (&[3, 5, 5, 17], (-1.0, 1.0), 0.3, 1e-5),
     (&[2, 3, 3, 100], (-1.0, 1.0), 0.1, 1e-3),
     (&[3, 7, 13, 40], (-1.0, 1.0), 0.3, 1e-5),
