@@ -7,9 +7,10 @@
 // consecutive channels when c is a multiple of 4, one channel otherwise) and walks rows of a
 // chunk: rows r0 + phase, r0 + phase + phases, ... Lanes of a workgroup cover `span`
 // consecutive groups of a row times `phases` row phases, which keeps all 64 lanes busy when c
-// is small. Per-channel values are loaded once per
-// invocation. Reductions over m are split into per-slice partials, slice = chunk * phases +
-// phase (no barriers, no shared memory), combined per channel by a second dispatch.
+// is small (the lane order, see `lane`, says which of the two varies fastest). Per-channel
+// values are loaded once per invocation. Reductions over m are split into per-slice partials,
+// slice = chunk * phases + phase (no barriers, no shared memory), combined per channel by a
+// second dispatch.
 //
 // x and dy are read through the generated loaders ld_x / ld_dy: from rgba32float textures
 // (element i in component i % 4 of texel i / 4, so with V = vec4 a group is one texel) where a
@@ -21,7 +22,7 @@ struct Params {
     m: u32,        // rows: numel / c
     chunk: u32,    // rows per chunk
     chunks: u32,   // ceil(m / chunk)
-    span: u32,     // channel groups per workgroup: min(cg, 64)
+    span: u32,     // channel groups per workgroup: min(cg, 64), or min(cg, 8) with lanes spread
     phases: u32,   // row phases per workgroup: 64 / span
     momentum: f32, // running = (1 - momentum) * running + momentum * batch statistic
     eps: f32,

@@ -5,7 +5,8 @@
 // rgba32float texel, when the operands are read through textures; one channel when they are
 // storage buffers) of a few images and a strip of a few columns, and walks down a chunk of rows
 // keeping a rolling window of source rows in registers, so each source element is loaded once
-// per strip instead of once per tap. Lanes of a workgroup cover consecutive channel groups.
+// per strip instead of once per tap. Lanes of a workgroup cover consecutive channel groups,
+// or consecutive strips of them (the lane order, see `cell`).
 // On lavapipe a storage-buffer load is a scalar loop over the SIMD lanes while a textureLoad is
 // a real gather, so the fast variant reads both operands through textures (see gpu::texture:
 // element i is component i % 4 of texel i / 4) and writes with vec4 stores.

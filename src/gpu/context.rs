@@ -95,6 +95,8 @@ pub struct Gpu {
     /// Per-kernel wall time while `profile_kernels` is on (each dispatch and texture copy
     /// then runs alone, synchronised): name -> (seconds, calls).
     kernel_profile: Mutex<Option<HashMap<String, (f64, usize)>>>,
+    /// Whether `kernel_profile` is collecting: one atomic load per dispatch when it is not.
+    profiling: std::sync::atomic::AtomicBool,
     ring: wgpu::Buffer,
     slot_bytes: u64,
     device_error: Arc<Mutex<Option<String>>>,
@@ -252,6 +254,7 @@ impl Gpu {
             storage_texture_reads,
             kernels: Mutex::new(HashMap::new()),
             kernel_profile: Mutex::new(None),
+            profiling: std::sync::atomic::AtomicBool::new(false),
             batch: Mutex::new(Batch {
                 encoder: None,
                 pass: None,
@@ -777,10 +780,14 @@ impl Gpu {
     /// after), summed by kernel variant; for profiling only: it serialises the batch.
     pub fn profile_kernels(&self) {
         *self.lock_profile() = Some(HashMap::new());
+        self.profiling
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stops the kernel profile; returns (kernel variant, seconds, calls), slowest first.
     pub fn kernel_profile_report(&self) -> Vec<(String, f64, usize)> {
+        self.profiling
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let mut rows: Vec<_> = self
             .lock_profile()
             .take()
@@ -799,7 +806,7 @@ impl Gpu {
     }
 
     fn profile_start(&self) -> Result<Option<std::time::Instant>> {
-        if self.lock_profile().is_none() {
+        if !self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(None);
         }
         self.sync()?;

@@ -126,7 +126,8 @@ struct Layout {
     textures: bool,
     /// Channel groups per row.
     cg: usize,
-    /// Channel groups per workgroup, `min(cg, 64)`, and row phases sharing a workgroup.
+    /// Channel groups per workgroup (`min(cg, 64)`, or `min(cg, 8)` with lanes spread over
+    /// rows), and row phases sharing a workgroup.
     span: usize,
     phases: usize,
     chunk: usize,
