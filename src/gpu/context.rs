@@ -173,6 +173,19 @@ fn summarise(a: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
+thread_local! {
+    static NO_SUBGROUPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with `Gpu::subgroup_size` saying None on this thread, so that verification can
+/// check the kernels a device without subgroups gets.
+pub fn without_subgroups<T>(f: impl FnOnce() -> T) -> T {
+    let before = NO_SUBGROUPS.with(|n| n.replace(true));
+    let out = f();
+    NO_SUBGROUPS.with(|n| n.set(before));
+    out
+}
+
 impl Gpu {
     /// Opens the best adapter (discrete > integrated > virtual > CPU), or the first whose name
     /// contains `opts.adapter` / `WGPU_ADAPTER_NAME`.
@@ -206,7 +219,7 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted_features = wgpu::Features::TIMESTAMP_QUERY;
+        let wanted_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted_features;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("proxyless"),
@@ -305,6 +318,24 @@ impl Gpu {
         } else {
             64
         }
+    }
+
+    /// The subgroup size where the device has subgroup operations and a single, fixed size
+    /// (lavapipe: 8, its SIMD width), else None; `PROXYLESS_SUBGROUPS=off` (or
+    /// `without_subgroups` on this thread) says None. Kernels that share loads between the
+    /// lanes of a subgroup are generated for this size.
+    pub fn subgroup_size(&self) -> Option<u32> {
+        if NO_SUBGROUPS.with(|n| n.get())
+            || std::env::var("PROXYLESS_SUBGROUPS").as_deref() == Ok("off")
+        {
+            return None;
+        }
+        let size = self.info.subgroup_min_size;
+        (self.features.contains(wgpu::Features::SUBGROUP)
+            && size == self.info.subgroup_max_size
+            && (4..=64).contains(&size)
+            && size.is_power_of_two())
+        .then_some(size)
     }
 
     pub fn max_groups_per_dim(&self) -> u32 {

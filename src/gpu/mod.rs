@@ -9,7 +9,9 @@ mod pool;
 mod tensor;
 mod texture;
 
-pub use context::{describe_adapters, AdapterSummary, Binding, Gpu, GpuOptions, PoisonScope};
+pub use context::{
+    describe_adapters, without_subgroups, AdapterSummary, Binding, Gpu, GpuOptions, PoisonScope,
+};
 pub use kernel::{groups_for, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
 pub use lanes::{lane_order, with_lane_order, LaneOrder};
 pub use pool::{GpuBuffer, PoolStats};

@@ -174,11 +174,12 @@ struct Output {
 }
 
 /// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
-/// Measured on lavapipe (benches/NOTES.md): 8x16 for wide products (n >= 128); for narrow
-/// ones 8x8 with sampled textures or buffers; with storage textures 8 x ~20 when both operands
-/// are read along k, else 4x8; 4x8 when 64 lanes x 8 rows would leave most rows of a short
-/// product (weight gradients: m = output channels) idle.
-fn tile_vec4(m: usize, n: usize, operands: Operands, k_major: bool) -> (u32, u32) {
+/// Measured on lavapipe (benches/NOTES.md): with storage textures, 8 x ~16 for weight
+/// gradients (operands along their outputs, k >= 512); 8x16 for wide products (n >= 128); for
+/// narrow ones 8x8 with sampled textures or buffers; with storage textures 8 x ~20 when both
+/// operands are read along k, else 4x8; 4x8 when 64 lanes x 8 rows would leave most rows of a
+/// short product with a short k idle.
+fn tile_vec4(m: usize, n: usize, k: usize, operands: Operands, k_major: bool) -> (u32, u32) {
     if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
         if let Some((r, c)) = s.split_once('x') {
             if let (Ok(r), Ok(c)) = (r.parse::<u32>(), c.parse::<u32>()) {
@@ -192,14 +193,24 @@ fn tile_vec4(m: usize, n: usize, operands: Operands, k_major: bool) -> (u32, u32
             }
         }
     }
-    if m <= 256 {
+    // Columns in groups of at most `most`, n split evenly (n = 24: two groups of 12).
+    let even_cols = |most: usize| {
+        let groups = n.div_ceil(most);
+        (n.div_ceil(groups).div_ceil(4) * 4).min(32) as u32
+    };
+    if operands == Operands::StorageTextures && !k_major && k >= 512 {
+        // Weight gradients (both operands along their outputs, k = batch x pixels): k is
+        // long enough for the lanes along m to be sized to m and the rest to take slices of
+        // k, so a short m no longer idles lanes, and 8 x ~16 does half the loads per
+        // multiply-add of 4 x 8 (benches/NOTES.md: -2 to -25% on the step's shapes).
+        (8, even_cols(16))
+    } else if m <= 256 {
         (4, 8)
     } else if n >= 128 {
         (8, 16)
     } else if operands == Operands::StorageTextures && k_major {
         // About 20 columns, n split evenly (n = 40: two groups of 20).
-        let groups = n.div_ceil(20);
-        (8, (n.div_ceil(groups).div_ceil(4) * 4).min(32) as u32)
+        (8, even_cols(20))
     } else if operands == Operands::StorageTextures {
         (4, 8)
     } else {
@@ -241,6 +252,7 @@ fn template_vec4(
     a_mode: Vec4Along,
     b_mode: Vec4Along,
     pre: Option<PreOn>,
+    share_b: Option<u32>,
 ) -> Vec<(&'static str, String)> {
     let vec4_out = out.vec4;
     let groups = rows / 4;
@@ -273,8 +285,14 @@ fn template_vec4(
     if out.guard_m {
         // A lane whose rows all lie past m would compute clamped copies of the last row:
         // leave instead, so that lavapipe skips 8-lane batches with no lane left (a short
-        // product, m = 144 in 64 lanes x 4 rows, has 28 such lanes).
-        decl += "    if (4u * g_base >= p.m) {\n        return;\n    }\n";
+        // product, m = 144 in 64 lanes x 4 rows, has 28 such lanes). With shared B loads
+        // only a subgroup with no row left may leave.
+        let past = "4u * g_base >= p.m";
+        let cond = match share_b {
+            Some(_) => format!("subgroupAll({past})"),
+            None => past.to_string(),
+        };
+        decl += &format!("    if ({cond}) {{\n        return;\n    }}\n");
     }
     // Row r = 4*q + t lives in row group g_q = g_base + LANES_M*q, at row 4*g_q + t.
     for q in 0..groups {
@@ -307,10 +325,63 @@ fn template_vec4(
     }
     let col_groups = cols / 4;
     match b_mode {
-        Vec4Along::K => {
-            for c in 0..cols {
-                decl += &format!("    let cb{c} = min(j0 + {c}u, p.n - 1u) * (p.b_sj / 4u);\n");
-                load += &format!("        let b{c} = ld_b(cb{c} + k / 4u);\n");
+        Vec4Along::K => match share_b {
+            None => {
+                for c in 0..cols {
+                    decl += &format!("    let cb{c} = min(j0 + {c}u, p.n - 1u) * (p.b_sj / 4u);\n");
+                    load += &format!("        let b{c} = ld_b(cb{c} + k / 4u);\n");
+                }
+            }
+            Some(size) => {
+                // Load q of lane s is column q * S + s of the tile (clamped into the tile and
+                // into B); column c is then load c / S of lane c % S.
+                for q in 0..cols.div_ceil(size) {
+                    decl += &format!(
+                        "    let cs{q} = min(min(j0 + {}u + sg_lane, j0 + {}u), p.n - 1u) * (p.b_sj / 4u);\n",
+                        q * size,
+                        cols - 1
+                    );
+                    load += &format!("        let bs{q} = ld_b(cs{q} + k / 4u);\n");
+                }
+                for c in 0..cols {
+                    load += &format!(
+                        "        let b{c} = subgroupBroadcast(bs{}, {}u);\n",
+                        c / size,
+                        c % size
+                    );
+                }
+            }
+        },
+        Vec4Along::Out if share_b.is_some() => {
+            // The k-step's 4 x col_groups texels, entry e = t * col_groups + cc (row k + t,
+            // column group cc), spread over the subgroup: load q of lane s is entry q * S + s
+            // (clamped to the last), transformed by the loading lane; b{cc}_{t} is then load
+            // e / S of lane e % S.
+            let size = share_b.unwrap_or(1);
+            let entries = 4 * col_groups;
+            for q in 0..entries.div_ceil(size) {
+                decl += &format!(
+                    "    let se{q} = min({}u + sg_lane, {}u);\n    let st{q} = se{q} / {col_groups}u;\n    let sc{q} = min(j0 / 4u + se{q} % {col_groups}u, p.n / 4u - 1u);\n",
+                    q * size,
+                    entries - 1
+                );
+                let v = format!("ld_b((k + st{q}) * (p.b_sk / 4u) + sc{q})");
+                let v = if pre == Some(PreOn::B) {
+                    decl += &format!("    {}", factors(&format!("s{q}"), &format!("sc{q}")));
+                    transform(v, &format!("s{q}"))
+                } else {
+                    v
+                };
+                load += &format!("        let bs{q} = {v};\n");
+            }
+            for e in 0..entries {
+                load += &format!(
+                    "        let b{}_{} = subgroupBroadcast(bs{}, {}u);\n",
+                    e % col_groups,
+                    e / col_groups,
+                    e / size,
+                    e % size
+                );
             }
         }
         Vec4Along::Out => {
@@ -397,7 +468,14 @@ fn template_vec4(
     };
     let output = output_binding(vec4_out, out.accumulate);
     let pre_binding = if pre.is_some() { PRE_BINDING } else { "" };
+    // (naga 30 takes subgroup builtins under Features::SUBGROUP and rejects the WGSL
+    // `enable subgroups;` directive.)
+    let subgroup_arg = match share_b {
+        Some(_) => ", @builtin(subgroup_invocation_id) sg_lane: u32",
+        None => "",
+    };
     vec![
+        ("SUBGROUP_ARG", subgroup_arg.to_string()),
         ("PRE", pre_binding.to_string()),
         ("OUTPUT", output),
         ("OPERANDS", operands.to_string()),
@@ -575,12 +653,18 @@ pub fn gemm_with(
         None => Operands::Buffers,
     };
     let textures = operands != Operands::Buffers;
+    // B loads shared through the subgroup where they are gathers (the vec4 kernel reading
+    // textures on a CPU adapter; see gemm_vec4.wgsl): every lane of a k slice reads the same
+    // B texels, B's columns being the workgroup's.
+    let subgroup = gpu
+        .subgroup_size()
+        .filter(|&s| textures && modes.is_some() && 64 % s == 0);
     // The tile and the lanes along m of the vec4 kernel (the scalar kernel: its own tile, 64
     // lanes along m).
     let (rows, cols, lanes_m) = match modes {
         Some((am, bm)) => {
             let k_major = (am, bm) == (Vec4Along::K, Vec4Along::K);
-            let (rows, cols) = tile_vec4(g.m, g.n, operands, k_major);
+            let (rows, cols) = tile_vec4(g.m, g.n, g.k, operands, k_major);
             // Slicing k needs the split path, which writes dense slices.
             let dense_c = g.c_sj == 1 && g.c_si == g.n;
             let lanes_m = if dense_c {
@@ -588,6 +672,7 @@ pub fn gemm_with(
             } else {
                 64
             };
+
             (rows, cols, lanes_m as usize)
         }
         None => {
@@ -637,11 +722,28 @@ pub fn gemm_with(
                 guard_m: !g.m.is_multiple_of(lanes_m * rows as usize),
                 guard_n: !g.n.is_multiple_of(cols as usize),
             };
+            // B shared through the subgroup where every lane of a workgroup reads the same B
+            // texels over the same k range (B along k, one k slice a workgroup) and loads
+            // are gathers (textures on CPU adapters).
+            // Each subgroup must lie inside one k slice: whole subgroups along m. (Rounding
+            // lanes_m up to whole subgroups instead cost more than sharing saved:
+            // benches/NOTES.md.)
+            let share_b = subgroup.filter(|&s| lanes_m.is_multiple_of(s as usize));
             let variant = format!(
-                " {rows}x{cols} {am:?}/{bm:?} {operands:?} lanes_m={lanes_m} pre={pre_on:?} {out:?}"
+                " {rows}x{cols} {am:?}/{bm:?} {operands:?} lanes_m={lanes_m} pre={pre_on:?} {out:?} share_b={share_b:?}"
             );
             gpu.kernel_variant(spec, &variant, || {
-                template_vec4(operands, out, rows, cols, lanes_m as u32, am, bm, pre_on)
+                template_vec4(
+                    operands,
+                    out,
+                    rows,
+                    cols,
+                    lanes_m as u32,
+                    am,
+                    bm,
+                    pre_on,
+                    share_b,
+                )
             })?
         }
         None => {

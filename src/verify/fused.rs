@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{f64s, Checker};
+use super::{f64s, with_each_subgroup_setting, Checker};
 use crate::ops::bn_relu6_conv::NextConv;
 use crate::{ops, reference};
 
@@ -35,6 +35,12 @@ const POINTWISE_SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (3, 9, 4, 144, 24),
     (2, 8, 8, 240, 40),
     (1, 4, 4, 1152, 192),
+    // Weight gradients long enough in k for the 8 x ~16 tile (n = cin = 40: 16 columns a
+    // group and a group past n; 24: two groups of 12).
+    (2, 17, 16, 40, 24),
+    (1, 16, 33, 24, 72),
+    // A weight gradient with 64 lanes along m (m = 288), so its B loads are shared.
+    (2, 8, 8, 40, 288),
     (3, 3, 3, 8, 8),
 ];
 
@@ -56,6 +62,11 @@ pub fn run(c: &mut Checker) -> Result<()> {
             format!("x[{n},{h},{w},{ch}] k{k} s{s}"),
         )?;
     }
+    // The pointwise cases with and without B loads shared through subgroups.
+    with_each_subgroup_setting(c, pointwise_cases)
+}
+
+fn pointwise_cases(c: &mut Checker, suffix: &str) -> Result<()> {
     for &(n, h, w, cin, cout) in POINTWISE_SHAPES {
         let m = n * h * w;
         let conv = ConvRef {
@@ -69,7 +80,7 @@ pub fn run(c: &mut Checker) -> Result<()> {
             c,
             [n, h, w, cin],
             &conv,
-            format!("x[{n},{h},{w},{cin}] -> {cout}"),
+            format!("x[{n},{h},{w},{cin}] -> {cout}{suffix}"),
         )?;
     }
     Ok(())

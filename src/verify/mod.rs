@@ -19,7 +19,7 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::gpu::{Gpu, PoisonScope, Tensor};
+use crate::gpu::{without_subgroups, Gpu, PoisonScope, Tensor};
 use crate::reference::rel_error;
 
 /// Largest accepted ||out - ref|| / ||ref|| for an f32 kernel.
@@ -149,6 +149,20 @@ impl<'a> Checker<'a> {
 }
 
 /// f32 values widened to f64 (the reference sees exactly the GPU's inputs).
+/// Runs `cases` with the device's own kernels (label suffix ""), and where the device shares
+/// loads through subgroups, again with the kernels a device without subgroups gets (suffix
+/// " no-subgroups"): both must be right.
+pub fn with_each_subgroup_setting(
+    c: &mut Checker,
+    mut cases: impl FnMut(&mut Checker, &str) -> Result<()>,
+) -> Result<()> {
+    cases(c, "")?;
+    if c.gpu.subgroup_size().is_some() {
+        without_subgroups(|| cases(c, " no-subgroups"))?;
+    }
+    Ok(())
+}
+
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{f64s, Checker};
+use super::{f64s, with_each_subgroup_setting, Checker};
 use crate::{ops, reference};
 
 /// (n, h, w, cin, cout): batch 1, one channel, odd sizes, sizes off every tile, split-K sized
@@ -25,7 +25,12 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (5, 17, 16, 72, 24),
 ];
 
+/// Every shape with and without B loads shared through subgroups (`gemm_vec4.wgsl`).
 pub fn run(c: &mut Checker) -> Result<()> {
+    with_each_subgroup_setting(c, shapes)
+}
+
+fn shapes(c: &mut Checker, suffix: &str) -> Result<()> {
     for &(n, h, w, cin, cout) in SHAPES {
         let m = n * h * w;
         let xv = c.random(m * cin);
@@ -34,7 +39,7 @@ pub fn run(c: &mut Checker) -> Result<()> {
         let x = c.upload(&xv, &[n, h, w, cin])?;
         let wt = c.upload(&wv, &[cout, cin])?;
         let dy = c.upload(&dyv, &[n, h, w, cout])?;
-        let shape = format!("x[{n},{h},{w},{cin}] w[{cout},{cin}]");
+        let shape = format!("x[{n},{h},{w},{cin}] w[{cout},{cin}]{suffix}");
         let y = ops::pointwise::pointwise_forward(c.gpu, &x, &wt)?;
         let (dx, dw) = ops::pointwise::pointwise_backward(c.gpu, &x, &wt, &dy)?;
         let (xd, wd, dyd) = (f64s(&xv), f64s(&wv), f64s(&dyv));
@@ -44,7 +49,7 @@ pub fn run(c: &mut Checker) -> Result<()> {
         c.compare("pointwise", shape.clone(), "dx", &dx, &dx_ref)?;
         c.compare("pointwise", shape, "dw", &dw, &dw_ref)?;
     }
-    accumulate(c)
+    accumulate(c, suffix)
 }
 
 /// (m, k, n) of C += A B through `gemm` with `accumulate`: a row overhang, a grid that fits C
@@ -52,7 +57,7 @@ pub fn run(c: &mut Checker) -> Result<()> {
 const ACCUMULATE_SHAPES: &[(usize, usize, usize)] =
     &[(45, 16, 24), (512, 40, 240), (96, 1024, 8), (7, 9, 5)];
 
-fn accumulate(c: &mut Checker) -> Result<()> {
+fn accumulate(c: &mut Checker, suffix: &str) -> Result<()> {
     for &(m, k, n) in ACCUMULATE_SHAPES {
         let (av, bv, cv) = (c.random(m * k), c.random(n * k), c.random(m * n));
         let a = c.upload(&av, &[m, k])?;
@@ -78,7 +83,7 @@ fn accumulate(c: &mut Checker) -> Result<()> {
             .collect();
         c.compare(
             "pointwise",
-            format!("C[{m},{n}] += A[{m},{k}] B"),
+            format!("C[{m},{n}] += A[{m},{k}] B{suffix}"),
             "c",
             &out,
             &want,
