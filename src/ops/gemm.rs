@@ -240,6 +240,25 @@ fn lanes_along_m(m: usize, rows: u32, k: usize) -> u32 {
     }
 }
 
+/// Lanes along m in whole subgroups of `size` (so that B loads can be shared) where that
+/// leaves at most 1/8 of the `needed` lane columns idle: m = 240 in 8-row tiles needs 30 and
+/// takes 8 (4 workgroups along m, 2 columns idle), which measured -23% on that weight
+/// gradient; m = 144 (18, 6 idle) and m = 80 (10, 6 idle) lost as much as sharing saved and
+/// keep their exact count (benches/NOTES.md). Among equal idle counts the fewest lanes, which
+/// leaves the most k slices.
+fn whole_subgroups_along_m(needed: u32, size: u32) -> u32 {
+    if needed.is_multiple_of(size) {
+        return needed;
+    }
+    (1..=64 / size)
+        .map(|j| j * size)
+        .filter(|&l| 64 % l == 0)
+        .map(|l| (needed.div_ceil(l) * l - needed, l))
+        .min()
+        .filter(|&(idle, _)| 8 * idle <= needed)
+        .map_or(needed, |(_, l)| l)
+}
+
 /// Generates the unrolled body of the vec4 kernel for a ROWS x COLS tile.
 // One argument per template choice (each part of the variant's cache key).
 #[allow(clippy::too_many_arguments)]
@@ -672,6 +691,10 @@ pub fn gemm_with(
             } else {
                 64
             };
+            let lanes_m = match subgroup {
+                Some(s) if lanes_m < 64 => whole_subgroups_along_m(lanes_m, s),
+                _ => lanes_m,
+            };
 
             (rows, cols, lanes_m as usize)
         }
@@ -816,4 +839,25 @@ pub fn gemm_with(
         groups,
     )?;
     reduce::sum_slices(gpu, out, c, g.m * g.n, slices, accumulate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_subgroups_along_m;
+
+    #[test]
+    fn lanes_along_m_in_whole_subgroups_only_where_few_idle() {
+        // Already whole subgroups: unchanged.
+        assert_eq!(whole_subgroups_along_m(16, 8), 16);
+        assert_eq!(whole_subgroups_along_m(24, 8), 24);
+        // 30 needed: 8 lanes (4 groups along m, 2 idle), the fewest of the equal choices.
+        assert_eq!(whole_subgroups_along_m(30, 8), 8);
+        // 18 and 10 needed: 6 idle either way, too many: the exact count stays.
+        assert_eq!(whole_subgroups_along_m(18, 8), 18);
+        assert_eq!(whole_subgroups_along_m(10, 8), 10);
+        // Fewer than a subgroup: unchanged.
+        assert_eq!(whole_subgroups_along_m(3, 8), 3);
+        // 31 needed, subgroups of 4: 32 lanes, 1 idle.
+        assert_eq!(whole_subgroups_along_m(31, 4), 4);
+    }
 }

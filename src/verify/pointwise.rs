@@ -23,6 +23,8 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     // Lanes along m not a power of two (m / 4 = 10 and 6 lanes, 6 and 10 slices of k).
     (3, 17, 17, 24, 40),
     (5, 17, 16, 72, 24),
+    // m = 240 in 8-row tiles needs 30 lanes: with subgroups, 8 lanes and 4 groups along m.
+    (2, 16, 16, 16, 240),
 ];
 
 /// Every shape with and without B loads shared through subgroups (`gemm_vec4.wgsl`).
