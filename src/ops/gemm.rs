@@ -202,8 +202,18 @@ fn tile_vec4(m: usize, n: usize, k: usize, operands: Operands, k_major: bool) ->
         // Weight gradients (both operands along their outputs, k = batch x pixels): k is
         // long enough for the lanes along m to be sized to m and the rest to take slices of
         // k, so a short m no longer idles lanes, and 8 x ~16 does half the loads per
-        // multiply-add of 4 x 8 (benches/NOTES.md: -2 to -25% on the step's shapes).
-        (8, even_cols(16))
+        // multiply-add of 4 x 8 (benches/NOTES.md: -2 to -25% on the step's shapes). Groups
+        // of ~20 where they overhang n less (n = 40: 2 x 20, not 3 x 16 with 8 columns idle).
+        let overhang = |cols: u32| n.div_ceil(cols as usize) * cols as usize - n;
+        let (c16, c20) = (even_cols(16), even_cols(20));
+        (
+            8,
+            if overhang(c20) < overhang(c16) {
+                c20
+            } else {
+                c16
+            },
+        )
     } else if m <= 256 {
         (4, 8)
     } else if n >= 128 {

@@ -25,6 +25,8 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (5, 17, 16, 72, 24),
     // m = 240 in 8-row tiles needs 30 lanes: with subgroups, 8 lanes and 4 groups along m.
     (2, 16, 16, 16, 240),
+    // A weight gradient with n = cin = 40 in two column groups of 20.
+    (1, 16, 36, 40, 16),
 ];
 
 /// Every shape with and without B loads shared through subgroups (`gemm_vec4.wgsl`).
