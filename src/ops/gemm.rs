@@ -179,7 +179,14 @@ struct Output {
 /// narrow ones 8x8 with sampled textures or buffers; with storage textures 8 x ~20 when both
 /// operands are read along k, else 4x8; 4x8 when 64 lanes x 8 rows would leave most rows of a
 /// short product with a short k idle.
-fn tile_vec4(m: usize, n: usize, k: usize, operands: Operands, k_major: bool) -> (u32, u32) {
+fn tile_vec4(
+    m: usize,
+    n: usize,
+    k: usize,
+    operands: Operands,
+    k_major: bool,
+    shared_b: bool,
+) -> (u32, u32) {
     if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
         if let Some((r, c)) = s.split_once('x') {
             if let (Ok(r), Ok(c)) = (r.parse::<u32>(), c.parse::<u32>()) {
@@ -219,8 +226,11 @@ fn tile_vec4(m: usize, n: usize, k: usize, operands: Operands, k_major: bool) ->
     } else if n >= 128 {
         (8, 16)
     } else if operands == Operands::StorageTextures && k_major {
-        // About 20 columns, n split evenly (n = 40: two groups of 20).
-        (8, even_cols(20))
+        // About 20 columns, n split evenly (n = 40: two groups of 20). With B shared through
+        // the subgroup a column costs little and each column group reloads A: as few groups
+        // of at most 32 as n allows (n = 24: one of 24, -22% against two of 12; n = 80: three
+        // of 28, -10%; benches/NOTES.md).
+        (8, even_cols(if shared_b { 32 } else { 20 }))
     } else if operands == Operands::StorageTextures {
         (4, 8)
     } else {
@@ -693,7 +703,7 @@ pub fn gemm_with(
     let (rows, cols, lanes_m) = match modes {
         Some((am, bm)) => {
             let k_major = (am, bm) == (Vec4Along::K, Vec4Along::K);
-            let (rows, cols) = tile_vec4(g.m, g.n, g.k, operands, k_major);
+            let (rows, cols) = tile_vec4(g.m, g.n, g.k, operands, k_major, subgroup.is_some());
             // Slicing k needs the split path, which writes dense slices.
             let dense_c = g.c_sj == 1 && g.c_si == g.n;
             let lanes_m = if dense_c {

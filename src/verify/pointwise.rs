@@ -27,6 +27,8 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (2, 16, 16, 16, 240),
     // A weight gradient with n = cin = 40 in two column groups of 20.
     (1, 16, 36, 40, 16),
+    // With shared B loads, n = 80 in three column groups of 28 (the last past n).
+    (1, 16, 20, 16, 80),
 ];
 
 /// Every shape with and without B loads shared through subgroups (`gemm_vec4.wgsl`).
