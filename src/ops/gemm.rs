@@ -223,6 +223,10 @@ fn tile_vec4(
         )
     } else if m <= 256 {
         (4, 8)
+    } else if n >= 128 && shared_b && k_major {
+        // Wide products along k with B shared: groups of ~24 (-5 to -10% against 16 on the
+        // step's expansions and input gradients, benches/NOTES.md).
+        (8, even_cols(24))
     } else if n >= 128 {
         (8, 16)
     } else if operands == Operands::StorageTextures && k_major {

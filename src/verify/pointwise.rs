@@ -29,6 +29,8 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (1, 16, 36, 40, 16),
     // With shared B loads, n = 80 in three column groups of 28 (the last past n).
     (1, 16, 20, 16, 80),
+    // ... and n = 1280 in 54 groups of 24 (16 columns past n).
+    (1, 18, 16, 32, 1280),
 ];
 
 /// Every shape with and without B loads shared through subgroups (`gemm_vec4.wgsl`).
