@@ -1,0 +1,157 @@
+//! Probe: does a kernel's output cost less on lavapipe written as 64-bit words? A vec4<f32>
+//! store is a loop over the SIMD lanes per component; packing the four floats into two u64
+//! (`SHADER_INT64`) halves the components. Times y = 2x over 4.7 M floats, x from a texture,
+//! y stored as vec4<f32> or as vec2<u64>, and checks that both wrote the same bytes.
+use std::time::Instant;
+
+const N: u32 = 1024 * 1152;
+
+fn main() {
+    let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
+    let has64 = adapter.features().contains(wgpu::Features::SHADER_INT64);
+    println!("{} int64 {has64}", adapter.get_info().name);
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: adapter.features() & wgpu::Features::SHADER_INT64,
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let bytes = N as u64 * 16;
+    let mk = || {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    };
+    let (y32, y64) = (mk(), mk());
+    let tex = device.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: 1024,
+            height: N / 1024,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let data: Vec<f32> = (0..N * 4).map(|i| (i % 977) as f32 * 0.25 - 3.0).collect();
+    queue.write_texture(
+        tex.as_image_copy(),
+        bytemuck::cast_slice(&data),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(1024 * 16),
+            rows_per_image: None,
+        },
+        wgpu::Extent3d {
+            width: 1024,
+            height: N / 1024,
+            depth_or_array_layers: 1,
+        },
+    );
+    let view = tex.create_view(&Default::default());
+    let common = "@group(0) @binding(0) var xt: texture_storage_2d<rgba32float, read>;\n";
+    let src32 = format!(
+        "{common}@group(0) @binding(1) var<storage, read_write> y: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
+    let i = g.y * 65536u + g.x;
+    y[i] = 2.0 * textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u));
+}}"
+    );
+    let src64 = format!(
+        "{common}@group(0) @binding(1) var<storage, read_write> y: array<vec2<u64>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
+    let i = g.y * 65536u + g.x;
+    let b = bitcast<vec4<u32>>(2.0 * textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u)));
+    y[i] = vec2<u64>(u64(b.x) | (u64(b.y) << 32u), u64(b.z) | (u64(b.w) << 32u));
+}}"
+    );
+    let mut runs = vec![("vec4<f32>", src32, &y32)];
+    if has64 {
+        runs.push(("vec2<u64>", src64, &y64));
+    }
+    let pipes: Vec<_> = runs
+        .iter()
+        .map(|(name, src, y)| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: None,
+                source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+            });
+            let pipe = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipe.get_bind_group_layout(0),
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::TextureView(&view),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: y.as_entire_binding(),
+                    },
+                ],
+            });
+            (*name, pipe, bg)
+        })
+        .collect();
+    let mut times = vec![Vec::new(); pipes.len()];
+    for round in 0..13 {
+        for (pi, (_, pipe, bg)) in pipes.iter().enumerate() {
+            let mut enc = device.create_command_encoder(&Default::default());
+            {
+                let mut p = enc.begin_compute_pass(&Default::default());
+                p.set_pipeline(pipe);
+                p.set_bind_group(0, bg, &[]);
+                p.dispatch_workgroups(1024, N / 65536, 1);
+            }
+            let t0 = Instant::now();
+            queue.submit([enc.finish()]);
+            device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            if round >= 3 {
+                times[pi].push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    for (pi, (name, _, _)) in pipes.iter().enumerate() {
+        times[pi].sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("{name:<10} {:.2} ms", times[pi][times[pi].len() / 2]);
+    }
+    if has64 {
+        let read = |b: &wgpu::Buffer| -> Vec<u8> {
+            let st = device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc = device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(b, 0, &st, 0, bytes);
+            queue.submit([enc.finish()]);
+            st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            let v = st.slice(..).get_mapped_range().unwrap().to_vec();
+            v
+        };
+        println!("same bytes: {}", read(&y32) == read(&y64));
+    }
+}
