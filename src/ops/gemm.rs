@@ -174,11 +174,12 @@ struct Output {
 }
 
 /// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
-/// Measured on lavapipe (benches/NOTES.md): with storage textures, 8 x ~16 for weight
-/// gradients (operands along their outputs, k >= 512); 8x16 for wide products (n >= 128); for
-/// narrow ones 8x8 with sampled textures or buffers; with storage textures 8 x ~20 when both
-/// operands are read along k, else 4x8; 4x8 when 64 lanes x 8 rows would leave most rows of a
-/// short product with a short k idle.
+/// Measured on lavapipe (benches/NOTES.md): with storage textures, 8 x ~16 or ~20 for weight
+/// gradients (operands along their outputs, k >= 512); 4x8 when 64 lanes x 8 rows would leave
+/// most rows of a short product with a short k idle; 8x16 for wide products (n >= 128), 8 x
+/// ~24 when both operands are read along k and B is shared (`shared_b`); for narrow ones 8x8
+/// with sampled textures or buffers; with storage textures, when both operands are read along
+/// k, 8 x ~20, or as few groups of at most 32 as n allows with B shared, else 4x8.
 fn tile_vec4(
     m: usize,
     n: usize,
@@ -209,7 +210,7 @@ fn tile_vec4(
         // Weight gradients (both operands along their outputs, k = batch x pixels): k is
         // long enough for the lanes along m to be sized to m and the rest to take slices of
         // k, so a short m no longer idles lanes, and 8 x ~16 does half the loads per
-        // multiply-add of 4 x 8 (benches/NOTES.md: -2 to -25% on the step's shapes). Groups
+        // multiply-add of 4 x 8 (benches/NOTES.md: -2 to -24% on the step's shapes). Groups
         // of ~20 where they overhang n less (n = 40: 2 x 20, not 3 x 16 with 8 columns idle).
         let overhang = |cols: u32| n.div_ceil(cols as usize) * cols as usize - n;
         let (c16, c20) = (even_cols(16), even_cols(20));
@@ -224,7 +225,7 @@ fn tile_vec4(
     } else if m <= 256 {
         (4, 8)
     } else if n >= 128 && shared_b && k_major {
-        // Wide products along k with B shared: groups of ~24 (-5 to -10% against 16 on the
+        // Wide products along k with B shared: groups of ~24 (-5 to -9% against 16 on the
         // step's expansions and input gradients, benches/NOTES.md).
         (8, even_cols(24))
     } else if n >= 128 {
@@ -367,40 +368,37 @@ fn template_vec4(
         }
     }
     let col_groups = cols / 4;
-    match b_mode {
-        Vec4Along::K => match share_b {
-            None => {
-                for c in 0..cols {
-                    decl += &format!("    let cb{c} = min(j0 + {c}u, p.n - 1u) * (p.b_sj / 4u);\n");
-                    load += &format!("        let b{c} = ld_b(cb{c} + k / 4u);\n");
-                }
+    match (b_mode, share_b) {
+        (Vec4Along::K, None) => {
+            for c in 0..cols {
+                decl += &format!("    let cb{c} = min(j0 + {c}u, p.n - 1u) * (p.b_sj / 4u);\n");
+                load += &format!("        let b{c} = ld_b(cb{c} + k / 4u);\n");
             }
-            Some(size) => {
-                // Load q of lane s is column q * S + s of the tile (clamped into the tile and
-                // into B); column c is then load c / S of lane c % S.
-                for q in 0..cols.div_ceil(size) {
-                    decl += &format!(
-                        "    let cs{q} = min(min(j0 + {}u + sg_lane, j0 + {}u), p.n - 1u) * (p.b_sj / 4u);\n",
-                        q * size,
-                        cols - 1
-                    );
-                    load += &format!("        let bs{q} = ld_b(cs{q} + k / 4u);\n");
-                }
-                for c in 0..cols {
-                    load += &format!(
-                        "        let b{c} = subgroupBroadcast(bs{}, {}u);\n",
-                        c / size,
-                        c % size
-                    );
-                }
+        }
+        (Vec4Along::K, Some(size)) => {
+            // Load q of lane s is column q * S + s of the tile (clamped into the tile and
+            // into B); column c is then load c / S of lane c % S.
+            for q in 0..cols.div_ceil(size) {
+                decl += &format!(
+                    "    let cs{q} = min(min(j0 + {}u + sg_lane, j0 + {}u), p.n - 1u) * (p.b_sj / 4u);\n",
+                    q * size,
+                    cols - 1
+                );
+                load += &format!("        let bs{q} = ld_b(cs{q} + k / 4u);\n");
             }
-        },
-        Vec4Along::Out if share_b.is_some() => {
+            for c in 0..cols {
+                load += &format!(
+                    "        let b{c} = subgroupBroadcast(bs{}, {}u);\n",
+                    c / size,
+                    c % size
+                );
+            }
+        }
+        (Vec4Along::Out, Some(size)) => {
             // The k-step's 4 x col_groups texels, entry e = t * col_groups + cc (row k + t,
             // column group cc), spread over the subgroup: load q of lane s is entry q * S + s
             // (clamped to the last), transformed by the loading lane; b{cc}_{t} is then load
             // e / S of lane e % S.
-            let size = share_b.unwrap_or(1);
             let entries = 4 * col_groups;
             for q in 0..entries.div_ceil(size) {
                 decl += &format!(
@@ -427,7 +425,7 @@ fn template_vec4(
                 );
             }
         }
-        Vec4Along::Out => {
+        (Vec4Along::Out, None) => {
             for cc in 0..col_groups {
                 decl += &format!("    let cb{cc} = min(j0 / 4u + {cc}u, p.n / 4u - 1u);\n");
                 if pre == Some(PreOn::B) {
@@ -698,7 +696,8 @@ pub fn gemm_with(
     let textures = operands != Operands::Buffers;
     // B loads shared through the subgroup where they are gathers (the vec4 kernel reading
     // textures on a CPU adapter; see gemm_vec4.wgsl): every lane of a k slice reads the same
-    // B texels, B's columns being the workgroup's.
+    // B texels, B's columns being the workgroup's. The tile rules assume it (products with m
+    // > 256 get 64 lanes along m, whole subgroups).
     let subgroup = gpu
         .subgroup_size()
         .filter(|&s| textures && modes.is_some() && 64 % s == 0);
@@ -719,7 +718,6 @@ pub fn gemm_with(
                 Some(s) if lanes_m < 64 => whole_subgroups_along_m(lanes_m, s),
                 _ => lanes_m,
             };
-
             (rows, cols, lanes_m as usize)
         }
         None => {
@@ -769,12 +767,9 @@ pub fn gemm_with(
                 guard_m: !g.m.is_multiple_of(lanes_m * rows as usize),
                 guard_n: !g.n.is_multiple_of(cols as usize),
             };
-            // B shared through the subgroup where every lane of a workgroup reads the same B
-            // texels over the same k range (B along k, one k slice a workgroup) and loads
-            // are gathers (textures on CPU adapters).
-            // Each subgroup must lie inside one k slice: whole subgroups along m. (Rounding
-            // lanes_m up to whole subgroups instead cost more than sharing saved:
-            // benches/NOTES.md.)
+            // B loads are shared only where each subgroup lies inside one k slice: whole
+            // subgroups along m. (Rounding lanes_m up to whole subgroups everywhere cost more
+            // than sharing saved: benches/NOTES.md.)
             let share_b = subgroup.filter(|&s| lanes_m.is_multiple_of(s as usize));
             let variant = format!(
                 " {rows}x{cols} {am:?}/{bm:?} {operands:?} lanes_m={lanes_m} pre={pre_on:?} {out:?} share_b={share_b:?}"
