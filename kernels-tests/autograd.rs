@@ -358,10 +358,20 @@ fn backward_frees_every_saved_activation() {
             .flatten()
             .map(|t| t.raw().size())
             .sum::<u64>();
+        // Weights keep the texture copies the products made of them until the step writes
+        // them (`Gpu::to_texture`); activations keep none.
+        let stats = gpu.pool_stats();
         assert_eq!(
-            gpu.pool_stats().live_bytes,
+            stats.live_bytes - stats.texture_bytes,
             resident + state_before + grad_bytes,
             "after backward: parameters + optimizer state + gradients only"
+        );
+        // A texture is at least one row of 1024 texels (16 KiB).
+        let bound = resident + 16384 * net.params.params.len() as u64;
+        assert!(
+            stats.texture_bytes <= bound,
+            "after backward: {} bytes of textures for {resident} bytes of parameters",
+            stats.texture_bytes
         );
         opt.step(&gpu, &net.params, &grads, 0.01).unwrap();
         drop(grads);
@@ -370,7 +380,7 @@ fn backward_frees_every_saved_activation() {
         assert_eq!(
             gpu.pool_stats().live_bytes,
             resident + state,
-            "after the step"
+            "after the step (no texture left: the step wrote every weight)"
         );
     }
 }

@@ -15,4 +15,5 @@ mod nas;
 mod pool;
 mod reference_fd;
 mod search;
+mod texture_reuse;
 mod training;

@@ -49,6 +49,33 @@ fn transpose(@builtin(global_invocation_id) gid: vec3<u32>) {
     dst[f] = src[r * p.cols + c];
 }
 
+@group(0) @binding(1) var src_stex: texture_storage_2d<rgba32float, read>;
+
+// transpose_texture: transpose with src read through its texture copy (element i in component
+// i % 4 of texel i / 4, see gpu::texture), for cols a multiple of 4. One invocation per texel
+// t of src: src[r, 4q .. 4q + 3] with r = t / (cols / 4), written to dst[4q + e, r]. The
+// loads of `transpose` stride by `cols`, each a scalar loop over the SIMD lanes on lavapipe;
+// here one gather serves four elements, and the 8 lanes of a SIMD batch store into 8
+// different cache lines (lavapipe stores are per lane; a batch storing into one line costs
+// twice as much, benches/NOTES.md).
+@compute @workgroup_size(64)
+fn transpose_texture(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x + gid.y * p.stride_groups * 64u;
+    if (t >= p.count) {
+        return;
+    }
+    let quads = p.cols / 4u;
+    let r = t / quads;
+    let c = (t - r * quads) * 4u;
+    let tw = textureDimensions(src_stex).x;
+    let v = textureLoad(src_stex, vec2<u32>(t % tw, t / tw));
+    let o = c * p.rows + r;
+    dst[o] = v.x;
+    dst[o + p.rows] = v.y;
+    dst[o + 2u * p.rows] = v.z;
+    dst[o + 3u * p.rows] = v.w;
+}
+
 // transpose_bias: src [rows, cols] (y transposed: rows = out, cols = n), row_bias [rows] ->
 // dst [cols, rows] = y [n, out]: as transpose, plus the bias of the source row.
 @compute @workgroup_size(64)

@@ -59,6 +59,7 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
             let w = tensor(gpu, &mut rng, &[240, 40], (6.0f32 / 40.0).sqrt())?;
             let dy = tensor(gpu, &mut rng, &[32, 16, 16, 240], 1.0)?;
             let t = gpu.time_median(3, reps, || {
+                gpu.mark_written(&[&x, &w, &dy]);
                 let _y = ops::pointwise::pointwise_forward(gpu, &x, &w)?;
                 let _g = ops::pointwise::pointwise_backward(gpu, &x, &w, &dy)?;
                 Ok(())
@@ -82,6 +83,7 @@ pub fn run(gpu: &Gpu, workload: &str, reps: usize) -> Result<BenchResult> {
             let (ho, wo) = crate::reference::conv_out_hw(shape[1], shape[2], k, s);
             let dy = tensor(gpu, &mut rng, &[32, ho, wo, c], 1.0)?;
             let t = gpu.time_median(3, reps, || {
+                gpu.mark_written(&[&x, &w, &dy]);
                 let _y = ops::depthwise::depthwise_forward(gpu, &x, &w, s)?;
                 let _g = ops::depthwise::depthwise_backward(gpu, &x, &w, s, &dy)?;
                 Ok(())

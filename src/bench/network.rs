@@ -57,6 +57,11 @@ pub fn mbconv(gpu: &Gpu, rng: &mut StdRng, reps: usize) -> Result<BenchResult> {
     let dy_host = tensor(gpu, rng, &[32, 16, 16, 40], 1.0)?;
     let x_index = store.params.len();
     let run = || -> Result<()> {
+        // In training x and the weights are new every step: no texture copy carries over.
+        gpu.mark_written(&[&x]);
+        for p in &store.params {
+            gpu.mark_written(&[&p.value]);
+        }
         let tape = Tape::new(gpu, 0);
         let xv = tape.param(x_index, &x, true);
         let ctx = Ctx {

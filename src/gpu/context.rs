@@ -43,6 +43,12 @@ pub enum Binding<'a> {
     Texture(&'a GpuTexture),
 }
 
+/// Buffers of at most this many floats keep their texture copy until written (weights,
+/// per-channel vectors: the copy breaks the compute pass, whatever its size). Activations do
+/// not: keeping theirs from the forward to the backward doubled the step's peak memory
+/// (417 -> 814 MB) for about 1% of its time (benches/NOTES.md).
+const KEEP_TEXTURES_UP_TO: usize = 1 << 16;
+
 /// Dispatches a uniform ring holds before the batch must be submitted.
 const RING_SLOTS: u64 = 2048;
 
@@ -90,6 +96,9 @@ pub struct Gpu {
     /// Whether rgba32float textures can be bound as read-only storage textures
     /// (`Access::StorageTexture`).
     storage_texture_reads: bool,
+    /// Buffers of at most this many floats keep their texture copy until written
+    /// (`to_texture`): KEEP_TEXTURES_UP_TO, or PROXYLESS_TEXTURE_REUSE=off|N.
+    reuse_textures: usize,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     batch: Mutex<Batch>,
     /// Per-kernel wall time while `profile_kernels` is on (each dispatch and texture copy
@@ -274,7 +283,7 @@ impl Gpu {
                 .flags
                 .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY)
             && std::env::var_os("PROXYLESS_NO_STORAGE_TEXTURES").is_none();
-        let textures = TexturePool::new(device.clone(), storage_texture_reads);
+        let textures = TexturePool::new(device.clone(), Arc::clone(&pool), storage_texture_reads);
         Ok(Gpu {
             device,
             queue,
@@ -284,6 +293,11 @@ impl Gpu {
             pool,
             textures,
             storage_texture_reads,
+            reuse_textures: match std::env::var("PROXYLESS_TEXTURE_REUSE").as_deref() {
+                Ok("off") => 0,
+                Ok(v) => v.parse().unwrap_or(KEEP_TEXTURES_UP_TO),
+                _ => KEEP_TEXTURES_UP_TO,
+            },
             kernels: Mutex::new(HashMap::new()),
             kernel_profile: Mutex::new(None),
             profiling: std::sync::atomic::AtomicBool::new(false),
@@ -559,6 +573,7 @@ impl Gpu {
 
     /// Sets a buffer to zero, in order with the dispatches already batched.
     pub fn clear(&self, buf: &GpuBuffer) {
+        buf.forget_texture();
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
         enc.clear_buffer(buf.raw(), 0, Some(buf.bytes().div_ceil(4) * 4));
@@ -573,6 +588,7 @@ impl Gpu {
                 src.bytes()
             );
         }
+        dst.forget_texture();
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
         enc.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(src.bytes()));
@@ -612,8 +628,14 @@ impl Gpu {
     }
 
     /// A texture copy of the first `floats` elements of `buf` (see `gpu::texture` for the
-    /// layout), in order with the batch.
-    pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<GpuTexture> {
+    /// layout), in order with the batch. The buffer keeps the copy until a command writes it,
+    /// and hands the same one out again meanwhile.
+    pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<Arc<GpuTexture>> {
+        if floats <= self.reuse_textures {
+            if let Some(t) = buf.kept_texture(floats) {
+                return Ok(t);
+            }
+        }
         let texels = floats.div_ceil(4) as u64;
         let rows = texels.div_ceil(TEX_WIDTH as u64);
         let max_rows = self.limits.max_texture_dimension_2d as u64;
@@ -667,7 +689,20 @@ impl Gpu {
         }
         drop(b);
         self.profile_end(timer, "copy buffer -> texture")?;
+        let tex = Arc::new(tex);
+        if floats <= self.reuse_textures {
+            buf.keep_texture(floats, &tex);
+        }
         Ok(tex)
+    }
+
+    /// Treats `tensors` as rewritten: their kept texture copies (`to_texture`) are dropped.
+    /// The benchmarks call it on inputs and weights that training would give fresh each step,
+    /// so that they time the copies a step makes.
+    pub fn mark_written(&self, tensors: &[&Tensor]) {
+        for t in tensors {
+            t.buf.forget_texture();
+        }
     }
 
     /// Uploads 32-bit words into a new tensor.
@@ -698,6 +733,7 @@ impl Gpu {
             );
         }
         self.flush();
+        buf.forget_texture();
         if !bytes.is_empty() {
             self.queue.write_buffer(buf.raw(), 0, bytes);
         }
@@ -752,6 +788,9 @@ impl Gpu {
                 }
                 continue;
             };
+            if access == Access::ReadWrite {
+                b.forget_texture();
+            }
             if matches!(access, Access::Texture | Access::StorageTexture) {
                 bail!(
                     "{}: binding {} takes a texture, got a buffer",

@@ -1,15 +1,20 @@
 //! Size-bucketed buffer pool. Freed buffers go back to a free list keyed by bucket size and are
 //! handed out again, so a training step allocates nothing once warm. Live bytes (bucket sizes of
-//! buffers handed out) and their high-water mark are counted for the memory benchmarks.
+//! buffers handed out, plus the operand textures of `gpu::texture`) and their high-water mark
+//! are counted for the memory benchmarks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::texture::GpuTexture;
+
 /// Counters of the pool, in bytes of device memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Bytes of buffers currently handed out.
+    /// Bytes of buffers and operand textures currently handed out.
     pub live_bytes: u64,
+    /// The operand textures' part of `live_bytes`.
+    pub texture_bytes: u64,
     /// Highest `live_bytes` seen since the last `reset_high_water`.
     pub high_water_bytes: u64,
     /// Bytes of all buffers the pool owns (handed out or free).
@@ -82,6 +87,20 @@ impl Pool {
             bucket,
             bytes,
             pool: Arc::clone(self),
+            texture: Mutex::new(None),
+        }
+    }
+
+    /// Counts an operand texture handed out (`live` true) or returned.
+    pub(crate) fn note_texture(&self, bytes: u64, live: bool) {
+        let mut st = self.lock();
+        if live {
+            st.stats.live_bytes += bytes;
+            st.stats.texture_bytes += bytes;
+            st.stats.high_water_bytes = st.stats.high_water_bytes.max(st.stats.live_bytes);
+        } else {
+            st.stats.live_bytes -= bytes;
+            st.stats.texture_bytes -= bytes;
         }
     }
 
@@ -119,6 +138,10 @@ pub struct GpuBuffer {
     bucket: u64,
     bytes: u64,
     pool: Arc<Pool>,
+    /// The texture copy last made of this buffer (`Gpu::to_texture`) and the floats it holds,
+    /// kept until a command writes the buffer: a tensor that several kernels read through
+    /// textures (forward and backward, input and weight gradients) is copied once.
+    texture: Mutex<Option<(usize, Arc<GpuTexture>)>>,
 }
 
 impl GpuBuffer {
@@ -130,6 +153,28 @@ impl GpuBuffer {
     /// Bytes requested: what kernels bind and read back.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    fn texture_slot(&self) -> std::sync::MutexGuard<'_, Option<(usize, Arc<GpuTexture>)>> {
+        self.texture.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept texture copy of the first `floats` elements, if the buffer has not been
+    /// written since it was made.
+    pub(crate) fn kept_texture(&self, floats: usize) -> Option<Arc<GpuTexture>> {
+        match &*self.texture_slot() {
+            Some((f, t)) if *f == floats => Some(Arc::clone(t)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn keep_texture(&self, floats: usize, texture: &Arc<GpuTexture>) {
+        *self.texture_slot() = Some((floats, Arc::clone(texture)));
+    }
+
+    /// Drops the kept texture copy: called for every command that writes the buffer.
+    pub(crate) fn forget_texture(&self) {
+        self.texture_slot().take();
     }
 }
 

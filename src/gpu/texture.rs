@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::pool::Pool;
+
 /// Texels per texture row (16 KiB: a multiple of the 256-byte copy row alignment).
 pub const TEX_WIDTH: u32 = 1024;
 
@@ -24,17 +26,25 @@ fn row_bucket(rows: u32) -> u32 {
     rows.div_ceil(step) * step
 }
 
+/// Bytes of a texture of `rows` rows.
+fn bucket_bytes(rows: u32) -> u64 {
+    rows as u64 * TEX_WIDTH as u64 * 16
+}
+
 pub(crate) struct TexturePool {
     device: wgpu::Device,
+    /// Live texture bytes are counted with the buffers'.
+    buffers: Arc<Pool>,
     /// Textures are also made bindable as read-only storage textures.
     storage: bool,
     free: Mutex<HashMap<u32, Vec<wgpu::Texture>>>,
 }
 
 impl TexturePool {
-    pub(crate) fn new(device: wgpu::Device, storage: bool) -> Arc<TexturePool> {
+    pub(crate) fn new(device: wgpu::Device, buffers: Arc<Pool>, storage: bool) -> Arc<TexturePool> {
         Arc::new(TexturePool {
             device,
+            buffers,
             storage,
             free: Mutex::new(HashMap::new()),
         })
@@ -71,6 +81,7 @@ impl TexturePool {
             })
         });
         let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        self.buffers.note_texture(bucket_bytes(bucket), true);
         GpuTexture {
             texture: Some(texture),
             view,
@@ -101,6 +112,9 @@ impl GpuTexture {
 impl Drop for GpuTexture {
     fn drop(&mut self) {
         if let Some(t) = self.texture.take() {
+            self.pool
+                .buffers
+                .note_texture(bucket_bytes(self.bucket), false);
             self.pool
                 .free
                 .lock()

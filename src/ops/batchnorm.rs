@@ -334,7 +334,7 @@ pub fn batchnorm_act_train_forward(
         .textures
         .then(|| gpu.to_texture(&x.buf, x.numel()))
         .transpose()?;
-    let (mean, rstd) = stats(gpu, &l, x, tex.as_ref(), running, momentum, eps, op)?;
+    let (mean, rstd) = stats(gpu, &l, x, tex.as_deref(), running, momentum, eps, op)?;
     let xb = match &tex {
         Some(t) => Binding::Texture(t),
         None => Binding::Buffer(&x.buf),
@@ -374,7 +374,7 @@ pub fn batchnorm_train_stats(
         _ => None,
     };
     let tex = if l.textures {
-        own.as_ref().or(x_tex)
+        own.as_deref().or(x_tex)
     } else {
         None
     };
@@ -570,7 +570,7 @@ pub fn batchnorm_act_train_backward_with(
         .textures
         .then(|| gpu.to_texture(&dy.buf, dy.numel()))
         .transpose()?;
-    let (xb, dyb) = match (own_x.as_ref().or(x_tex), &tdy) {
+    let (xb, dyb) = match (own_x.as_deref().or(x_tex), &tdy) {
         (Some(tx), Some(tdy)) => (Binding::Texture(tx), Binding::Texture(tdy)),
         _ => (Binding::Buffer(&x.buf), Binding::Buffer(&dy.buf)),
     };

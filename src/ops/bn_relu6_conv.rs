@@ -17,6 +17,8 @@ use anyhow::Result;
 use super::batchnorm::{self, BnAct};
 use super::depthwise::{self, BnRelu6Input};
 use super::pointwise;
+use std::sync::Arc;
+
 use crate::gpu::{Gpu, GpuTexture, Tensor};
 
 /// The conv after the BN: depthwise (w `[c, k, k]`) or pointwise (w `[cout, c]`).
@@ -39,7 +41,12 @@ pub fn fusable(gpu: &Gpu, x: &Tensor, w: &Tensor, conv: NextConv) -> Result<bool
 }
 
 /// A texture copy of x when both the BN kernels and the conv read one.
-fn shared_texture(gpu: &Gpu, x: &Tensor, w: &Tensor, conv: NextConv) -> Result<Option<GpuTexture>> {
+fn shared_texture(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    conv: NextConv,
+) -> Result<Option<Arc<GpuTexture>>> {
     let conv_reads = match conv {
         NextConv::Depthwise { stride } => depthwise::reads_input_texture(gpu, x, w, stride)?,
         NextConv::Pointwise => pointwise::input_transform_support(gpu, x, w)?.1,
@@ -55,7 +62,7 @@ fn shared_texture(gpu: &Gpu, x: &Tensor, w: &Tensor, conv: NextConv) -> Result<O
 /// depthwise kernels, packed into one texture [gamma | beta | mean | rstd] for the GEMM.
 enum Transform<'a> {
     Depthwise(BnRelu6Input<'a>, usize),
-    Pointwise(GpuTexture),
+    Pointwise(Arc<GpuTexture>),
 }
 
 impl<'a> Transform<'a> {
@@ -95,13 +102,13 @@ pub fn bn_relu6_conv_forward(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let tex = shared_texture(gpu, x, w, conv)?;
     let (mean, rstd) =
-        batchnorm::batchnorm_train_stats(gpu, x, tex.as_ref(), running, momentum, eps)?;
+        batchnorm::batchnorm_train_stats(gpu, x, tex.as_deref(), running, momentum, eps)?;
     let y = match Transform::new(gpu, conv, [gamma, beta, &mean, &rstd])? {
         Transform::Depthwise(pre, stride) => {
-            depthwise::depthwise_forward_with(gpu, x, tex.as_ref(), w, stride, Some(pre))?
+            depthwise::depthwise_forward_with(gpu, x, tex.as_deref(), w, stride, Some(pre))?
         }
         Transform::Pointwise(packed) => {
-            pointwise::pointwise_forward_with(gpu, x, tex.as_ref(), w, Some(&packed))?
+            pointwise::pointwise_forward_with(gpu, x, tex.as_deref(), w, Some(&packed))?
         }
     };
     Ok((y, mean, rstd))
@@ -124,16 +131,16 @@ pub fn bn_relu6_conv_backward(
     // The gradient with respect to the conv's input, relu6(bn(x)), and the conv's weights.
     let (da, dw) = match Transform::new(gpu, conv, [gamma, beta, mean, rstd])? {
         Transform::Depthwise(pre, stride) => {
-            depthwise::depthwise_backward_with(gpu, x, tex.as_ref(), w, stride, dy, Some(pre))?
+            depthwise::depthwise_backward_with(gpu, x, tex.as_deref(), w, stride, dy, Some(pre))?
         }
         Transform::Pointwise(packed) => {
-            pointwise::pointwise_backward_with(gpu, x, tex.as_ref(), w, dy, Some(&packed))?
+            pointwise::pointwise_backward_with(gpu, x, tex.as_deref(), w, dy, Some(&packed))?
         }
     };
     let (dx, dgamma, dbeta) = batchnorm::batchnorm_act_train_backward_with(
         gpu,
         x,
-        tex.as_ref(),
+        tex.as_deref(),
         gamma,
         beta,
         (mean, rstd),

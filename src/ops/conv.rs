@@ -512,7 +512,12 @@ fn check_grid(gpu: &Gpu, groups: [usize; 3], op: &str) -> Result<[u32; 3]> {
 }
 
 /// The weights packed as `wp[t, co]` (cout padded to whole quads), as a texture.
-fn packed_weights(gpu: &Gpu, g: &Geometry, w: &Tensor, op: &str) -> Result<crate::gpu::GpuTexture> {
+fn packed_weights(
+    gpu: &Gpu,
+    g: &Geometry,
+    w: &Tensor,
+    op: &str,
+) -> Result<std::sync::Arc<crate::gpu::GpuTexture>> {
     let len = g.taps() * g.cout4();
     let [gx, gy, _] = groups_for(u32_of(len.div_ceil(64), op)?, gpu.max_groups_per_dim());
     let extra = Extra {

@@ -744,7 +744,7 @@ pub fn reads_input_texture(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> 
 /// Binding of x: the caller's texture copy, a new one, or the buffer.
 enum Input<'a> {
     Shared(&'a GpuTexture),
-    Own(GpuTexture),
+    Own(std::sync::Arc<GpuTexture>),
     Buffer(&'a Tensor),
 }
 
@@ -827,7 +827,7 @@ pub fn depthwise_forward_with(
     let wt = tex.then(|| gpu.to_texture(&w.buf, w.numel())).transpose()?;
     let mut b = vec![
         xin.binding(),
-        wt.as_ref()
+        wt.as_deref()
             .map_or(Binding::Buffer(&w.buf), Binding::Texture),
         Binding::Buffer(&y.buf),
     ];
@@ -905,11 +905,11 @@ pub fn depthwise_backward_with(
         .transpose()?;
     let wt = tex.then(|| gpu.to_texture(&w.buf, w.numel())).transpose()?;
     let dyb = dyt
-        .as_ref()
+        .as_deref()
         .map_or(Binding::Buffer(&dy.buf), Binding::Texture);
     let b = [
         dyb,
-        wt.as_ref()
+        wt.as_deref()
             .map_or(Binding::Buffer(&w.buf), Binding::Texture),
         Binding::Buffer(&dx.buf),
     ];

@@ -825,7 +825,10 @@ pub fn gemm_with(
         (true, None) => Some(gpu.to_texture(b, b_len)?),
         _ => None,
     };
-    let (bind_a, bind_b) = match (own_a.as_ref().or(a_texture), own_b.as_ref().or(b_texture)) {
+    let (bind_a, bind_b) = match (
+        own_a.as_deref().or(a_texture),
+        own_b.as_deref().or(b_texture),
+    ) {
         (Some(ta), Some(tb)) if textures => (Binding::Texture(ta), Binding::Texture(tb)),
         _ => (Binding::Buffer(a), Binding::Buffer(b)),
     };

@@ -12,7 +12,7 @@ use anyhow::Result;
 use super::elementwise::unit_template;
 use super::gemm::{gemm, Gemm};
 use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
-use crate::gpu::{groups_for, Access, Gpu, GpuBuffer, KernelSpec, Tensor};
+use crate::gpu::{groups_for, Access, Binding, Gpu, GpuBuffer, KernelSpec, Tensor};
 
 const SOURCE: &str = include_str!("../../shaders/linear.wgsl");
 const ADD_BIAS: KernelSpec = KernelSpec {
@@ -26,6 +26,12 @@ const TRANSPOSE: KernelSpec = KernelSpec {
     source: SOURCE,
     entry: "transpose",
     bindings: &[Access::Read, Access::ReadWrite],
+};
+const TRANSPOSE_TEXTURE: KernelSpec = KernelSpec {
+    file: "linear",
+    source: SOURCE,
+    entry: "transpose_texture",
+    bindings: &[Access::StorageTexture, Access::ReadWrite],
 };
 const TRANSPOSE_BIAS: KernelSpec = KernelSpec {
     file: "linear",
@@ -91,14 +97,28 @@ pub(crate) fn transpose(
         op,
         || format!("[{rows}, {cols}] does not fit the buffers"),
     )?;
-    launch(
-        gpu,
-        &TRANSPOSE,
-        false,
-        op,
-        [rows * cols, rows, cols],
-        &[src, dst],
-    )
+    let count = rows * cols;
+    if gpu.storage_texture_reads() && cols.is_multiple_of(4) && count >= 1024 {
+        // The copy costs ~0.4 ns a float, less than the strided scalar loads it replaces
+        // (benches/NOTES.md).
+        let kernel = gpu.kernel(&TRANSPOSE_TEXTURE, &unit_template(false))?;
+        let texels = count / 4;
+        let groups = groups_for(u32_of(texels.div_ceil(64), op)?, gpu.max_groups_per_dim());
+        let params = [
+            u32_of(texels, op)?,
+            groups[0],
+            u32_of(rows, op)?,
+            u32_of(cols, op)?,
+        ];
+        let st = gpu.to_texture(src, count)?;
+        return gpu.dispatch_with(
+            &kernel,
+            &params,
+            &[Binding::Texture(&st), Binding::Buffer(dst)],
+            groups,
+        );
+    }
+    launch(gpu, &TRANSPOSE, false, op, [count, rows, cols], &[src, dst])
 }
 
 /// y[i, o] = sum_k x[i, k] w[o, k] + b[o].

@@ -161,15 +161,23 @@ pub fn pointwise_backward_with(
             b_sj: cout,
             ..g
         };
-        gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &wt, &dx.buf, g, false)?;
+        gemm_sharing_a(gpu, &dy.buf, dy_texture.as_deref(), &wt, &dx.buf, g, false)?;
     } else {
-        gemm_sharing_a(gpu, &dy.buf, dy_texture.as_ref(), &w.buf, &dx.buf, g, false)?;
+        gemm_sharing_a(
+            gpu,
+            &dy.buf,
+            dy_texture.as_deref(),
+            &w.buf,
+            &dx.buf,
+            g,
+            false,
+        )?;
     }
     let dw = gpu.empty(&w.shape);
     let g = weight_product(m, cin, cout);
     gemm_with(
         gpu,
-        (&dy.buf, dy_texture.as_ref()),
+        (&dy.buf, dy_texture.as_deref()),
         (&x.buf, x_tex),
         &dw.buf,
         g,

@@ -40,5 +40,39 @@ pub fn run(c: &mut Checker) -> Result<()> {
         let r = reference::channel_sum(&f64s(&xv), m, ch);
         c.compare("channel_sum", format!("[{m},{ch}]"), "sum", &out, &r)?;
     }
+    // Split-K slices: scalar loads and, where large enough, the texture path; with and
+    // without accumulating into the output.
+    for &(len, slices, accumulate) in &[
+        (7usize, 3usize, false),
+        (1001, 40, true),
+        (4000, 5, true),
+        (6000, 128, false),
+        (12, 2000, false),
+        (110_592, 2, true),
+    ] {
+        let xv = c.random(len * slices);
+        let x = c.upload(&xv, &[len * slices])?;
+        let initial = c.random(len);
+        let out = c.upload(&initial, &[len])?;
+        ops::reduce::sum_slices(c.gpu, &x.buf, &out.buf, len, slices, accumulate)?;
+        let r: Vec<f64> = (0..len)
+            .map(|e| {
+                let start = if accumulate { initial[e] as f64 } else { 0.0 };
+                start + (0..slices).map(|s| xv[s * len + e] as f64).sum::<f64>()
+            })
+            .collect();
+        let path = if ops::reduce::sums_through_texture(c.gpu, len, slices) {
+            "texture"
+        } else {
+            "scalar"
+        };
+        c.compare(
+            "sum_slices",
+            format!("{slices}x[{len}] {path} acc={accumulate}"),
+            "out",
+            &out,
+            &r,
+        )?;
+    }
     Ok(())
 }

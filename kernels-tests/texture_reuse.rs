@@ -1,0 +1,101 @@
+//! Kept texture copies (`Gpu::to_texture`): a kernel reading a tensor through a texture must
+//! see every write made to the tensor since the copy, whatever command made it.
+
+use proxyless::gpu::{Gpu, GpuOptions, Tensor};
+use proxyless::ops::pointwise::pointwise_forward;
+use proxyless::ops::reduce::sum_slices;
+use proxyless::reference;
+
+/// Its own device, so that the pool counters below are this test's alone.
+fn private_gpu() -> Gpu {
+    Gpu::new(&GpuOptions::default()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
+}
+
+const M: usize = 2 * 5 * 7;
+const CIN: usize = 12;
+const COUT: usize = 20;
+
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    // Distinct, non-zero, different for every seed.
+    (0..n)
+        .map(|i| (((i as u64 * 2654435761 + seed * 40503) % 1997) as f32 / 998.0) - 1.0 + 1e-3)
+        .collect()
+}
+
+/// The pointwise product of x and w on the device, against the CPU reference of `x_host`.
+fn assert_product(gpu: &Gpu, x: &Tensor, w: &Tensor, x_host: &[f32], w_host: &[f32], what: &str) {
+    let y = gpu
+        .read_f32(&pointwise_forward(gpu, x, w).unwrap())
+        .unwrap();
+    let xd: Vec<f64> = x_host.iter().map(|&v| v as f64).collect();
+    let wd: Vec<f64> = w_host.iter().map(|&v| v as f64).collect();
+    let want = reference::pointwise::pointwise_forward(&xd, M, CIN, &wd, COUT);
+    let err: f64 = y
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as f64 - b).powi(2))
+        .sum::<f64>();
+    let norm: f64 = want.iter().map(|b| b * b).sum::<f64>();
+    assert!(
+        (err / norm.max(1e-30)).sqrt() < 1e-4,
+        "after {what}: the product read a stale copy of x"
+    );
+}
+
+#[test]
+fn a_texture_copy_is_not_reused_after_its_buffer_is_written() {
+    let gpu = private_gpu();
+    let w_host = values(1, COUT * CIN);
+    let w = gpu.upload(&w_host, &[COUT, CIN]).unwrap();
+    let mut x_host = values(2, M * CIN);
+    let x = gpu.upload(&x_host, &[2, 5, 7, CIN]).unwrap();
+    assert_product(&gpu, &x, &w, &x_host, &w_host, "the upload");
+    // Reused while nothing writes x: same result.
+    assert_product(&gpu, &x, &w, &x_host, &w_host, "no write");
+
+    x_host = values(3, M * CIN);
+    gpu.write(&x.buf, &x_host).unwrap();
+    assert_product(&gpu, &x, &w, &x_host, &w_host, "Gpu::write");
+
+    x_host = values(4, M * CIN);
+    let src = gpu.upload(&x_host, &[M * CIN]).unwrap();
+    gpu.copy(&src.buf, &x.buf).unwrap();
+    assert_product(&gpu, &x, &w, &x_host, &w_host, "Gpu::copy");
+
+    // A kernel writing x through a storage binding (one slice summed is a copy).
+    x_host = values(5, M * CIN);
+    let src = gpu.upload(&x_host, &[M * CIN]).unwrap();
+    sum_slices(&gpu, &src.buf, &x.buf, M * CIN, 1, false).unwrap();
+    assert_product(&gpu, &x, &w, &x_host, &w_host, "a kernel's write");
+
+    // The weight's copy too.
+    let w_host = values(6, COUT * CIN);
+    gpu.write(&w.buf, &w_host).unwrap();
+    assert_product(&gpu, &x, &w, &x_host, &w_host, "a write of w");
+
+    gpu.clear(&x.buf);
+    let y = gpu
+        .read_f32(&pointwise_forward(&gpu, &x, &w).unwrap())
+        .unwrap();
+    assert!(
+        y.iter().all(|&v| v == 0.0),
+        "after Gpu::clear: a stale copy of x"
+    );
+}
+
+#[test]
+fn kept_textures_count_as_live_memory_and_go_with_their_buffer() {
+    let gpu = private_gpu();
+    let x = gpu.upload(&values(7, 4096), &[4096]).unwrap();
+    let before = gpu.pool_stats();
+    assert_eq!(before.texture_bytes, 0);
+    let t = gpu.to_texture(&x.buf, 4096).unwrap();
+    drop(t);
+    let kept = gpu.pool_stats();
+    assert!(kept.texture_bytes >= 4096 * 4, "{kept:?}");
+    assert_eq!(kept.live_bytes, before.live_bytes + kept.texture_bytes);
+    assert!(kept.high_water_bytes >= kept.live_bytes);
+    drop(x);
+    let after = gpu.pool_stats();
+    assert_eq!((after.live_bytes, after.texture_bytes), (0, 0), "{after:?}");
+}
