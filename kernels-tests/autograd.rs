@@ -345,7 +345,7 @@ fn backward_frees_every_saved_activation() {
         assert_eq!(tape.recorded(), 0, "the tape is empty after backward");
         drop((x, logits, loss, lab));
         gpu.sync().unwrap();
-        let grad_bytes: u64 = grads.by_param.iter().map(|(_, g)| g.raw().size()).sum();
+        let grad_bytes: u64 = grads.by_param.iter().map(|(_, g)| g.device_bytes()).sum();
         let trainable = net.params.params.iter().filter(|p| p.trainable()).count();
         assert_eq!(
             grads.by_param.len(),
@@ -356,7 +356,7 @@ fn backward_frees_every_saved_activation() {
             .first
             .iter()
             .flatten()
-            .map(|t| t.raw().size())
+            .map(|t| t.device_bytes())
             .sum::<u64>();
         // Weights keep the texture copies the products made of them until the step writes
         // them (`Gpu::to_texture`); activations keep none.
@@ -376,7 +376,7 @@ fn backward_frees_every_saved_activation() {
         opt.step(&gpu, &net.params, &grads, 0.01).unwrap();
         drop(grads);
         gpu.sync().unwrap();
-        let state: u64 = opt.first.iter().flatten().map(|t| t.raw().size()).sum();
+        let state: u64 = opt.first.iter().flatten().map(|t| t.device_bytes()).sum();
         assert_eq!(
             gpu.pool_stats().live_bytes,
             resident + state,

@@ -99,3 +99,74 @@ fn kept_textures_count_as_live_memory_and_go_with_their_buffer() {
     let after = gpu.pool_stats();
     assert_eq!((after.live_bytes, after.texture_bytes), (0, 0), "{after:?}");
 }
+
+#[test]
+fn a_buffer_released_to_its_texture_comes_back_when_used() {
+    let gpu = private_gpu();
+    let w_host = values(8, COUT * CIN);
+    let w = gpu.upload(&w_host, &[COUT, CIN]).unwrap();
+    let x_host = values(9, M * CIN);
+    let x = gpu.upload(&x_host, &[2, 5, 7, CIN]).unwrap();
+    gpu.sync().unwrap();
+    let resident = gpu.pool_stats();
+
+    let t = gpu.to_texture(&x.buf, x.numel()).unwrap();
+    gpu.keep_only_texture(&x.buf, x.numel(), &t);
+    drop(t);
+    let released = gpu.pool_stats();
+    assert_eq!(
+        released.live_bytes - released.texture_bytes,
+        resident.live_bytes - x.device_bytes(),
+        "the buffer went back to the pool"
+    );
+    assert!(released.texture_bytes >= (M * CIN * 4) as u64);
+
+    // The pool hands the released buffer out again: overwrite it, so that only a real
+    // restore from the texture gives x back.
+    let scratch = gpu.upload(&vec![f32::NAN; M * CIN], &[M * CIN]).unwrap();
+    // Read through the texture: no restore needed, same product.
+    assert_product(&gpu, &x, &w, &x_host, &w_host, "release");
+    // Read back: the buffer is restored from the texture.
+    assert_eq!(gpu.read_f32(&x).unwrap(), x_host, "restored contents");
+    let restored = gpu.pool_stats();
+    assert_eq!(
+        restored.live_bytes - restored.texture_bytes,
+        resident.live_bytes + scratch.device_bytes(),
+        "the buffer is back"
+    );
+
+    // Released again, then written by a kernel: the write lands in a restored buffer and the
+    // texture copy is dropped.
+    let t = gpu.to_texture(&x.buf, x.numel()).unwrap();
+    gpu.keep_only_texture(&x.buf, x.numel(), &t);
+    drop(t);
+    let x_host = values(10, M * CIN);
+    let src = gpu.upload(&x_host, &[M * CIN]).unwrap();
+    sum_slices(&gpu, &src.buf, &x.buf, M * CIN, 1, false).unwrap();
+    assert_product(
+        &gpu,
+        &x,
+        &w,
+        &x_host,
+        &w_host,
+        "a kernel's write after release",
+    );
+
+    // Released, then partly overwritten from the host: the rest must survive.
+    let t = gpu.to_texture(&x.buf, x.numel()).unwrap();
+    gpu.keep_only_texture(&x.buf, x.numel(), &t);
+    drop(t);
+    let scratch2 = gpu.upload(&vec![f32::NAN; M * CIN], &[M * CIN]).unwrap();
+    let head = values(11, 5);
+    gpu.write(&x.buf, &head).unwrap();
+    let mut want = x_host.clone();
+    want[..5].copy_from_slice(&head);
+    assert_eq!(
+        gpu.read_f32(&x).unwrap(),
+        want,
+        "a partial write after release"
+    );
+    drop((x, src, w, scratch, scratch2));
+    let end = gpu.pool_stats();
+    assert_eq!((end.live_bytes, end.texture_bytes), (0, 0), "{end:?}");
+}

@@ -26,7 +26,7 @@ pub struct MemoryResult {
 }
 
 fn resident(params: &crate::nn::params::ParamStore) -> u64 {
-    params.params.iter().map(|p| p.value.raw().size()).sum()
+    params.params.iter().map(|p| p.value.device_bytes()).sum()
 }
 
 /// Runs `step` twice (the first warms the pool and allocates optimizer state) and returns

@@ -49,6 +49,32 @@ pub enum Binding<'a> {
 /// (417 -> 814 MB) for about 1% of its time (benches/NOTES.md).
 const KEEP_TEXTURES_UP_TO: usize = 1 << 16;
 
+/// The copies between a buffer and the texture layout of `gpu::texture` for `floats` floats:
+/// (buffer offset, first texture row, texels a row, rows), the full rows then the partial one.
+fn texel_rows(floats: usize) -> Vec<(u64, u32, u32, u32)> {
+    let texels = floats.div_ceil(4) as u64;
+    let (full_rows, tail) = (texels / TEX_WIDTH as u64, texels % TEX_WIDTH as u64);
+    let mut copies = Vec::with_capacity(2);
+    if full_rows > 0 {
+        copies.push((0, 0, TEX_WIDTH, full_rows as u32));
+    }
+    if tail > 0 {
+        copies.push((
+            full_rows * TEX_WIDTH as u64 * 16,
+            full_rows as u32,
+            tail as u32,
+            1,
+        ));
+    }
+    copies
+}
+
+/// A binding with its buffer made resident (`Gpu::buffer`).
+enum Resolved<'a> {
+    Buffer(wgpu::Buffer, u64),
+    Texture(&'a wgpu::TextureView),
+}
+
 /// Dispatches a uniform ring holds before the batch must be submitted.
 const RING_SLOTS: u64 = 2048;
 
@@ -545,12 +571,13 @@ impl Gpu {
             b
         });
         let total = buf.bytes().div_ceil(4) * 4;
+        let dst = self.buffer(buf);
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
         let mut off = 0;
         while off < total {
             let n = (total - off).min(POISON_CHUNK);
-            enc.copy_buffer_to_buffer(src, 0, buf.raw(), off, Some(n));
+            enc.copy_buffer_to_buffer(src, 0, &dst, off, Some(n));
             off += n;
         }
     }
@@ -573,10 +600,11 @@ impl Gpu {
 
     /// Sets a buffer to zero, in order with the dispatches already batched.
     pub fn clear(&self, buf: &GpuBuffer) {
+        let raw = self.buffer(buf);
         buf.forget_texture();
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
-        enc.clear_buffer(buf.raw(), 0, Some(buf.bytes().div_ceil(4) * 4));
+        enc.clear_buffer(&raw, 0, Some(buf.bytes().div_ceil(4) * 4));
     }
 
     /// Copies `src` into `dst` (whole of `src`), in order with the batch.
@@ -588,10 +616,11 @@ impl Gpu {
                 src.bytes()
             );
         }
+        let (src_raw, dst_raw) = (self.buffer(src), self.buffer(dst));
         dst.forget_texture();
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
-        enc.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(src.bytes()));
+        enc.copy_buffer_to_buffer(&src_raw, 0, &dst_raw, 0, Some(src.bytes()));
         Ok(())
     }
 
@@ -617,11 +646,13 @@ impl Gpu {
     pub fn concat(&self, tensors: &[&Tensor]) -> Tensor {
         let total: usize = tensors.iter().map(|t| t.numel()).sum();
         let packed = self.empty(&[total]);
+        let dst = self.buffer(&packed.buf);
+        let sources: Vec<wgpu::Buffer> = tensors.iter().map(|t| self.buffer(&t.buf)).collect();
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
         let mut offset = 0;
-        for t in tensors {
-            enc.copy_buffer_to_buffer(t.raw(), 0, packed.raw(), offset, Some(t.bytes()));
+        for (t, src) in tensors.iter().zip(&sources) {
+            enc.copy_buffer_to_buffer(src, 0, &dst, offset, Some(t.bytes()));
             offset += t.bytes();
         }
         packed
@@ -631,61 +662,47 @@ impl Gpu {
     /// layout), in order with the batch. The buffer keeps the copy until a command writes it,
     /// and hands the same one out again meanwhile.
     pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<Arc<GpuTexture>> {
-        if floats <= self.reuse_textures {
-            if let Some(t) = buf.kept_texture(floats) {
-                return Ok(t);
-            }
+        if let Some(t) = buf.kept_texture(floats) {
+            return Ok(t);
         }
         let texels = floats.div_ceil(4) as u64;
         let rows = texels.div_ceil(TEX_WIDTH as u64);
         let max_rows = self.limits.max_texture_dimension_2d as u64;
-        if rows > max_rows || texels * 16 > buf.raw().size() {
+        let raw = self.buffer(buf);
+        if rows > max_rows || texels * 16 > raw.size() {
             bail!(
                 "to_texture: {floats} floats need {rows} texture rows (limit {max_rows}) and a \
                  buffer of {} bytes (have {})",
                 texels * 16,
-                buf.raw().size()
+                raw.size()
             );
         }
         let tex = self.textures.acquire(rows as u32);
         let timer = self.profile_start()?;
-        let full_rows = texels / TEX_WIDTH as u64;
-        let tail = texels % TEX_WIDTH as u64;
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
-        let row_bytes = TEX_WIDTH as u64 * 16;
-        let mut copy = |offset: u64, y: u64, width: u64, height: u64| {
+        for (offset, y, width, height) in texel_rows(floats) {
             enc.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
-                    buffer: buf.raw(),
+                    buffer: &raw,
                     layout: wgpu::TexelCopyBufferLayout {
                         offset,
-                        bytes_per_row: Some(row_bytes as u32),
+                        bytes_per_row: Some(TEX_WIDTH * 16),
                         rows_per_image: None,
                     },
                 },
                 wgpu::TexelCopyTextureInfo {
                     texture: tex.raw(),
                     mip_level: 0,
-                    origin: wgpu::Origin3d {
-                        x: 0,
-                        y: y as u32,
-                        z: 0,
-                    },
+                    origin: wgpu::Origin3d { x: 0, y, z: 0 },
                     aspect: wgpu::TextureAspect::All,
                 },
                 wgpu::Extent3d {
-                    width: width as u32,
-                    height: height as u32,
+                    width,
+                    height,
                     depth_or_array_layers: 1,
                 },
             );
-        };
-        if full_rows > 0 {
-            copy(0, 0, TEX_WIDTH as u64, full_rows);
-        }
-        if tail > 0 {
-            copy(full_rows * row_bytes, full_rows, tail, 1);
         }
         drop(b);
         self.profile_end(timer, "copy buffer -> texture")?;
@@ -701,8 +718,63 @@ impl Gpu {
     /// so that they time the copies a step makes.
     pub fn mark_written(&self, tensors: &[&Tensor]) {
         for t in tensors {
+            self.buffer(&t.buf);
             t.buf.forget_texture();
         }
+    }
+
+    /// Keeps `texture` (a `to_texture` copy of the first `floats` elements of `buf`, all of
+    /// them) as the only copy of the data and gives the buffer back to the pool, for a
+    /// tensor that is read only through textures from now on (a BN input saved for the
+    /// backward): memory is not held twice, and the backward copies nothing. A command that
+    /// uses the buffer later brings it back first (`buffer`).
+    pub fn keep_only_texture(&self, buf: &GpuBuffer, floats: usize, texture: &Arc<GpuTexture>) {
+        if floats as u64 * 4 >= buf.bytes() {
+            buf.keep_texture(floats, texture);
+            buf.release_buffer();
+        }
+    }
+
+    /// The wgpu buffer of `buf`. One released to its texture copy (`keep_only_texture`) is
+    /// first brought back by a texture-to-buffer copy, in order with the batch; so call it
+    /// before taking the batch lock.
+    fn buffer(&self, buf: &GpuBuffer) -> wgpu::Buffer {
+        if let Some(raw) = buf.resident() {
+            return raw;
+        }
+        let mut b = self.lock_batch();
+        if let Some(raw) = buf.resident() {
+            return raw; // another thread brought it back meanwhile
+        }
+        let (floats, tex) = buf
+            .any_kept_texture()
+            .expect("a released buffer keeps its texture copy (keep_only_texture)");
+        let raw = buf.reacquire();
+        let enc = b.encoder(&self.device);
+        for (offset, y, width, height) in texel_rows(floats) {
+            enc.copy_texture_to_buffer(
+                wgpu::TexelCopyTextureInfo {
+                    texture: tex.raw(),
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &raw,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: Some(TEX_WIDTH * 16),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
+        raw
     }
 
     /// Uploads 32-bit words into a new tensor.
@@ -732,10 +804,11 @@ impl Gpu {
                 buf.bytes()
             );
         }
+        let raw = self.buffer(buf);
         self.flush();
         buf.forget_texture();
         if !bytes.is_empty() {
-            self.queue.write_buffer(buf.raw(), 0, bytes);
+            self.queue.write_buffer(&raw, 0, bytes);
         }
         Ok(())
     }
@@ -788,9 +861,6 @@ impl Gpu {
                 }
                 continue;
             };
-            if access == Access::ReadWrite {
-                b.forget_texture();
-            }
             if matches!(access, Access::Texture | Access::StorageTexture) {
                 bail!(
                     "{}: binding {} takes a texture, got a buffer",
@@ -820,6 +890,22 @@ impl Gpu {
             return Ok(());
         }
         let timer = self.profile_start()?;
+        // Released buffers come back before the batch is locked; a written one drops its
+        // texture copy.
+        let resolved: Vec<Resolved> = buffers
+            .iter()
+            .zip(kernel.bindings)
+            .map(|(bind, access)| match bind {
+                Binding::Buffer(buf) => {
+                    let raw = self.buffer(buf);
+                    if *access == Access::ReadWrite {
+                        buf.forget_texture();
+                    }
+                    Resolved::Buffer(raw, buf.bytes().div_ceil(4) * 4)
+                }
+                Binding::Texture(t) => Resolved::Texture(t.view()),
+            })
+            .collect();
         let mut b = self.lock_batch();
         if b.slots_used == RING_SLOTS {
             Self::submit_batch(&self.queue, &self.ring, &mut b);
@@ -838,14 +924,14 @@ impl Gpu {
                 size: wgpu::BufferSize::new((MAX_PARAM_WORDS * 4) as u64),
             }),
         }];
-        for (i, bind) in buffers.iter().enumerate() {
-            let resource = match bind {
-                Binding::Buffer(buf) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: buf.raw(),
+        for (i, r) in resolved.iter().enumerate() {
+            let resource = match r {
+                Resolved::Buffer(raw, size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: raw,
                     offset: 0,
-                    size: wgpu::BufferSize::new(buf.bytes().div_ceil(4) * 4),
+                    size: wgpu::BufferSize::new(*size),
                 }),
-                Binding::Texture(t) => wgpu::BindingResource::TextureView(t.view()),
+                Resolved::Texture(view) => wgpu::BindingResource::TextureView(view),
             };
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
@@ -962,9 +1048,10 @@ impl Gpu {
             mapped_at_creation: false,
         });
         {
+            let raw = self.buffer(buf);
             let mut b = self.lock_batch();
             let enc = b.encoder(&self.device);
-            enc.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, Some(bytes));
+            enc.copy_buffer_to_buffer(&raw, 0, &staging, 0, Some(bytes));
         }
         self.flush();
         let (tx, rx) = std::sync::mpsc::channel();

@@ -62,6 +62,17 @@ impl Pool {
 
     pub(crate) fn acquire(self: &Arc<Self>, bytes: u64) -> GpuBuffer {
         let bucket = bucket_size(bytes);
+        GpuBuffer {
+            buffer: Mutex::new(Some(self.acquire_bucket(bucket))),
+            bucket,
+            bytes,
+            pool: Arc::clone(self),
+            texture: Mutex::new(None),
+        }
+    }
+
+    /// A device buffer of exactly `bucket` bytes, counted live.
+    fn acquire_bucket(&self, bucket: u64) -> wgpu::Buffer {
         let mut st = self.lock();
         let reused = st.free.get_mut(&bucket).and_then(|v| v.pop());
         let buffer = match reused {
@@ -82,13 +93,7 @@ impl Pool {
         };
         st.stats.live_bytes += bucket;
         st.stats.high_water_bytes = st.stats.high_water_bytes.max(st.stats.live_bytes);
-        GpuBuffer {
-            buffer: Some(buffer),
-            bucket,
-            bytes,
-            pool: Arc::clone(self),
-            texture: Mutex::new(None),
-        }
+        buffer
     }
 
     /// Counts an operand texture handed out (`live` true) or returned.
@@ -134,7 +139,9 @@ impl Pool {
 
 /// A device buffer on loan from the pool; returns to it when dropped.
 pub struct GpuBuffer {
-    buffer: Option<wgpu::Buffer>,
+    /// None while the data lives only in the kept texture copy (`Gpu::keep_only_texture`);
+    /// `Gpu` brings it back (a texture-to-buffer copy) before any command uses the buffer.
+    buffer: Mutex<Option<wgpu::Buffer>>,
     bucket: u64,
     bytes: u64,
     pool: Arc<Pool>,
@@ -145,14 +152,23 @@ pub struct GpuBuffer {
 }
 
 impl GpuBuffer {
-    /// The wgpu buffer (its size is the bucket, at least `bytes()`).
-    pub fn raw(&self) -> &wgpu::Buffer {
-        self.buffer.as_ref().expect("buffer present until drop")
+    /// The wgpu buffer (its size is the bucket, at least `bytes()`), or None while only the
+    /// kept texture holds the data. Only `Gpu` uses it: it restores a released buffer first.
+    pub(crate) fn resident(&self) -> Option<wgpu::Buffer> {
+        self.buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Bytes requested: what kernels bind and read back.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Bytes of device memory the buffer takes when resident (its pool bucket).
+    pub fn device_bytes(&self) -> u64 {
+        self.bucket
     }
 
     fn texture_slot(&self) -> std::sync::MutexGuard<'_, Option<(usize, Arc<GpuTexture>)>> {
@@ -168,19 +184,47 @@ impl GpuBuffer {
         }
     }
 
+    /// The kept texture copy and the floats it holds, whatever their number.
+    pub(crate) fn any_kept_texture(&self) -> Option<(usize, Arc<GpuTexture>)> {
+        self.texture_slot().clone()
+    }
+
     pub(crate) fn keep_texture(&self, floats: usize, texture: &Arc<GpuTexture>) {
         *self.texture_slot() = Some((floats, Arc::clone(texture)));
     }
 
-    /// Drops the kept texture copy: called for every command that writes the buffer.
+    /// Drops the kept texture copy: for every command that writes the buffer, once the
+    /// buffer is resident (`Gpu` restores it first, else the data would be lost).
     pub(crate) fn forget_texture(&self) {
+        debug_assert!(self.resident().is_some(), "forgetting the only copy");
         self.texture_slot().take();
+    }
+
+    /// Gives the device buffer back to the pool, leaving the kept texture as the only copy
+    /// (which the caller has checked holds all `bytes()`).
+    pub(crate) fn release_buffer(&self) {
+        let taken = self.buffer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(b) = taken {
+            self.pool.release(b, self.bucket);
+        }
+    }
+
+    /// A fresh buffer of this one's bucket for a released one; the caller fills it.
+    pub(crate) fn reacquire(&self) -> wgpu::Buffer {
+        let b = self.pool.acquire_bucket(self.bucket);
+        *self.buffer.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.clone());
+        b
     }
 }
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        if let Some(b) = self.buffer.take() {
+        let taken = self
+            .buffer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(b) = taken {
             self.pool.release(b, self.bucket);
         }
     }

@@ -20,8 +20,9 @@ impl Tensor {
         self.numel() as u64 * 4
     }
 
-    pub fn raw(&self) -> &wgpu::Buffer {
-        self.buf.raw()
+    /// Bytes of device memory the tensor's buffer takes (its pool bucket).
+    pub fn device_bytes(&self) -> u64 {
+        self.buf.device_bytes()
     }
 
     /// The shape as `[a, b, c]` for error messages.

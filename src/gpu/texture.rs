@@ -59,7 +59,10 @@ impl TexturePool {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&bucket)
             .and_then(|v| v.pop());
-        let usage = wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST;
+        // COPY_SRC: a buffer released to its texture copy is restored from it.
+        let usage = wgpu::TextureUsages::TEXTURE_BINDING
+            | wgpu::TextureUsages::COPY_DST
+            | wgpu::TextureUsages::COPY_SRC;
         let texture = reused.unwrap_or_else(|| {
             self.device.create_texture(&wgpu::TextureDescriptor {
                 label: Some("operand texture"),

@@ -398,9 +398,11 @@ fn stats(
         l.c,
         op,
     )?;
-    ensure(running_mean.raw() != running_var.raw(), op, || {
-        "running_mean and running_var must be different tensors".into()
-    })?;
+    ensure(
+        !std::ptr::eq(&running_mean.buf, &running_var.buf),
+        op,
+        || "running_mean and running_var must be different tensors".into(),
+    )?;
     expect_eps(eps, op)?;
     ensure((0.0..=1.0).contains(&momentum), op, || {
         format!("momentum must be in [0, 1], got {momentum}")

@@ -6,7 +6,8 @@
 //! recomputes that input inside the weight gradient (on B for the pointwise one), and the BN
 //! backward recomputes its ReLU6 mask from x as it always does. One texture copy of x serves
 //! the statistics and the conv in the forward, and the weight gradient and the BN backward in
-//! the backward.
+//! the backward: after the forward it is x's only copy (`Gpu::keep_only_texture`), so x is
+//! held once until the backward and copied once.
 //!
 //! Against BN+ReLU6 then the conv as two ops, this saves a pass that reads x and stores the
 //! normalised tensor, two texture copies, and the saved activation: on lavapipe a stored float
@@ -111,6 +112,9 @@ pub fn bn_relu6_conv_forward(
             pointwise::pointwise_forward_with(gpu, x, tex.as_deref(), w, Some(&packed))?
         }
     };
+    if let Some(t) = &tex {
+        gpu.keep_only_texture(&x.buf, x.numel(), t);
+    }
     Ok((y, mean, rstd))
 }
 

@@ -115,7 +115,7 @@ pub(crate) fn same_shapes(op: &str, tensors: &[(&str, &Tensor)]) -> Result<()> {
 pub(crate) fn distinct(op: &str, tensors: &[(&str, &Tensor)]) -> Result<()> {
     for (i, &(a, ta)) in tensors.iter().enumerate() {
         for &(b, tb) in &tensors[i + 1..] {
-            ensure(ta.raw() != tb.raw(), op, || {
+            ensure(!std::ptr::eq(&ta.buf, &tb.buf), op, || {
                 format!("{a} and {b} are the same buffer; they must be distinct tensors")
             })?;
         }
