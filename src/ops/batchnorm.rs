@@ -345,6 +345,10 @@ pub fn batchnorm_act_train_forward(
     let mut b = vec![xb];
     b.extend(per_channel.map(Binding::Buffer));
     gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
+    // x (a conv's output) is read again only by the backward, through this same copy.
+    if let Some(t) = &tex {
+        gpu.keep_only_texture(&x.buf, x.numel(), t);
+    }
     Ok((y, mean, rstd))
 }
 
