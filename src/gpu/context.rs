@@ -69,6 +69,39 @@ fn texel_rows(floats: usize) -> Vec<(u64, u32, u32, u32)> {
     copies
 }
 
+/// The two ends and the extent of one of `texel_rows`' copies, in either direction.
+fn texel_copy<'a>(
+    buffer: &'a wgpu::Buffer,
+    texture: &'a GpuTexture,
+    (offset, y, width, height): (u64, u32, u32, u32),
+) -> (
+    wgpu::TexelCopyTextureInfo<'a>,
+    wgpu::TexelCopyBufferInfo<'a>,
+    wgpu::Extent3d,
+) {
+    (
+        wgpu::TexelCopyTextureInfo {
+            texture: texture.raw(),
+            mip_level: 0,
+            origin: wgpu::Origin3d { x: 0, y, z: 0 },
+            aspect: wgpu::TextureAspect::All,
+        },
+        wgpu::TexelCopyBufferInfo {
+            buffer,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset,
+                bytes_per_row: Some(TEX_WIDTH * 16),
+                rows_per_image: None,
+            },
+        },
+        wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        },
+    )
+}
+
 /// A binding with its buffer made resident (`Gpu::buffer`).
 enum Resolved<'a> {
     Buffer(wgpu::Buffer, u64),
@@ -682,27 +715,8 @@ impl Gpu {
         let mut b = self.lock_batch();
         let enc = b.encoder(&self.device);
         for (offset, y, width, height) in texel_rows(floats) {
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: &raw,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset,
-                        bytes_per_row: Some(TEX_WIDTH * 16),
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::TexelCopyTextureInfo {
-                    texture: tex.raw(),
-                    mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y, z: 0 },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::Extent3d {
-                    width,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-            );
+            let (t, b, size) = texel_copy(&raw, &tex, (offset, y, width, height));
+            enc.copy_buffer_to_texture(b, t, size);
         }
         drop(b);
         self.profile_end(timer, "copy buffer -> texture")?;
@@ -752,27 +766,8 @@ impl Gpu {
         let raw = buf.reacquire();
         let enc = b.encoder(&self.device);
         for (offset, y, width, height) in texel_rows(floats) {
-            enc.copy_texture_to_buffer(
-                wgpu::TexelCopyTextureInfo {
-                    texture: tex.raw(),
-                    mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y, z: 0 },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::TexelCopyBufferInfo {
-                    buffer: &raw,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset,
-                        bytes_per_row: Some(TEX_WIDTH * 16),
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::Extent3d {
-                    width,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-            );
+            let (t, b, size) = texel_copy(&raw, &tex, (offset, y, width, height));
+            enc.copy_texture_to_buffer(t, b, size);
         }
         raw
     }

@@ -70,7 +70,7 @@ fn launch(
     vec4: bool,
     op: &str,
     [count, rows, cols]: [usize; 3],
-    buffers: &[&GpuBuffer],
+    bindings: &[Binding],
 ) -> Result<()> {
     let kernel = gpu.kernel(spec, &unit_template(vec4))?;
     let groups = groups_for(u32_of(count.div_ceil(64), op)?, gpu.max_groups_per_dim());
@@ -80,7 +80,7 @@ fn launch(
         u32_of(rows, op)?,
         u32_of(cols, op)?,
     ];
-    gpu.dispatch(&kernel, &params, buffers, groups)
+    gpu.dispatch_with(&kernel, &params, bindings, groups)
 }
 
 /// dst [cols, rows] = src [rows, cols] transposed (`transpose` in `shaders/linear.wgsl`).
@@ -101,24 +101,19 @@ pub(crate) fn transpose(
     if gpu.storage_texture_reads() && cols.is_multiple_of(4) && count >= 1024 {
         // The copy costs ~0.4 ns a float, less than the strided scalar loads it replaces
         // (benches/NOTES.md).
-        let kernel = gpu.kernel(&TRANSPOSE_TEXTURE, &unit_template(false))?;
-        let texels = count / 4;
-        let groups = groups_for(u32_of(texels.div_ceil(64), op)?, gpu.max_groups_per_dim());
-        let params = [
-            u32_of(texels, op)?,
-            groups[0],
-            u32_of(rows, op)?,
-            u32_of(cols, op)?,
-        ];
         let st = gpu.to_texture(src, count)?;
-        return gpu.dispatch_with(
-            &kernel,
-            &params,
-            &[Binding::Texture(&st), Binding::Buffer(dst)],
-            groups,
+        let bindings = [Binding::Texture(&st), Binding::Buffer(dst)];
+        return launch(
+            gpu,
+            &TRANSPOSE_TEXTURE,
+            false,
+            op,
+            [count / 4, rows, cols],
+            &bindings,
         );
     }
-    launch(gpu, &TRANSPOSE, false, op, [count, rows, cols], &[src, dst])
+    let bindings = [Binding::Buffer(src), Binding::Buffer(dst)];
+    launch(gpu, &TRANSPOSE, false, op, [count, rows, cols], &bindings)
 }
 
 /// y[i, o] = sum_k x[i, k] w[o, k] + b[o].
@@ -142,7 +137,7 @@ pub fn linear_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<T
             c_sj: 1,
         };
         gemm(gpu, &w.buf, &x.buf, &yt.buf, g, false)?;
-        let buffers = [&yt.buf, &y.buf, &b.buf];
+        let buffers = [&yt.buf, &y.buf, &b.buf].map(Binding::Buffer);
         launch(
             gpu,
             &TRANSPOSE_BIAS,
@@ -168,7 +163,7 @@ pub fn linear_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<T
     let vec4 = fout % 4 == 0;
     let per_unit = if vec4 { 4 } else { 1 };
     let units = n * fout / per_unit;
-    let buffers = [&y.buf, &b.buf];
+    let buffers = [&y.buf, &b.buf].map(Binding::Buffer);
     launch(
         gpu,
         &ADD_BIAS,
@@ -213,7 +208,7 @@ pub fn linear_backward(
             false,
             op,
             [n * fin, fin, n],
-            &[&dxt.buf, &dx.buf],
+            &[Binding::Buffer(&dxt.buf), Binding::Buffer(&dx.buf)],
         )?;
     } else {
         let g = Gemm {
