@@ -4,6 +4,8 @@
 //! y stored as vec4<f32> or as vec2<u64>, and checks that both wrote the same bytes.
 use std::time::Instant;
 
+mod probe;
+
 const N: u32 = 1024 * 1152;
 
 fn main() {
@@ -30,35 +32,8 @@ fn main() {
         })
     };
     let (y32, y64) = (mk(), mk());
-    let tex = device.create_texture(&wgpu::TextureDescriptor {
-        label: None,
-        size: wgpu::Extent3d {
-            width: 1024,
-            height: N / 1024,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
     let data: Vec<f32> = (0..N * 4).map(|i| (i % 977) as f32 * 0.25 - 3.0).collect();
-    queue.write_texture(
-        tex.as_image_copy(),
-        bytemuck::cast_slice(&data),
-        wgpu::TexelCopyBufferLayout {
-            offset: 0,
-            bytes_per_row: Some(1024 * 16),
-            rows_per_image: None,
-        },
-        wgpu::Extent3d {
-            width: 1024,
-            height: N / 1024,
-            depth_or_array_layers: 1,
-        },
-    );
+    let tex = probe::operand_texture(&device, &queue, &data);
     let view = tex.create_view(&Default::default());
     let common = "@group(0) @binding(0) var xt: texture_storage_2d<rgba32float, read>;\n";
     let src32 = format!(
@@ -85,18 +60,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
     let pipes: Vec<_> = runs
         .iter()
         .map(|(name, src, y)| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: None,
-                source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
-            });
-            let pipe = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: None,
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+            let pipe = probe::pipeline(&device, src);
             let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
                 layout: &pipe.get_bind_group_layout(0),

@@ -7,6 +7,8 @@
 use std::fmt::Write;
 use std::time::Instant;
 
+mod probe;
+
 const M: u32 = 32768;
 const K: u32 = 40;
 
@@ -20,47 +22,13 @@ fn main() {
     }))
     .unwrap();
     // A as a storage texture [M*K/4 texels] 1024 wide; B as texture and as uniform.
-    let a_texels = M * K / 4;
-    let tex = |texels: u32| {
-        device.create_texture(&wgpu::TextureDescriptor {
-            label: None,
-            size: wgpu::Extent3d {
-                width: 1024,
-                height: texels.div_ceil(1024),
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        })
-    };
-    let at = tex(a_texels);
-    let bt = tex(16 * K / 4);
-    let fill = |t: &wgpu::Texture, texels: u32| {
-        let rows = texels.div_ceil(1024);
-        let data: Vec<f32> = (0..rows * 1024 * 4)
+    let values = |texels: u32| -> Vec<f32> {
+        (0..texels.div_ceil(1024) * 1024 * 4)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
-            .collect();
-        queue.write_texture(
-            t.as_image_copy(),
-            bytemuck::cast_slice(&data),
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(1024 * 16),
-                rows_per_image: None,
-            },
-            wgpu::Extent3d {
-                width: 1024,
-                height: rows,
-                depth_or_array_layers: 1,
-            },
-        );
+            .collect()
     };
-    fill(&at, a_texels);
-    fill(&bt, 16 * K / 4);
+    let at = probe::operand_texture(&device, &queue, &values(M * K / 4));
+    let bt = probe::operand_texture(&device, &queue, &values(16 * K / 4));
     let ubo = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: (16 * K * 4) as u64 + 256,
@@ -156,18 +124,7 @@ fn main() {
         }
         let _ = writeln!(src, "}}");
         let t0 = Instant::now();
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: None,
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        });
-        let pipe = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: None,
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipe = probe::pipeline(&device, &src);
         let compile = t0.elapsed().as_secs_f64();
         let av = at.create_view(&Default::default());
         let bv = bt.create_view(&Default::default());
