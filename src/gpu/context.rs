@@ -158,6 +158,8 @@ pub struct Gpu {
     /// Buffers of at most this many floats keep their texture copy until written
     /// (`to_texture`): KEEP_TEXTURES_UP_TO, or PROXYLESS_TEXTURE_REUSE=off|N.
     reuse_textures: usize,
+    /// PROXYLESS_SUBGROUPS=off, read once (`subgroup_size` is asked on every product).
+    subgroups_off: bool,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     batch: Mutex<Batch>,
     /// Per-kernel wall time while `profile_kernels` is on (each dispatch and texture copy
@@ -357,6 +359,7 @@ impl Gpu {
                 Ok(v) => v.parse().unwrap_or(KEEP_TEXTURES_UP_TO),
                 _ => KEEP_TEXTURES_UP_TO,
             },
+            subgroups_off: std::env::var("PROXYLESS_SUBGROUPS").as_deref() == Ok("off"),
             kernels: Mutex::new(HashMap::new()),
             kernel_profile: Mutex::new(None),
             profiling: std::sync::atomic::AtomicBool::new(false),
@@ -417,9 +420,7 @@ impl Gpu {
     /// `without_subgroups` on this thread) says None. Kernels that share loads between the
     /// lanes of a subgroup are generated for this size.
     pub fn subgroup_size(&self) -> Option<u32> {
-        if NO_SUBGROUPS.with(|n| n.get())
-            || std::env::var("PROXYLESS_SUBGROUPS").as_deref() == Ok("off")
-        {
+        if self.subgroups_off || NO_SUBGROUPS.with(|n| n.get()) {
             return None;
         }
         let size = self.info.subgroup_min_size;

@@ -98,9 +98,7 @@ pub(crate) fn transpose(
         || format!("[{rows}, {cols}] does not fit the buffers"),
     )?;
     let count = rows * cols;
-    if gpu.storage_texture_reads() && cols.is_multiple_of(4) && count >= 1024 {
-        // The copy costs ~0.4 ns a float, less than the strided scalar loads it replaces
-        // (benches/NOTES.md).
+    if transposes_through_texture(gpu, rows, cols) {
         let st = gpu.to_texture(src, count)?;
         let bindings = [Binding::Texture(&st), Binding::Buffer(dst)];
         return launch(
@@ -114,6 +112,13 @@ pub(crate) fn transpose(
     }
     let bindings = [Binding::Buffer(src), Binding::Buffer(dst)];
     launch(gpu, &TRANSPOSE, false, op, [count, rows, cols], &bindings)
+}
+
+/// Whether `transpose` reads src through a texture copy (`transpose_texture`): where storage
+/// textures can be read, cols is a multiple of 4 and the matrix is big enough that the copy
+/// (~0.4 ns a float) costs less than the strided scalar loads it replaces (benches/NOTES.md).
+pub(crate) fn transposes_through_texture(gpu: &Gpu, rows: usize, cols: usize) -> bool {
+    gpu.storage_texture_reads() && cols.is_multiple_of(4) && rows * cols >= 1024
 }
 
 /// y[i, o] = sum_k x[i, k] w[o, k] + b[o].

@@ -60,35 +60,29 @@ pub fn sum_slices(
             out.bytes()
         )
     })?;
-    if sums_through_texture(gpu, len, slices) {
-        let k = gpu.kernel(&SUM_SLICES_TEXTURE, &[])?;
-        let groups = groups_for(
-            u32_of((len / 4).div_ceil(64), op)?,
-            gpu.max_groups_per_dim(),
-        );
-        let params = [
-            u32_of(len, op)?,
-            u32_of(slices, op)?,
-            accumulate as u32,
-            groups[0],
-        ];
-        let xt = gpu.to_texture(x, len * slices)?;
-        return gpu.dispatch_with(
-            &k,
-            &params,
-            &[Binding::Texture(&xt), Binding::Buffer(out)],
-            groups,
-        );
-    }
-    let k = gpu.kernel(&SUM_SLICES, &[])?;
-    let groups = groups_for(u32_of(len.div_ceil(64), op)?, gpu.max_groups_per_dim());
+    // Through a texture one invocation adds four elements; else one.
+    let texture = sums_through_texture(gpu, len, slices);
+    let (spec, invocations) = if texture {
+        (&SUM_SLICES_TEXTURE, len / 4)
+    } else {
+        (&SUM_SLICES, len)
+    };
+    let k = gpu.kernel(spec, &[])?;
+    let groups = groups_for(
+        u32_of(invocations.div_ceil(64), op)?,
+        gpu.max_groups_per_dim(),
+    );
     let params = [
         u32_of(len, op)?,
         u32_of(slices, op)?,
         accumulate as u32,
         groups[0],
     ];
-    gpu.dispatch(&k, &params, &[x, out], groups)
+    let xt = texture
+        .then(|| gpu.to_texture(x, len * slices))
+        .transpose()?;
+    let input = xt.as_deref().map_or(Binding::Buffer(x), Binding::Texture);
+    gpu.dispatch_with(&k, &params, &[input, Binding::Buffer(out)], groups)
 }
 
 /// Whether `sum_slices` reads the slices through a texture copy: where storage textures can be

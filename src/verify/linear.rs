@@ -44,5 +44,36 @@ pub fn run(c: &mut Checker) -> Result<()> {
         c.compare("linear", name.clone(), "dw", &dw, &dw_ref)?;
         c.compare("linear", name, "db", &db, &db_ref)?;
     }
+    // The transposes alone (the pointwise input gradient's weights go through them): scalar
+    // and texture paths, odd row counts, one row, columns not a multiple of 4.
+    for &(rows, cols) in &[
+        (7usize, 12usize),
+        (41, 6),
+        (37, 40),
+        (33, 44),
+        (1, 1024),
+        (240, 40),
+        (1152, 192),
+    ] {
+        let sv = c.random(rows * cols);
+        let src = c.upload(&sv, &[rows, cols])?;
+        let dst = c.gpu.empty(&[cols, rows]);
+        ops::linear::transpose(c.gpu, &src.buf, &dst.buf, rows, cols)?;
+        let r: Vec<f64> = (0..cols * rows)
+            .map(|f| sv[(f % rows) * cols + f / rows] as f64)
+            .collect();
+        let path = if ops::linear::transposes_through_texture(c.gpu, rows, cols) {
+            "texture"
+        } else {
+            "scalar"
+        };
+        c.compare(
+            "transpose",
+            format!("[{rows},{cols}] {path}"),
+            "dst",
+            &dst,
+            &r,
+        )?;
+    }
     Ok(())
 }
