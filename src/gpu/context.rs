@@ -51,22 +51,17 @@ const KEEP_TEXTURES_UP_TO: usize = 1 << 16;
 
 /// The copies between a buffer and the texture layout of `gpu::texture` for `floats` floats:
 /// (buffer offset, first texture row, texels a row, rows), the full rows then the partial one.
-fn texel_rows(floats: usize) -> Vec<(u64, u32, u32, u32)> {
+fn texel_rows(floats: usize) -> impl Iterator<Item = (u64, u32, u32, u32)> {
     let texels = floats.div_ceil(4) as u64;
     let (full_rows, tail) = (texels / TEX_WIDTH as u64, texels % TEX_WIDTH as u64);
-    let mut copies = Vec::with_capacity(2);
-    if full_rows > 0 {
-        copies.push((0, 0, TEX_WIDTH, full_rows as u32));
-    }
-    if tail > 0 {
-        copies.push((
-            full_rows * TEX_WIDTH as u64 * 16,
-            full_rows as u32,
-            tail as u32,
-            1,
-        ));
-    }
-    copies
+    let full = (full_rows > 0).then_some((0, 0, TEX_WIDTH, full_rows as u32));
+    let last = (tail > 0).then_some((
+        full_rows * TEX_WIDTH as u64 * 16,
+        full_rows as u32,
+        tail as u32,
+        1,
+    ));
+    [full, last].into_iter().flatten()
 }
 
 /// The two ends and the extent of one of `texel_rows`' copies, in either direction.
