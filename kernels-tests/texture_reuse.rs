@@ -170,3 +170,62 @@ fn a_buffer_released_to_its_texture_comes_back_when_used() {
     let end = gpu.pool_stats();
     assert_eq!((end.live_bytes, end.texture_bytes), (0, 0), "{end:?}");
 }
+
+/// A depthwise input larger than the kept-copy limit for ordinary copies (64 Ki floats).
+const DW_SHAPE: [usize; 4] = [2, 33, 31, 36];
+
+#[test]
+fn an_op_input_keeps_its_copy_for_the_backward_and_can_live_in_it_alone() {
+    use proxyless::ops::depthwise::{depthwise_backward, depthwise_forward};
+    let gpu = private_gpu();
+    let n: usize = DW_SHAPE.iter().product();
+    assert!(n > 1 << 16);
+    let x_host = values(12, n);
+    let x = gpu.upload(&x_host, &DW_SHAPE).unwrap();
+    let w = gpu.upload(&values(13, 36 * 25), &[36, 5, 5]).unwrap();
+    let dy = gpu.upload(&values(14, n), &DW_SHAPE).unwrap();
+    // Nothing to release before an op has made a copy.
+    assert!(!gpu.keep_only_kept_texture(&x.buf, n));
+
+    drop(depthwise_forward(&gpu, &x, &w, 1).unwrap());
+    assert!(
+        gpu.pool_stats().texture_bytes >= (n * 4) as u64,
+        "the forward keeps x's copy"
+    );
+    let kept = gpu.to_texture(&x.buf, n).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&kept, &gpu.to_texture(&x.buf, n).unwrap()),
+        "the same copy is handed out again"
+    );
+    drop(kept);
+    let with_kept = {
+        let (dx, dw) = depthwise_backward(&gpu, &x, &w, 1, &dy).unwrap();
+        (gpu.read_f32(&dx).unwrap(), gpu.read_f32(&dw).unwrap())
+    };
+    // A fresh copy gives the same gradients.
+    gpu.mark_written(&[&x]);
+    let fresh = depthwise_backward(&gpu, &x, &w, 1, &dy).unwrap();
+    assert_eq!(gpu.read_f32(&fresh.0).unwrap(), with_kept.0);
+    assert_eq!(gpu.read_f32(&fresh.1).unwrap(), with_kept.1);
+
+    // Texture only: the buffer goes back to the pool; overwrite what the pool hands out next,
+    // then the backward (through the texture) and a read of x (restored) must be unchanged.
+    drop(depthwise_forward(&gpu, &x, &w, 1).unwrap());
+    gpu.sync().unwrap();
+    let before = gpu.pool_stats();
+    assert!(gpu.keep_only_kept_texture(&x.buf, n));
+    let after = gpu.pool_stats();
+    assert_eq!(
+        after.live_bytes - after.texture_bytes,
+        before.live_bytes - before.texture_bytes - x.device_bytes(),
+        "x's buffer went back to the pool"
+    );
+    let scratch = gpu.upload(&vec![f32::NAN; n], &[n]).unwrap();
+    let released = depthwise_backward(&gpu, &x, &w, 1, &dy).unwrap();
+    assert_eq!(gpu.read_f32(&released.0).unwrap(), with_kept.0);
+    assert_eq!(gpu.read_f32(&released.1).unwrap(), with_kept.1);
+    assert_eq!(gpu.read_f32(&x).unwrap(), x_host, "restored contents");
+    drop((x, w, dy, scratch, released, fresh));
+    let end = gpu.pool_stats();
+    assert_eq!((end.live_bytes, end.texture_bytes), (0, 0), "{end:?}");
+}

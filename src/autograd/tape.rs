@@ -138,6 +138,16 @@ impl<'g> Tape<'g> {
         self.gpu
     }
 
+    /// Declares that nothing reads `x`'s buffer any more, only the texture copy an op made of
+    /// it for its backward (`Gpu::to_texture_for_backward`; a block input once the block's
+    /// forward is done): the buffer goes back to the pool and the texture is x's only copy
+    /// (`Gpu::keep_only_texture`; a later reader of the buffer gets it back by a copy).
+    /// Without such a copy nothing happens.
+    pub fn texture_only(&self, x: &Var) {
+        self.gpu
+            .keep_only_kept_texture(&x.value.buf, x.value.numel());
+    }
+
     /// While the guard lives, ops record nothing and save nothing.
     pub fn no_grad(&self) -> NoGradGuard<'_, 'g> {
         let previous = self.grad_enabled.replace(false);

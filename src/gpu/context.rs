@@ -691,6 +691,23 @@ impl Gpu {
     /// layout), in order with the batch. The buffer keeps the copy until a command writes it,
     /// and hands the same one out again meanwhile.
     pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<Arc<GpuTexture>> {
+        self.texture_copy(buf, floats, self.reuse_textures > 0)
+    }
+
+    /// `to_texture` for an op's input that its backward reads again through a texture (the
+    /// input of a depthwise or pointwise conv, for the weight gradient): the copy is kept
+    /// whatever its size (unless PROXYLESS_TEXTURE_REUSE=off), so the backward finds it if
+    /// nothing has written the buffer since. It then costs the texture's memory from the
+    /// forward to the backward, or until the buffer is dropped or written.
+    pub fn to_texture_for_backward(
+        &self,
+        buf: &GpuBuffer,
+        floats: usize,
+    ) -> Result<Arc<GpuTexture>> {
+        self.texture_copy(buf, floats, self.reuse_textures > 0)
+    }
+
+    fn texture_copy(&self, buf: &GpuBuffer, floats: usize, keep: bool) -> Result<Arc<GpuTexture>> {
         if let Some(t) = buf.kept_texture(floats) {
             return Ok(t);
         }
@@ -717,7 +734,7 @@ impl Gpu {
         drop(b);
         self.profile_end(timer, "copy buffer -> texture")?;
         let tex = Arc::new(tex);
-        if floats <= self.reuse_textures {
+        if keep {
             buf.keep_texture(floats, &tex);
         }
         Ok(tex)
@@ -742,6 +759,18 @@ impl Gpu {
         if floats as u64 * 4 >= buf.bytes() {
             buf.keep_texture(floats, texture);
             buf.release_buffer();
+        }
+    }
+
+    /// `keep_only_texture` with the copy `buf` keeps of all its `floats` (`to_texture`), if it
+    /// keeps one; otherwise nothing happens. Returns whether the buffer went back.
+    pub fn keep_only_kept_texture(&self, buf: &GpuBuffer, floats: usize) -> bool {
+        match buf.kept_texture(floats) {
+            Some(t) if buf.resident().is_some() && floats as u64 * 4 >= buf.bytes() => {
+                self.keep_only_texture(buf, floats, &t);
+                true
+            }
+            _ => false,
         }
     }
 

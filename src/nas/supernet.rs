@@ -175,6 +175,12 @@ impl Supernet {
         let mut traces = Vec::with_capacity(self.layers.len());
         for (layer, &k) in self.layers.iter().zip(active) {
             let y = self.layer_output(ctx, layer, k, &h)?;
+            if ctx.train && !leaf && !std::ptr::eq(y.value(), h.value()) {
+                // Only the expand conv's weight gradient reads the layer input now (a Zero
+                // candidate passes it on as the output; the architecture step's gate
+                // gradients read it again from the trace).
+                tape.texture_only(&h);
+            }
             traces.push(LayerTrace {
                 input: h,
                 output: y.clone(),
@@ -205,11 +211,14 @@ impl Supernet {
                 }
             }
             let mixed = tape.gated_sum(&gates, &outs)?;
-            h = if layer.residual {
+            let out = if layer.residual {
                 tape.add(&mixed, &h)?
             } else {
                 mixed
             };
+            // Only the candidates' expand weight gradients read the layer input now.
+            tape.texture_only(&h);
+            h = out;
         }
         let h = self.feature_mix.forward(&ctx, &h)?;
         let pooled = tape.global_avg_pool(&h)?;

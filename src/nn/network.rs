@@ -114,11 +114,12 @@ impl Network {
             h = match block {
                 Block::MbConv { op, shortcut } => {
                     let y = op.forward(&ctx, &h)?;
-                    if *shortcut {
-                        tape.add(&y, &h)?
-                    } else {
-                        y
+                    let out = if *shortcut { tape.add(&y, &h)? } else { y };
+                    if train {
+                        // Only the expand conv's weight gradient reads the block input now.
+                        tape.texture_only(&h);
                     }
+                    out
                 }
                 Block::Identity { .. } => h,
             };

@@ -561,7 +561,7 @@ pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Resul
         g.cout.is_multiple_of(4),
     )?;
     let wp = packed_weights(gpu, &g, w, op)?;
-    let xt = gpu.to_texture(&x.buf, x.numel())?;
+    let xt = gpu.to_texture_for_backward(&x.buf, x.numel())?;
     let y = gpu.empty(&g.out_shape());
     gpu.dispatch_with(
         &kernel,

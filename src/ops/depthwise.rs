@@ -749,9 +749,19 @@ enum Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    fn new(gpu: &Gpu, x: &'a Tensor, tex: bool, shared: Option<&'a GpuTexture>) -> Result<Self> {
+    /// In the forward (`for_backward`) a new copy stays with x for the weight gradient.
+    fn new(
+        gpu: &Gpu,
+        x: &'a Tensor,
+        tex: bool,
+        shared: Option<&'a GpuTexture>,
+        for_backward: bool,
+    ) -> Result<Self> {
         Ok(match (tex, shared) {
             (true, Some(t)) => Input::Shared(t),
+            (true, None) if for_backward => {
+                Input::Own(gpu.to_texture_for_backward(&x.buf, x.numel())?)
+            }
             (true, None) => Input::Own(gpu.to_texture(&x.buf, x.numel())?),
             (false, _) => Input::Buffer(x),
         })
@@ -823,7 +833,7 @@ pub fn depthwise_forward_with(
     let grid = Grid::new(&d, tex, d.wo, v.strip, d.ho);
     let kernel = kernel(gpu, v)?;
     let y = gpu.empty(&[d.n, d.ho, d.wo, d.c]);
-    let xin = Input::new(gpu, x, tex, x_tex)?;
+    let xin = Input::new(gpu, x, tex, x_tex, true)?;
     let wt = tex.then(|| gpu.to_texture(&w.buf, w.numel())).transpose()?;
     let mut b = vec![
         xin.binding(),
@@ -914,7 +924,7 @@ pub fn depthwise_backward_with(
         Binding::Buffer(&dx.buf),
     ];
     gi.dispatch(gpu, &ki, &d, &b, op)?;
-    let xin = Input::new(gpu, x, tex, x_tex)?;
+    let xin = Input::new(gpu, x, tex, x_tex, false)?;
     let mut b = vec![xin.binding(), dyb, Binding::Buffer(&partial)];
     pre_bindings(pre, d.c, op, &mut b)?;
     gw.dispatch(gpu, &kw, &d, &b, op)?;

@@ -623,6 +623,27 @@ pub fn reads_storage_textures(gpu: &Gpu) -> bool {
     operands_for(gpu) == Operands::StorageTextures
 }
 
+/// The vec4 kernel's operand modes for `g` (None: the scalar kernel) and how the product
+/// reads its operands.
+fn kernel_family(gpu: &Gpu, g: &Gemm) -> (Option<(Vec4Along, Vec4Along)>, Operands) {
+    let modes = if std::env::var_os("PROXYLESS_GEMM_SCALAR").is_some() {
+        None
+    } else {
+        vec4_modes(g)
+    };
+    let operands = match modes {
+        Some(_) => operands_for(gpu),
+        None => Operands::Buffers,
+    };
+    (modes, operands)
+}
+
+/// Whether the product `g` reads its operands through textures (made by `gemm_with` unless
+/// the caller passes them).
+pub fn product_reads_textures(gpu: &Gpu, g: &Gemm) -> bool {
+    kernel_family(gpu, g).1 != Operands::Buffers
+}
+
 /// `gemm` with an optional texture copy of all of `a` made by the caller (used when the
 /// product reads textures; ignored otherwise).
 pub fn gemm_sharing_a(
@@ -684,15 +705,7 @@ pub fn gemm_with(
         op,
         || format!("C of {} bytes is too small for {g:?}", c.bytes()),
     )?;
-    let modes = if std::env::var_os("PROXYLESS_GEMM_SCALAR").is_some() {
-        None
-    } else {
-        vec4_modes(&g)
-    };
-    let operands = match modes {
-        Some(_) => operands_for(gpu),
-        None => Operands::Buffers,
-    };
+    let (modes, operands) = kernel_family(gpu, &g);
     let textures = operands != Operands::Buffers;
     // B loads shared through the subgroup where they are gathers (the vec4 kernel reading
     // textures on a CPU adapter; see gemm_vec4.wgsl): every lane of a k slice reads the same

@@ -5,8 +5,8 @@
 use anyhow::Result;
 
 use super::gemm::{
-    gemm_sharing_a, gemm_with, reads_storage_textures, reads_textures, takes_pre, Gemm, GemmPre,
-    PreOn,
+    gemm_sharing_a, gemm_with, product_reads_textures, reads_storage_textures, reads_textures,
+    takes_pre, Gemm, GemmPre, PreOn,
 };
 use super::linear::transpose;
 use super::{ensure, expect_bindable, expect_rank};
@@ -98,6 +98,14 @@ pub fn pointwise_forward_with(
         channels: cin,
     });
     let pre = pre.as_ref();
+    // A copy made here stays with x for the weight gradient (`Gpu::to_texture_for_backward`).
+    let both_read_x_texture = product_reads_textures(gpu, &forward_product(m, cin, cout))
+        && product_reads_textures(gpu, &weight_product(m, cin, cout));
+    let own = match x_tex {
+        None if both_read_x_texture => Some(gpu.to_texture_for_backward(&x.buf, x.numel())?),
+        _ => None,
+    };
+    let x_tex = x_tex.or(own.as_deref());
     let y = gpu.empty(&[x.shape[0], x.shape[1], x.shape[2], cout]);
     let g = forward_product(m, cin, cout);
     gemm_with(gpu, (&x.buf, x_tex), (&w.buf, None), &y.buf, g, false, pre)?;
