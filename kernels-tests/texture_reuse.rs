@@ -184,7 +184,14 @@ fn an_op_input_keeps_its_copy_for_the_backward_and_can_live_in_it_alone() {
     let x = gpu.upload(&x_host, &DW_SHAPE).unwrap();
     let w = gpu.upload(&values(13, 36 * 25), &[36, 5, 5]).unwrap();
     let dy = gpu.upload(&values(14, n), &DW_SHAPE).unwrap();
-    // Nothing to release before an op has made a copy.
+    // Nothing to release before an op has made a copy, and an ordinary copy of this many
+    // floats is not kept.
+    drop(gpu.to_texture(&x.buf, n).unwrap());
+    assert_eq!(
+        gpu.pool_stats().texture_bytes,
+        0,
+        "an ordinary copy was kept"
+    );
     assert!(!gpu.keep_only_kept_texture(&x.buf, n));
 
     drop(depthwise_forward(&gpu, &x, &w, 1).unwrap());

@@ -691,7 +691,7 @@ impl Gpu {
     /// layout), in order with the batch. The buffer keeps the copy until a command writes it,
     /// and hands the same one out again meanwhile.
     pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<Arc<GpuTexture>> {
-        self.texture_copy(buf, floats, self.reuse_textures > 0)
+        self.texture_copy(buf, floats, floats <= self.reuse_textures)
     }
 
     /// `to_texture` for an op's input that its backward reads again through a texture (the

@@ -15,10 +15,12 @@ use super::pool::Pool;
 /// Texels per texture row (16 KiB: a multiple of the 256-byte copy row alignment).
 pub const TEX_WIDTH: u32 = 1024;
 
-/// Rows rounded up like the buffer pool's buckets, so textures are reused across shapes.
+/// Rows rounded up like the buffer pool's buckets (to a power of two up to 8 rows, 128 KiB,
+/// then to an eighth of the power of two below), so textures are reused across shapes and
+/// one held in place of its buffer (`Gpu::keep_only_texture`) costs about the same.
 fn row_bucket(rows: u32) -> u32 {
     let rows = rows.max(1);
-    if rows <= 64 {
+    if rows <= 8 {
         return rows.next_power_of_two();
     }
     let high = 1u32 << (31 - rows.leading_zeros());
