@@ -5,7 +5,8 @@
 //! over rows and against 4 rows a lane unrolled (`bn_unroll4`), stores alone to the whole
 //! buffer, to 64 Ki floats and after a load of the same line (`store_*`), lanes mapped to a
 //! row's texels against lanes mapped to rows (`map_*`: how many lines an 8-lane store
-//! touches), the same passes as a render pass whose fragment shader writes an rgba32float
+//! touches), the same with x read from a storage buffer (`buf_*`: a storage load in a real
+//! loop, in an unrolled one, and flat), the same passes as a render pass whose fragment shader writes an rgba32float
 //! attachment (`frag_*`), and the buffer<->texture copies. Prints the median wall time of 10
 //! runs after 3 and the process's CPU time over wall time (about 2 when both lavapipe threads
 //! work). `cargo run --release --example store_probe`; PROBE_ONLY=name runs one kernel (any
@@ -230,6 +231,40 @@ fn map_rows_loop(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_
         }
     }
 }
+// map_cols, map_rows and bn_unroll4 reading x from the storage buffer instead of the texture:
+// a storage load inside a real loop (map_cols) against loads in a constant-count loop that
+// NIR unrolls (map_rows, bn_unroll4), with lanes on different rows.
+@compute @workgroup_size(64)
+fn buf_map_cols(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    if (l.x >= 36u) { return; }
+    let r0 = (w.y * 256u + w.x) * 64u;
+    for (var r = r0; r < r0 + 64u; r = r + 1u) {
+        let i = r * 36u + l.x;
+        yb[i] = 2.0 * xb[i];
+    }
+}
+@compute @workgroup_size(64)
+fn buf_map_rows(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let r = w.y * 64u + l.x;
+    let g0 = w.x * 4u;
+    for (var t = 0u; t < 4u; t = t + 1u) {
+        let i = r * 36u + g0 + t;
+        yb[i] = 2.0 * xb[i];
+    }
+}
+@compute @workgroup_size(64)
+fn buf_unroll4(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    if (l.x >= 36u) { return; }
+    let c = l.x;
+    let mu = pb[c];
+    let sc = pb[c + 36u];
+    let sh = pb[c + 72u];
+    let r0 = (w.y * 4096u + w.x) * 4u;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let i = (r0 + j) * 36u + c;
+        yb[i] = clamp(fma(xb[i] - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
+    }
+}
 @compute @workgroup_size(64)
 fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     let i = g.y * 65536u + g.x;
@@ -257,6 +292,9 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         "tex_to_tex",
         "tex_to_tex_2d",
         "buf_to_buf",
+        "buf_map_cols",
+        "buf_map_rows",
+        "buf_unroll4",
     ];
     let groups1 = [1024u32, N_TEXELS / 65536, 1];
     let only = std::env::var("PROBE_ONLY").ok();
@@ -321,11 +359,17 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
                     resource: pbuf.as_entire_binding(),
                 });
             }
-            "buf_to_buf" => {
+            "buf_to_buf" | "buf_map_cols" | "buf_map_rows" | "buf_unroll4" => {
                 ents.push(wgpu::BindGroupEntry {
                     binding: 3,
                     resource: xb.as_entire_binding(),
                 });
+                if e == "buf_unroll4" {
+                    ents.push(wgpu::BindGroupEntry {
+                        binding: 5,
+                        resource: pbuf.as_entire_binding(),
+                    });
+                }
                 ents.push(wgpu::BindGroupEntry {
                     binding: 1,
                     resource: yb.as_entire_binding(),
@@ -348,10 +392,10 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
             entries: &ents,
         });
         let groups = match e {
-            "bn_loop" | "map_cols" => [256, 2, 1],
-            "map_rows" => [9, 512, 1],
+            "bn_loop" | "map_cols" | "buf_map_cols" => [256, 2, 1],
+            "map_rows" | "buf_map_rows" => [9, 512, 1],
             "map_rows_loop" => [9, 64, 1],
-            "bn_unroll4" => [4096, 2, 1],
+            "bn_unroll4" | "buf_unroll4" => [4096, 2, 1],
             "tex_to_tex_2d" => [1024 / 8, N_TEXELS / 1024 / 8, 1],
             _ if e.ends_with("16") => [1024, N_TEXELS / 1024 / 1024, 1],
             _ => groups1,
