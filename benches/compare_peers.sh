@@ -30,7 +30,9 @@ for r in $(seq "$rounds"); do
   # minutes on shared machines) hits both alike.
   for wl in pw dw5 dw3s2 mbconv step; do
     echo "round $r: $wl" >&2
-    "$ours" bench --workload "$wl" --json 2>/dev/null | grep --line-buffered '^{' | tag "$r" proxyless >>"$out"
+    # As many timed runs as torch_bench.py makes (20, and 10 for the step).
+    reps=20; [ "$wl" = step ] && reps=10
+    "$ours" bench --workload "$wl" --json --reps "$reps" 2>/dev/null | grep --line-buffered '^{' | tag "$r" proxyless >>"$out"
     if [ -x "$W/venv/bin/python" ]; then
       # torch_bench.py tags its own lines with "peer":"torch-cpu".
       "$W/venv/bin/python" "$peers/torch_bench.py" --only "$wl" 2>/dev/null | grep --line-buffered '^{' \
