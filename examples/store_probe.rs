@@ -5,8 +5,8 @@
 //! over rows and against 4 rows a lane unrolled (`bn_unroll4`), stores alone to the whole
 //! buffer, to 64 Ki floats and after a load of the same line (`store_*`), lanes mapped to a
 //! row's texels against lanes mapped to rows (`map_*`: how many lines an 8-lane store
-//! touches), the same with x read from a storage buffer (`buf_*`: a storage load in a real
-//! loop, in an unrolled one, and flat), the same passes as a render pass whose fragment shader writes an rgba32float
+//! touches), some of them with x read from a storage buffer (`buf_*`, see
+//! `with_storage_loads`), the same passes as a render pass whose fragment shader writes an rgba32float
 //! attachment (`frag_*`), and the buffer<->texture copies. Prints the median wall time of 10
 //! runs after 3 and the process's CPU time over wall time (about 2 when both lavapipe threads
 //! work). `cargo run --release --example store_probe`; PROBE_ONLY=name runs one kernel (any
@@ -231,46 +231,13 @@ fn map_rows_loop(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_
         }
     }
 }
-// map_cols, map_rows and bn_unroll4 reading x from the storage buffer instead of the texture:
-// a storage load inside a real loop (map_cols) against loads in a constant-count loop that
-// NIR unrolls (map_rows, bn_unroll4), with lanes on different rows.
-@compute @workgroup_size(64)
-fn buf_map_cols(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    if (l.x >= 36u) { return; }
-    let r0 = (w.y * 256u + w.x) * 64u;
-    for (var r = r0; r < r0 + 64u; r = r + 1u) {
-        let i = r * 36u + l.x;
-        yb[i] = 2.0 * xb[i];
-    }
-}
-@compute @workgroup_size(64)
-fn buf_map_rows(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let r = w.y * 64u + l.x;
-    let g0 = w.x * 4u;
-    for (var t = 0u; t < 4u; t = t + 1u) {
-        let i = r * 36u + g0 + t;
-        yb[i] = 2.0 * xb[i];
-    }
-}
-@compute @workgroup_size(64)
-fn buf_unroll4(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    if (l.x >= 36u) { return; }
-    let c = l.x;
-    let mu = pb[c];
-    let sc = pb[c + 36u];
-    let sh = pb[c + 72u];
-    let r0 = (w.y * 4096u + w.x) * 4u;
-    for (var j = 0u; j < 4u; j = j + 1u) {
-        let i = (r0 + j) * 36u + c;
-        yb[i] = clamp(fma(xb[i] - mu, sc, sh), vec4<f32>(0.0), vec4<f32>(6.0));
-    }
-}
 @compute @workgroup_size(64)
 fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
     let i = g.y * 65536u + g.x;
     yb[i] = 2.0 * xb[i];
 }
 "#;
+    let src = with_storage_loads(src, &["map_cols", "map_rows", "bn_unroll4"]);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: None,
         source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -294,7 +261,7 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
         "buf_to_buf",
         "buf_map_cols",
         "buf_map_rows",
-        "buf_unroll4",
+        "buf_bn_unroll4",
     ];
     let groups1 = [1024u32, N_TEXELS / 65536, 1];
     let only = std::env::var("PROBE_ONLY").ok();
@@ -359,12 +326,12 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
                     resource: pbuf.as_entire_binding(),
                 });
             }
-            "buf_to_buf" | "buf_map_cols" | "buf_map_rows" | "buf_unroll4" => {
+            "buf_to_buf" | "buf_map_cols" | "buf_map_rows" | "buf_bn_unroll4" => {
                 ents.push(wgpu::BindGroupEntry {
                     binding: 3,
                     resource: xb.as_entire_binding(),
                 });
-                if e == "buf_unroll4" {
+                if e == "buf_bn_unroll4" {
                     ents.push(wgpu::BindGroupEntry {
                         binding: 5,
                         resource: pbuf.as_entire_binding(),
@@ -395,7 +362,7 @@ fn buf_to_buf(@builtin(global_invocation_id) g: vec3<u32>) {
             "bn_loop" | "map_cols" | "buf_map_cols" => [256, 2, 1],
             "map_rows" | "buf_map_rows" => [9, 512, 1],
             "map_rows_loop" => [9, 64, 1],
-            "bn_unroll4" | "buf_unroll4" => [4096, 2, 1],
+            "bn_unroll4" | "buf_bn_unroll4" => [4096, 2, 1],
             "tex_to_tex_2d" => [1024 / 8, N_TEXELS / 1024 / 8, 1],
             _ if e.ends_with("16") => [1024, N_TEXELS / 1024 / 1024, 1],
             _ => groups1,
@@ -595,4 +562,21 @@ fn median(
         (cpu_seconds() - c0) / (wall * reps as f64 / (reps - 3) as f64)
     );
     ts[ts.len() / 2]
+}
+
+/// `src` with a copy of each entry point in `names` renamed `buf_NAME` that reads x from the
+/// storage buffer `xb` where the original reads the texture: the same code but for the load
+/// (a load inside a real loop in map_cols, in a constant-count loop NIR unrolls in map_rows and
+/// bn_unroll4, with lanes on different rows).
+fn with_storage_loads(src: &str, names: &[&str]) -> String {
+    let mut out = src.to_string();
+    for name in names {
+        let head = format!("@compute @workgroup_size(64)\nfn {name}(");
+        let start = src.find(&head).expect("entry point in the probe source");
+        let len = src[start..].find("\n}\n").expect("end of the entry point") + 3;
+        out += &src[start..start + len]
+            .replace(&format!("fn {name}("), &format!("fn buf_{name}("))
+            .replace("textureLoad(xt, vec2<u32>(i % 1024u, i / 1024u))", "xb[i]");
+    }
+    out
 }

@@ -13,14 +13,7 @@ const M: u32 = 32768;
 const K: u32 = 40;
 
 fn main() {
-    let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }))
-    .unwrap();
+    let (device, queue) = probe::device();
     // A as a storage texture [M*K/4 texels] 1024 wide; B as texture and as uniform.
     let values = |texels: u32| -> Vec<f32> {
         (0..texels.div_ceil(1024) * 1024 * 4)

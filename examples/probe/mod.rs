@@ -1,5 +1,19 @@
-//! What the raw-wgpu probes share: an rgba32float storage texture 1024 texels wide holding an
-//! operand (element i in component i % 4 of texel i / 4, as `gpu::texture` lays tensors out).
+//! What the raw-wgpu probes share: the default adapter's device with its own limits, and an
+//! rgba32float storage texture 1024 texels wide holding an operand (element i in component i %
+//! 4 of texel i / 4, as `gpu::texture` lays tensors out).
+#![allow(dead_code)] // each probe uses some of these helpers
+
+/// The default adapter's device and queue, asking for the adapter's limits.
+pub fn device() -> (wgpu::Device, wgpu::Queue) {
+    let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap()
+}
 
 /// A 1024-wide rgba32float texture (storage-read and copy-destination) with `data` in its
 /// first `data.len() / 4` texels; the rest of the last row is zero.
