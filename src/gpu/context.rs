@@ -754,22 +754,28 @@ impl Gpu {
     /// them) as the only copy of the data and gives the buffer back to the pool, for a
     /// tensor that is read only through textures from now on (a BN input saved for the
     /// backward): memory is not held twice, and the backward copies nothing. A command that
-    /// uses the buffer later brings it back first (`buffer`).
-    pub fn keep_only_texture(&self, buf: &GpuBuffer, floats: usize, texture: &Arc<GpuTexture>) {
-        if floats as u64 * 4 >= buf.bytes() {
+    /// uses the buffer later brings it back first (`buffer`). Returns whether the buffer went
+    /// back (not when the texture holds only part of it).
+    pub fn keep_only_texture(
+        &self,
+        buf: &GpuBuffer,
+        floats: usize,
+        texture: &Arc<GpuTexture>,
+    ) -> bool {
+        let whole = floats as u64 * 4 >= buf.bytes();
+        if whole {
             buf.keep_texture(floats, texture);
             buf.release_buffer();
         }
+        whole
     }
 
     /// `keep_only_texture` with the copy `buf` keeps of all its `floats` (`to_texture`), if it
-    /// keeps one; otherwise nothing happens. Returns whether the buffer went back.
+    /// keeps one and is still resident; otherwise nothing happens. Returns whether the buffer
+    /// went back.
     pub fn keep_only_kept_texture(&self, buf: &GpuBuffer, floats: usize) -> bool {
         match buf.kept_texture(floats) {
-            Some(t) if buf.resident().is_some() && floats as u64 * 4 >= buf.bytes() => {
-                self.keep_only_texture(buf, floats, &t);
-                true
-            }
+            Some(t) if buf.resident().is_some() => self.keep_only_texture(buf, floats, &t),
             _ => false,
         }
     }

@@ -98,11 +98,14 @@ pub fn pointwise_forward_with(
         channels: cin,
     });
     let pre = pre.as_ref();
-    // A copy made here stays with x for the weight gradient (`Gpu::to_texture_for_backward`).
-    let both_read_x_texture = product_reads_textures(gpu, &forward_product(m, cin, cout))
-        && product_reads_textures(gpu, &weight_product(m, cin, cout));
+    // A copy made here stays with x for the weight gradient (`Gpu::to_texture_for_backward`)
+    // where both products read it.
+    let both_read_x_texture = || {
+        product_reads_textures(gpu, &forward_product(m, cin, cout))
+            && product_reads_textures(gpu, &weight_product(m, cin, cout))
+    };
     let own = match x_tex {
-        None if both_read_x_texture => Some(gpu.to_texture_for_backward(&x.buf, x.numel())?),
+        None if both_read_x_texture() => Some(gpu.to_texture_for_backward(&x.buf, x.numel())?),
         _ => None,
     };
     let x_tex = x_tex.or(own.as_deref());

@@ -53,7 +53,12 @@ pub fn run(c: &mut Checker) -> Result<()> {
         let xv = c.random(len * slices);
         let x = c.upload(&xv, &[len * slices])?;
         let initial = c.random(len);
-        let out = c.upload(&initial, &[len])?;
+        // Overwriting: the poisoned (NaN) output of `empty`, so an unwritten element fails.
+        let out = if accumulate {
+            c.upload(&initial, &[len])?
+        } else {
+            c.gpu.empty(&[len])
+        };
         ops::reduce::sum_slices(c.gpu, &x.buf, &out.buf, len, slices, accumulate)?;
         let r: Vec<f64> = (0..len)
             .map(|e| {
