@@ -15,5 +15,6 @@ mod nas;
 mod pool;
 mod reference_fd;
 mod search;
+mod texture_alias;
 mod texture_reuse;
 mod training;

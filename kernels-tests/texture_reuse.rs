@@ -6,9 +6,15 @@ use proxyless::ops::pointwise::pointwise_forward;
 use proxyless::ops::reduce::sum_slices;
 use proxyless::reference;
 
-/// Its own device, so that the pool counters below are this test's alone.
+/// Its own device, so that the pool counters below are this test's alone; with texture
+/// copies, which these tests are about, even where textures could alias buffers
+/// (kernels-tests/texture_alias.rs).
 fn private_gpu() -> Gpu {
-    Gpu::new(&GpuOptions::default()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
+    Gpu::new(&GpuOptions {
+        copy_textures: true,
+        ..Default::default()
+    })
+    .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
 }
 
 const M: usize = 2 * 5 * 7;

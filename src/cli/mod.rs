@@ -51,6 +51,7 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     let opts = GpuOptions {
         adapter: cli.adapter,
+        ..Default::default()
     };
     match cli.command {
         Command::Devices => devices::run(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::alias::Aliaser;
 use super::kernel::{instantiate, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
 use super::pool::{GpuBuffer, Pool, PoolStats};
 use super::tensor::Tensor;
@@ -17,6 +18,9 @@ use super::texture::{GpuTexture, TexturePool, TEX_WIDTH};
 pub struct GpuOptions {
     /// Case-insensitive substring of the adapter name; falls back to `WGPU_ADAPTER_NAME`.
     pub adapter: Option<String>,
+    /// Copy tensors into textures even where a texture could share the buffer's memory
+    /// (`gpu::alias`; also `PROXYLESS_ALIAS=off`): for tests of the copy path.
+    pub copy_textures: bool,
 }
 
 /// One line of `proxyless devices`.
@@ -330,7 +334,6 @@ impl Gpu {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let pool = Pool::new(device.clone());
         let rgba32 = adapter.get_texture_format_features(wgpu::TextureFormat::Rgba32Float);
         let storage_texture_reads = rgba32
             .allowed_usages
@@ -339,6 +342,15 @@ impl Gpu {
                 .flags
                 .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY)
             && std::env::var_os("PROXYLESS_NO_STORAGE_TEXTURES").is_none();
+        let aliaser = (!opts.copy_textures).then(|| {
+            Aliaser::new(
+                &device,
+                &info,
+                storage_texture_reads,
+                limits.max_texture_dimension_2d,
+            )
+        });
+        let pool = Pool::new(device.clone(), aliaser.flatten());
         let textures = TexturePool::new(device.clone(), Arc::clone(&pool), storage_texture_reads);
         Ok(Gpu {
             device,
@@ -382,6 +394,12 @@ impl Gpu {
 
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size
+    }
+
+    /// Whether big buffers share their memory with the textures kernels read them through
+    /// (`gpu::alias`: `to_texture` then copies nothing).
+    pub fn aliases_textures(&self) -> bool {
+        self.pool.aliases()
     }
 
     /// Whether kernels may read `to_texture` copies as read-only storage textures
@@ -708,6 +726,10 @@ impl Gpu {
     }
 
     fn texture_copy(&self, buf: &GpuBuffer, floats: usize, keep: bool) -> Result<Arc<GpuTexture>> {
+        // A buffer that a texture aliases needs no copy (`gpu::alias`).
+        if let Some(t) = buf.alias_texture(floats) {
+            return Ok(Arc::new(t));
+        }
         if let Some(t) = buf.kept_texture(floats) {
             return Ok(t);
         }
@@ -762,7 +784,8 @@ impl Gpu {
         floats: usize,
         texture: &Arc<GpuTexture>,
     ) -> bool {
-        let whole = floats as u64 * 4 >= buf.bytes();
+        // An aliasing texture is the buffer's own memory: nothing to give back.
+        let whole = floats as u64 * 4 >= buf.bytes() && texture.aliased_loan().is_none();
         if whole {
             buf.keep_texture(floats, texture);
             buf.release_buffer();
@@ -902,6 +925,26 @@ impl Gpu {
                     i + 1,
                     b.bytes() >> 20,
                     max_bind >> 20
+                );
+            }
+        }
+        // A texture that aliases a buffer the kernel writes would see the writes of other
+        // invocations mid-dispatch (a copy would not): refuse rather than race.
+        for (i, b) in buffers.iter().enumerate() {
+            let Binding::Texture(t) = b else { continue };
+            let Some(loan) = t.aliased_loan() else {
+                continue;
+            };
+            let written = buffers.iter().zip(kernel.bindings).any(|(w, access)| {
+                matches!(w, Binding::Buffer(w) if *access == Access::ReadWrite
+                    && w.loan_id() == Some(loan))
+            });
+            if written {
+                bail!(
+                    "{}: binding {} is a texture view of a buffer the kernel also writes; \
+                     read a copy instead (PROXYLESS_ALIAS=off)",
+                    kernel.name,
+                    i + 1
                 );
             }
         }

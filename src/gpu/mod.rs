@@ -2,6 +2,7 @@
 //! live-byte accounting, a cache of compiled kernels, batched dispatch with a uniform ring for
 //! per-dispatch parameters, readback and synchronised timing.
 
+mod alias;
 mod context;
 mod kernel;
 mod lanes;

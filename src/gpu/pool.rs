@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::alias::{Aliaser, ROW_BYTES};
 use super::texture::GpuTexture;
 
 /// Counters of the pool, in bytes of device memory.
@@ -25,7 +26,7 @@ pub struct PoolStats {
 
 #[derive(Default)]
 struct PoolState {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: HashMap<u64, Vec<Block>>,
     stats: PoolStats,
 }
 
@@ -33,6 +34,37 @@ struct PoolState {
 pub(crate) struct Pool {
     device: wgpu::Device,
     state: Mutex<PoolState>,
+    /// Makes buffers that a texture aliases, where the adapter allows (`gpu::alias`).
+    aliaser: Option<Aliaser>,
+}
+
+/// One device allocation of the pool: a buffer and, for buffers of whole texture rows on an
+/// adapter that allows it, the texture sharing its memory (`gpu::alias`).
+pub(crate) struct Block {
+    buffer: wgpu::Buffer,
+    alias: Option<(wgpu::Texture, wgpu::TextureView, u32)>,
+}
+
+/// A block on loan. It goes back to the pool when its last holder drops: the `GpuBuffer`, or
+/// an aliasing texture of it (`GpuBuffer::alias_texture`) that a kernel still has to read.
+pub(crate) struct Loan {
+    block: Option<Block>,
+    bucket: u64,
+    pool: Arc<Pool>,
+}
+
+impl Loan {
+    fn block(&self) -> &Block {
+        self.block.as_ref().expect("block present until drop")
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        if let Some(b) = self.block.take() {
+            self.pool.release(b, self.bucket);
+        }
+    }
 }
 
 /// Rounds a request up to its bucket: powers of two below 64 KiB, above that steps of 1/8 of the
@@ -48,11 +80,17 @@ pub(crate) fn bucket_size(bytes: u64) -> u64 {
 }
 
 impl Pool {
-    pub(crate) fn new(device: wgpu::Device) -> Arc<Pool> {
+    pub(crate) fn new(device: wgpu::Device, aliaser: Option<Aliaser>) -> Arc<Pool> {
         Arc::new(Pool {
             device,
             state: Mutex::new(PoolState::default()),
+            aliaser,
         })
+    }
+
+    /// Whether buffers of whole texture rows come with an aliasing texture.
+    pub(crate) fn aliases(&self) -> bool {
+        self.aliaser.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -61,9 +99,14 @@ impl Pool {
     }
 
     pub(crate) fn acquire(self: &Arc<Self>, bytes: u64) -> GpuBuffer {
-        let bucket = bucket_size(bytes);
+        let mut bucket = bucket_size(bytes);
+        if self.aliaser.is_some() && bucket > ROW_BYTES {
+            // Whole texture rows, so that a texture can alias it (only 72, 88, 104 and 120
+            // KiB buckets change, by 8 KiB).
+            bucket = bucket.next_multiple_of(ROW_BYTES);
+        }
         GpuBuffer {
-            buffer: Mutex::new(Some(self.acquire_bucket(bucket))),
+            buffer: Mutex::new(Some(self.loan(bucket))),
             bucket,
             bytes,
             pool: Arc::clone(self),
@@ -71,29 +114,54 @@ impl Pool {
         }
     }
 
-    /// A device buffer of exactly `bucket` bytes, counted live.
-    fn acquire_bucket(&self, bucket: u64) -> wgpu::Buffer {
+    /// A block of exactly `bucket` bytes on loan, counted live.
+    fn loan(self: &Arc<Self>, bucket: u64) -> Arc<Loan> {
+        Arc::new(Loan {
+            block: Some(self.acquire_bucket(bucket)),
+            bucket,
+            pool: Arc::clone(self),
+        })
+    }
+
+    fn acquire_bucket(&self, bucket: u64) -> Block {
         let mut st = self.lock();
         let reused = st.free.get_mut(&bucket).and_then(|v| v.pop());
-        let buffer = match reused {
+        let block = match reused {
             Some(b) => b,
             None => {
                 st.stats.allocated_bytes += bucket;
                 st.stats.allocations += 1;
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("pool"),
-                    size: bucket,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::UNIFORM
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
+                self.create(bucket)
             }
         };
         st.stats.live_bytes += bucket;
         st.stats.high_water_bytes = st.stats.high_water_bytes.max(st.stats.live_bytes);
-        buffer
+        block
+    }
+
+    /// A new block: aliased where the bucket is whole texture rows and the adapter allows it
+    /// (a failure there falls back to a plain buffer; the kernels then read texture copies).
+    fn create(&self, bucket: u64) -> Block {
+        let aliased = self
+            .aliaser
+            .as_ref()
+            .filter(|_| bucket.is_multiple_of(ROW_BYTES))
+            .and_then(|a| a.make((bucket / ROW_BYTES) as u32).ok());
+        match aliased {
+            Some(a) => Block {
+                buffer: a.buffer,
+                alias: Some((a.texture, a.view, a.rows)),
+            },
+            None => Block {
+                buffer: self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("pool"),
+                    size: bucket,
+                    usage: Aliaser::buffer_usages(),
+                    mapped_at_creation: false,
+                }),
+                alias: None,
+            },
+        }
     }
 
     /// Counts an operand texture handed out (`live` true) or returned.
@@ -109,10 +177,10 @@ impl Pool {
         }
     }
 
-    fn release(&self, buffer: wgpu::Buffer, bucket: u64) {
+    fn release(&self, block: Block, bucket: u64) {
         let mut st = self.lock();
         st.stats.live_bytes -= bucket;
-        st.free.entry(bucket).or_default().push(buffer);
+        st.free.entry(bucket).or_default().push(block);
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
@@ -141,7 +209,7 @@ impl Pool {
 pub struct GpuBuffer {
     /// None while the data lives only in the kept texture copy (`Gpu::keep_only_texture`);
     /// `Gpu` brings it back (a texture-to-buffer copy) before any command uses the buffer.
-    buffer: Mutex<Option<wgpu::Buffer>>,
+    buffer: Mutex<Option<Arc<Loan>>>,
     bucket: u64,
     bytes: u64,
     pool: Arc<Pool>,
@@ -155,10 +223,35 @@ impl GpuBuffer {
     /// The wgpu buffer (its size is the bucket, at least `bytes()`), or None while only the
     /// kept texture holds the data. Only `Gpu` uses it: it restores a released buffer first.
     pub(crate) fn resident(&self) -> Option<wgpu::Buffer> {
+        self.loan().map(|l| l.block().buffer.clone())
+    }
+
+    fn loan(&self) -> Option<Arc<Loan>> {
         self.buffer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The texture that shares this buffer's memory (`gpu::alias`), if it has one covering
+    /// `floats` elements: a view of the data as it is when a kernel reads it, not a copy.
+    /// It keeps the memory from going back to the pool while it lives.
+    pub(crate) fn alias_texture(&self, floats: usize) -> Option<GpuTexture> {
+        let loan = self.loan()?;
+        let (texture, view, rows) = loan.block().alias.as_ref()?;
+        if (floats as u64).div_ceil(4) > *rows as u64 * super::texture::TEX_WIDTH as u64 {
+            return None;
+        }
+        Some(GpuTexture::aliasing(
+            texture.clone(),
+            view.clone(),
+            Arc::clone(&loan),
+        ))
+    }
+
+    /// The memory this buffer holds now (for telling whether a texture aliases it).
+    pub(crate) fn loan_id(&self) -> Option<*const Loan> {
+        self.loan().map(|l| Arc::as_ptr(&l))
     }
 
     /// Bytes requested: what kernels bind and read back.
@@ -203,30 +296,16 @@ impl GpuBuffer {
     /// Gives the device buffer back to the pool, leaving the kept texture as the only copy
     /// (which the caller has checked holds all `bytes()`).
     pub(crate) fn release_buffer(&self) {
-        let taken = self.buffer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(b) = taken {
-            self.pool.release(b, self.bucket);
-        }
+        // The loan goes back to the pool once no aliasing texture holds it either.
+        drop(self.buffer.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     /// A fresh buffer of this one's bucket for a released one; the caller fills it.
     pub(crate) fn reacquire(&self) -> wgpu::Buffer {
-        let b = self.pool.acquire_bucket(self.bucket);
-        *self.buffer.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.clone());
-        b
-    }
-}
-
-impl Drop for GpuBuffer {
-    fn drop(&mut self) {
-        let taken = self
-            .buffer
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(b) = taken {
-            self.pool.release(b, self.bucket);
-        }
+        let loan = self.pool.loan(self.bucket);
+        let raw = loan.block().buffer.clone();
+        *self.buffer.lock().unwrap_or_else(|e| e.into_inner()) = Some(loan);
+        raw
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::pool::Pool;
+use super::pool::{Loan, Pool};
 
 /// Texels per texture row (16 KiB: a multiple of the 256-byte copy row alignment).
 pub const TEX_WIDTH: u32 = 1024;
@@ -88,45 +88,88 @@ impl TexturePool {
         let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
         self.buffers.note_texture(bucket_bytes(bucket), true);
         GpuTexture {
-            texture: Some(texture),
             view,
-            bucket,
-            pool: Arc::clone(self),
+            backing: Backing::Pooled {
+                texture: Some(texture),
+                bucket,
+                pool: Arc::clone(self),
+            },
         }
     }
 }
 
-/// A pooled texture; returns to the pool when dropped.
+/// A texture holding a tensor for kernels to read: a pooled copy, or a view of a buffer's own
+/// memory (`gpu::alias`).
 pub struct GpuTexture {
-    texture: Option<wgpu::Texture>,
     view: wgpu::TextureView,
-    bucket: u32,
-    pool: Arc<TexturePool>,
+    backing: Backing,
+}
+
+enum Backing {
+    /// A copy; the texture returns to its pool when dropped.
+    Pooled {
+        texture: Option<wgpu::Texture>,
+        bucket: u32,
+        pool: Arc<TexturePool>,
+    },
+    /// The memory of a pool buffer, kept on loan while this lives.
+    Aliasing {
+        texture: wgpu::Texture,
+        loan: Arc<Loan>,
+    },
 }
 
 impl GpuTexture {
+    pub(crate) fn aliasing(
+        texture: wgpu::Texture,
+        view: wgpu::TextureView,
+        loan: Arc<Loan>,
+    ) -> GpuTexture {
+        GpuTexture {
+            view,
+            backing: Backing::Aliasing { texture, loan },
+        }
+    }
+
     pub fn view(&self) -> &wgpu::TextureView {
         &self.view
     }
 
     pub(crate) fn raw(&self) -> &wgpu::Texture {
-        self.texture.as_ref().expect("texture present until drop")
+        match &self.backing {
+            Backing::Pooled { texture, .. } => {
+                texture.as_ref().expect("texture present until drop")
+            }
+            Backing::Aliasing { texture, .. } => texture,
+        }
+    }
+
+    /// The buffer memory this texture views, if it is not a copy.
+    pub(crate) fn aliased_loan(&self) -> Option<*const Loan> {
+        match &self.backing {
+            Backing::Aliasing { loan, .. } => Some(Arc::as_ptr(loan)),
+            Backing::Pooled { .. } => None,
+        }
     }
 }
 
 impl Drop for GpuTexture {
     fn drop(&mut self) {
-        if let Some(t) = self.texture.take() {
-            self.pool
-                .buffers
-                .note_texture(bucket_bytes(self.bucket), false);
-            self.pool
-                .free
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(self.bucket)
-                .or_default()
-                .push(t);
+        if let Backing::Pooled {
+            texture,
+            bucket,
+            pool,
+        } = &mut self.backing
+        {
+            if let Some(t) = texture.take() {
+                pool.buffers.note_texture(bucket_bytes(*bucket), false);
+                pool.free
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(*bucket)
+                    .or_default()
+                    .push(t);
+            }
         }
     }
 }
