@@ -224,6 +224,17 @@ fn tile_vec4(
         )
     } else if m <= 256 {
         (4, 8)
+    } else if shared_b
+        && k_major
+        && k <= 48
+        && n >= 32
+        && n.is_multiple_of(16)
+        && std::env::var_os("GT_NO_SHORTK").is_none()
+    {
+        // Short k (the 32x32 expansions and the input gradients of their projections): 4
+        // rows x 16 columns, one cache line of C a row, no line shared between workgroups
+        // (-12 to -22% against 8 x ~24, benches/NOTES.md).
+        (4, 16)
     } else if n >= 128 && shared_b && k_major {
         // Wide products along k with B shared: groups of ~24 (-5 to -9% against 16 on the
         // step's expansions and input gradients, benches/NOTES.md).

@@ -30,7 +30,9 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     // With shared B loads, n = 80 in three column groups of 28 (the last past n).
     (1, 16, 20, 16, 80),
     // ... and n = 1280 in 54 groups of 24 (16 columns past n).
-    (1, 18, 16, 32, 1280),
+    (1, 18, 16, 56, 1280),
+    // Short k in 4 x 16 tiles, forward and input gradient, rows past m (273 = 256 + 17).
+    (3, 7, 13, 48, 32),
 ];
 
 /// Every shape with and without B loads shared through subgroups (`gemm_vec4.wgsl`).
