@@ -53,13 +53,42 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
     y[i] = vec2<u64>(u64(b.x) | (u64(b.y) << 32u), u64(b.z) | (u64(b.w) << 32u));
 }}"
     );
-    let mut runs = vec![("vec4<f32>", src32, &y32)];
+    // Two texels an invocation, half the grid: as two vec4<f32> stores, or one vec4<u64>.
+    let src32x2 = format!(
+        "{common}@group(0) @binding(1) var<storage, read_write> y: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
+    let i = g.y * 65536u + g.x;
+    let t = (i / 64u) * 128u + i % 64u;
+    let a = 2.0 * textureLoad(xt, vec2<u32>(t % 1024u, t / 1024u));
+    let b = 2.0 * textureLoad(xt, vec2<u32>((t + 64u) % 1024u, (t + 64u) / 1024u));
+    y[2u * i] = a;
+    y[2u * i + 1u] = b;
+}}"
+    );
+    let src64x4 = format!(
+        "{common}@group(0) @binding(1) var<storage, read_write> y: array<vec4<u64>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
+    let i = g.y * 65536u + g.x;
+    let t = (i / 64u) * 128u + i % 64u;
+    let a = bitcast<vec4<u32>>(2.0 * textureLoad(xt, vec2<u32>(t % 1024u, t / 1024u)));
+    let b = bitcast<vec4<u32>>(2.0 * textureLoad(xt, vec2<u32>((t + 64u) % 1024u, (t + 64u) / 1024u)));
+    y[i] = vec4<u64>(u64(a.x) | (u64(a.y) << 32u), u64(a.z) | (u64(a.w) << 32u),
+                     u64(b.x) | (u64(b.y) << 32u), u64(b.z) | (u64(b.w) << 32u));
+}}"
+    );
+    let mut runs = vec![("vec4<f32>", src32, &y32, 1u32)];
     if has64 {
-        runs.push(("vec2<u64>", src64, &y64));
+        runs.push(("vec2<u64>", src64, &y64, 1));
+    }
+    runs.push(("2xvec4<f32>", src32x2, &y32, 2));
+    if has64 {
+        runs.push(("vec4<u64>", src64x4, &y64, 2));
     }
     let pipes: Vec<_> = runs
         .iter()
-        .map(|(name, src, y)| {
+        .map(|(name, src, y, per)| {
             let pipe = probe::pipeline(&device, src);
             let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
@@ -75,18 +104,18 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
                     },
                 ],
             });
-            (*name, pipe, bg)
+            (*name, pipe, bg, *per)
         })
         .collect();
     let mut times = vec![Vec::new(); pipes.len()];
     for round in 0..13 {
-        for (pi, (_, pipe, bg)) in pipes.iter().enumerate() {
+        for (pi, (_, pipe, bg, per)) in pipes.iter().enumerate() {
             let mut enc = device.create_command_encoder(&Default::default());
             {
                 let mut p = enc.begin_compute_pass(&Default::default());
                 p.set_pipeline(pipe);
                 p.set_bind_group(0, bg, &[]);
-                p.dispatch_workgroups(1024, N / 65536, 1);
+                p.dispatch_workgroups(1024 / per, N / 65536, 1);
             }
             let t0 = Instant::now();
             queue.submit([enc.finish()]);
@@ -96,7 +125,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
             }
         }
     }
-    for (pi, (name, _, _)) in pipes.iter().enumerate() {
+    for (pi, (name, _, _, _)) in pipes.iter().enumerate() {
         times[pi].sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!("{name:<10} {:.2} ms", times[pi][times[pi].len() / 2]);
     }
