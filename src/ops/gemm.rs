@@ -229,7 +229,6 @@ fn tile_vec4(
         && k <= 48
         && n >= 32
         && n.is_multiple_of(16)
-        && std::env::var_os("GT_NO_SHORTK").is_none()
     {
         // Short k (the 32x32 expansions and the input gradients of their projections): 4
         // rows x 16 columns, one cache line of C a row, no line shared between workgroups
