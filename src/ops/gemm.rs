@@ -174,10 +174,11 @@ struct Output {
 }
 
 /// Vec4 tile (rows, cols), both multiples of 4; `PROXYLESS_GEMM4_TILE=RxC` overrides.
-/// Measured on lavapipe (benches/NOTES.md): with storage textures, 8 x ~16 or ~20 for weight
+/// Measured on lavapipe (benches/NOTES.md): with storage textures, 8 x ~24 for weight
 /// gradients (operands along their outputs, k >= 512); 4x8 when 64 lanes x 8 rows would leave
-/// most rows of a short product with a short k idle; 8x16 for wide products (n >= 128), 8 x
-/// ~24 when both operands are read along k and B is shared (`shared_b`); for narrow ones 8x8
+/// most rows of a short product with a short k idle; 4x16 when both operands are read along
+/// k, B is shared and k <= 48; 8x16 for wide products (n >= 128), 8 x ~24 when both operands
+/// are read along k and B is shared (`shared_b`); for narrow ones 8x8
 /// with sampled textures or buffers; with storage textures, when both operands are read along
 /// k, 8 x ~20, or as few groups of at most 32 as n allows with B shared, else 4x8.
 fn tile_vec4(
@@ -209,27 +210,13 @@ fn tile_vec4(
     if operands == Operands::StorageTextures && !k_major && k >= 512 {
         // Weight gradients (both operands along their outputs, k = batch x pixels): k is
         // long enough for the lanes along m to be sized to m and the rest to take slices of
-        // k, so a short m no longer idles lanes, and 8 x ~16 does half the loads per
-        // multiply-add of 4 x 8 (benches/NOTES.md: -2 to -24% on the step's shapes). Groups
-        // of ~20 where they overhang n less (n = 40: 2 x 20, not 3 x 16 with 8 columns idle).
-        let overhang = |cols: u32| n.div_ceil(cols as usize) * cols as usize - n;
-        let (c16, c20) = (even_cols(16), even_cols(20));
-        (
-            8,
-            if overhang(c20) < overhang(c16) {
-                c20
-            } else {
-                c16
-            },
-        )
+        // k, so a short m no longer idles lanes. Columns in even groups of at most 24: more
+        // multiply-adds per load of A than ~16 (-5 to -15% on most of the step's weight
+        // gradients once textures were views, benches/NOTES.md; n = 40 in 2 x 20).
+        (8, even_cols(24))
     } else if m <= 256 {
         (4, 8)
-    } else if shared_b
-        && k_major
-        && k <= 48
-        && n >= 32
-        && n.is_multiple_of(16)
-    {
+    } else if shared_b && k_major && k <= 48 && n >= 32 && n.is_multiple_of(16) {
         // Short k (the 32x32 expansions and the input gradients of their projections): 4
         // rows x 16 columns, one cache line of C a row, no line shared between workgroups
         // (-12 to -22% against 8 x ~24, benches/NOTES.md).
