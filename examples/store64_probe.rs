@@ -1,7 +1,8 @@
 //! Probe: does a kernel's output cost less on lavapipe written as 64-bit words? A vec4<f32>
 //! store is a loop over the SIMD lanes per component; packing the four floats into two u64
 //! (`SHADER_INT64`) halves the components. Times y = 2x over 4.7 M floats, x from a texture,
-//! y stored as vec4<f32> or as vec2<u64>, and checks that both wrote the same bytes.
+//! y stored as vec4<f32> or as vec2<u64>, then with two texels an invocation as two
+//! vec4<f32> stores or one vec4<u64>, and checks that the two forms wrote the same bytes.
 use std::time::Instant;
 
 mod probe;
@@ -130,21 +131,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
         println!("{name:<10} {:.2} ms", times[pi][times[pi].len() / 2]);
     }
     if has64 {
-        let read = |b: &wgpu::Buffer| -> Vec<u8> {
-            let st = device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut enc = device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(b, 0, &st, 0, bytes);
-            queue.submit([enc.finish()]);
-            st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-            device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-            let v = st.slice(..).get_mapped_range().unwrap().to_vec();
-            v
-        };
+        let read = |b: &wgpu::Buffer| probe::read_bytes(&device, &queue, b, bytes);
         println!("same bytes: {}", read(&y32) == read(&y64));
     }
 }

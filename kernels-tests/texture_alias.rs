@@ -18,15 +18,44 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Whether this adapter should alias: a CPU adapter on Vulkan (lavapipe on CI).
-fn should_alias(gpu: &Gpu) -> bool {
-    gpu.info.device_type == wgpu::DeviceType::Cpu && gpu.info.backend == wgpu::Backend::Vulkan
+/// A device of its own if the adapter should alias textures (a CPU adapter on Vulkan:
+/// lavapipe on CI), which it then must do; None, with a note, elsewhere.
+fn aliasing_gpu() -> Option<Gpu> {
+    let gpu = private_gpu();
+    let info = &gpu.info;
+    if info.device_type != wgpu::DeviceType::Cpu || info.backend != wgpu::Backend::Vulkan {
+        eprintln!(
+            "adapter {} does not alias textures; skipped",
+            gpu.adapter_name()
+        );
+        return None;
+    }
+    assert!(
+        gpu.aliases_textures(),
+        "lavapipe-like adapter but no aliasing"
+    );
+    Some(gpu)
 }
 
 // [7, 9, 11, 32] floats: 22176, over one texture row (4096 floats) and not a whole number
 // of rows, so the pool bucket (whole rows) is bigger than the tensor.
 const SHAPE: [usize; 4] = [7, 9, 11, 32];
 const COUT: usize = 24;
+
+/// C[m, n] = X[m, k] W[n, k]^T, all row-major: a 1x1 conv's forward product.
+fn x_times_w_transposed(m: usize, k: usize, n: usize) -> Gemm {
+    Gemm {
+        m,
+        n,
+        k,
+        a_si: k,
+        a_sk: 1,
+        b_sk: 1,
+        b_sj: k,
+        c_si: n,
+        c_sj: 1,
+    }
+}
 
 fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     let err: f64 = got
@@ -40,18 +69,9 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 
 #[test]
 fn an_aliasing_texture_shows_the_buffer_as_it_is_and_holds_its_memory() {
-    let gpu = private_gpu();
-    if !should_alias(&gpu) {
-        eprintln!(
-            "adapter {} does not alias textures; skipped",
-            gpu.adapter_name()
-        );
+    let Some(gpu) = aliasing_gpu() else {
         return;
-    }
-    assert!(
-        gpu.aliases_textures(),
-        "lavapipe-like adapter but no aliasing"
-    );
+    };
     let n: usize = SHAPE.iter().product();
     let m = n / SHAPE[3];
     let w_host = values(1, COUT * SHAPE[3]);
@@ -96,17 +116,7 @@ fn an_aliasing_texture_shows_the_buffer_as_it_is_and_holds_its_memory() {
     );
     let other = gpu.upload(&vec![f32::NAN; n], &SHAPE).unwrap();
     let y = gpu.empty(&[m, COUT]);
-    let g = Gemm {
-        m,
-        n: COUT,
-        k: SHAPE[3],
-        a_si: SHAPE[3],
-        a_sk: 1,
-        b_sk: 1,
-        b_sj: SHAPE[3],
-        c_si: COUT,
-        c_sj: 1,
-    };
+    let g = x_times_w_transposed(m, SHAPE[3], COUT);
     gemm_sharing_a(&gpu, &other.buf, Some(&t), &w.buf, &y.buf, g, false).unwrap();
     assert!(
         rel_err(&gpu.read_f32(&y).unwrap(), &product(&x_host)) < 1e-4,
@@ -120,14 +130,9 @@ fn an_aliasing_texture_shows_the_buffer_as_it_is_and_holds_its_memory() {
 
 #[test]
 fn a_kernel_may_not_read_through_a_texture_the_buffer_it_writes() {
-    let gpu = private_gpu();
-    if !should_alias(&gpu) {
-        eprintln!(
-            "adapter {} does not alias textures; skipped",
-            gpu.adapter_name()
-        );
+    let Some(gpu) = aliasing_gpu() else {
         return;
-    }
+    };
     let n: usize = SHAPE.iter().product();
     let m = n / SHAPE[3];
     // C = A B with A read through the texture of C itself (square product so the shapes fit).
@@ -138,17 +143,7 @@ fn a_kernel_may_not_read_through_a_texture_the_buffer_it_writes() {
         .upload(&values(5, SHAPE[3] * SHAPE[3]), &[SHAPE[3], SHAPE[3]])
         .unwrap();
     let t = gpu.to_texture(&c.buf, m * SHAPE[3]).unwrap();
-    let g = Gemm {
-        m,
-        n: SHAPE[3],
-        k: SHAPE[3],
-        a_si: SHAPE[3],
-        a_sk: 1,
-        b_sk: 1,
-        b_sj: SHAPE[3],
-        c_si: SHAPE[3],
-        c_sj: 1,
-    };
+    let g = x_times_w_transposed(m, SHAPE[3], SHAPE[3]);
     let err = gemm_sharing_a(&gpu, &c.buf, Some(&t), &b.buf, &c.buf, g, false)
         .expect_err("a texture view of the output was accepted as an input");
     assert!(err

@@ -67,3 +67,26 @@ pub fn pipeline(device: &wgpu::Device, source: &str) -> wgpu::ComputePipeline {
         cache: None,
     })
 }
+
+/// The first `bytes` bytes of `buffer` (which needs COPY_SRC), read back through a staging
+/// buffer.
+pub fn read_bytes(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+) -> Vec<u8> {
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    queue.submit([enc.finish()]);
+    staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let v = staging.slice(..).get_mapped_range().unwrap().to_vec();
+    v
+}

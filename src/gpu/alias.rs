@@ -29,12 +29,24 @@ pub(crate) struct Aliaser {
 }
 
 /// A buffer of whole texture rows and the texture that shares its memory.
-pub(crate) struct AliasedBuffer {
+pub struct AliasedBuffer {
     pub buffer: wgpu::Buffer,
     pub texture: wgpu::Texture,
     pub view: wgpu::TextureView,
     /// Texture rows; the buffer holds `rows * ROW_BYTES` bytes.
     pub rows: u32,
+}
+
+/// A buffer of `rows` texture rows and an rgba32float texture over the same memory, made on
+/// `device` (with storage-texture usage if `storage`), or why not. For probes: reading the
+/// texture after writing the buffer is only ordered on drivers that run each dispatch to
+/// completion before the next, such as lavapipe (the pool checks that; this does not).
+pub fn aliased_buffer(
+    device: &wgpu::Device,
+    rows: u32,
+    storage: bool,
+) -> Result<AliasedBuffer, String> {
+    imp::make(device, rows, storage)
 }
 
 impl Aliaser {

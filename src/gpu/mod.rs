@@ -10,6 +10,7 @@ mod pool;
 mod tensor;
 mod texture;
 
+pub use alias::{aliased_buffer, AliasedBuffer};
 pub use context::{
     describe_adapters, without_subgroups, AdapterSummary, Binding, Gpu, GpuOptions, PoisonScope,
 };
