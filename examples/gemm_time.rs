@@ -93,8 +93,20 @@ fn main() -> Result<()> {
         b_sj: cout,
         ..g_dx
     };
-    let names = ["fwd", "dx", "dw", "pw", "dxKK"];
-    let mut times = vec![vec![Vec::new(); 5]; variants.len()];
+    // dw transposed: dW^T = x^T dy (m = cin, n = cout), for timing only.
+    let g_dwt = Gemm {
+        m: cin,
+        n: cout,
+        k: m,
+        a_si: 1,
+        a_sk: cin,
+        b_sk: cout,
+        b_sj: 1,
+        c_si: cout,
+        c_sj: 1,
+    };
+    let names = ["fwd", "dx", "dw", "pw", "dxKK", "dwT"];
+    let mut times = vec![vec![Vec::new(); 6]; variants.len()];
     for round in 0..rounds + 1 {
         for (vi, (_, kv)) in variants.iter().enumerate() {
             for (k, v) in kv {
@@ -111,6 +123,7 @@ fn main() -> Result<()> {
                         1 => gemm(&gpu, &dy.buf, &w.buf, &dx.buf, g_dx, false),
                         2 => gemm(&gpu, &dy.buf, &x.buf, &dw.buf, g_dw, false),
                         4 => gemm(&gpu, &dy.buf, &w.buf, &dx.buf, g_dx_kk, false),
+                        5 => gemm(&gpu, &x.buf, &dy.buf, &dw.buf, g_dwt, false),
                         _ => {
                             let _y = pointwise_forward(&gpu, &x, &w)?;
                             let _g = pointwise_backward(&gpu, &x, &w, &dy)?;

@@ -40,7 +40,8 @@ fn ld_pre(t: u32) -> vec4<f32> { return textureLoad(pre_t, vec2<u32>(t & 1023u, 
 /// Which operand a `GemmPre` transforms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PreOn {
-    /// A, read along k: the channel of A(i, k) is k (a forward product x W^T).
+    /// A: read along k, the channel of A(i, k) is k (a forward product x W^T); read along its
+    /// rows, it is i (a transposed weight gradient x^T dy).
     A,
     /// B, read along its columns: the channel of B(k, j) is j (a weight gradient dy^T x).
     B,
@@ -58,15 +59,25 @@ pub struct GemmPre<'a> {
 }
 
 /// Whether `gemm_with` can apply an input transform on `on` for the product `g`: the vec4
-/// kernel with A read along k (`PreOn::A`) or B read along its columns (`PreOn::B`).
+/// kernel with A read along k or along its rows (`PreOn::A`) or B read along its columns
+/// (`PreOn::B`).
 pub fn takes_pre(g: &Gemm, on: PreOn) -> bool {
     if std::env::var_os("PROXYLESS_GEMM_SCALAR").is_some() {
         return false;
     }
     matches!(
         (vec4_modes(g), on),
-        (Some((Vec4Along::K, _)), PreOn::A) | (Some((_, Vec4Along::Out)), PreOn::B)
+        (Some(_), PreOn::A) | (Some((_, Vec4Along::Out)), PreOn::B)
     )
+}
+
+/// The channels a transform on `on` has for the product `g` (see `PreOn`).
+fn pre_channels(g: &Gemm, on: PreOn) -> usize {
+    match (on, vec4_modes(g)) {
+        (PreOn::A, Some((Vec4Along::Out, _))) => g.m,
+        (PreOn::A, _) => g.k,
+        (PreOn::B, _) => g.n,
+    }
 }
 
 const OPERANDS_BUFFERS: &str = "@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
@@ -310,7 +321,7 @@ fn template_vec4(
     let mut decl = String::new();
     let mut load = String::new();
     let mut load_t: [String; 4] = Default::default();
-    if pre == Some(PreOn::A) {
+    if pre == Some(PreOn::A) && a_mode == Vec4Along::K {
         // One channel group per k-step, shared by every row of the tile.
         load += &format!("        {}", factors("k", "k / 4u"));
     }
@@ -356,10 +367,19 @@ fn template_vec4(
             }
             Vec4Along::Out => {
                 decl += &format!("    let ga{q} = min(g{q}, p.m / 4u - 1u);\n");
+                let tag = format!("a{q}");
+                if pre == Some(PreOn::A) {
+                    // Each row group is one channel group: its factors load once.
+                    decl += &format!("    {}", factors(&tag, &format!("ga{q}")));
+                }
                 for t in 0..4 {
-                    load_t[t as usize] += &format!(
-                        "        let a{q}_{t} = ld_a((k + {t}u) * (p.a_sk / 4u) + ga{q});\n"
-                    );
+                    let v = format!("ld_a((k + {t}u) * (p.a_sk / 4u) + ga{q})");
+                    let v = if pre == Some(PreOn::A) {
+                        transform(v, &tag)
+                    } else {
+                        v
+                    };
+                    load_t[t as usize] += &format!("        let a{q}_{t} = {v};\n");
                 }
             }
         }
@@ -672,10 +692,7 @@ pub fn gemm_with(
         ensure(takes_pre(&g, pr.on), op, || {
             format!("no input transform on {:?} for {g:?}", pr.on)
         })?;
-        let channels = match pr.on {
-            PreOn::A => g.k,
-            PreOn::B => g.n,
-        };
+        let channels = pre_channels(&g, pr.on);
         ensure(pr.channels == channels, op, || {
             format!(
                 "the input transform has {} channels, the operand {channels}",

@@ -185,15 +185,62 @@ pub fn pointwise_backward_with(
         )?;
     }
     let dw = gpu.empty(&w.shape);
-    let g = weight_product(m, cin, cout);
-    gemm_with(
-        gpu,
-        (&dy.buf, dy_texture.as_deref()),
-        (&x.buf, x_tex),
-        &dw.buf,
-        g,
-        false,
-        pre,
-    )?;
+    if weight_gradient_transposed(gpu, m, cin, cout) {
+        // dW^T = x^T dy, then transposed: the long side (cin) along the lanes, where B loads
+        // can be shared (benches/NOTES.md: -10 to -35% on the step's projections).
+        let dwt = gpu.alloc((cout * cin * 4) as u64);
+        let pre_t = pre.map(|p| GemmPre {
+            on: PreOn::A,
+            packed: p.packed,
+            channels: cin,
+        });
+        gemm_with(
+            gpu,
+            (&x.buf, x_tex),
+            (&dy.buf, dy_texture.as_deref()),
+            &dwt,
+            transposed_weight_product(m, cin, cout),
+            false,
+            pre_t.as_ref(),
+        )?;
+        transpose(gpu, &dwt, &dw.buf, cin, cout)?;
+    } else {
+        let g = weight_product(m, cin, cout);
+        gemm_with(
+            gpu,
+            (&dy.buf, dy_texture.as_deref()),
+            (&x.buf, x_tex),
+            &dw.buf,
+            g,
+            false,
+            pre,
+        )?;
+    }
     Ok((dx, dw))
+}
+
+/// Whether the weight gradient is computed as dW^T = x^T dy: where `gemm` reads storage
+/// textures (CPU adapters), for a conv narrowing its channels (cout < cin) over many pixels.
+/// With dy^T x the short cout lay along the lanes, too few for B loads to be shared.
+fn weight_gradient_transposed(gpu: &Gpu, m: usize, cin: usize, cout: usize) -> bool {
+    reads_storage_textures(gpu)
+        && cout < cin
+        && m >= 512
+        && cin.is_multiple_of(4)
+        && cout.is_multiple_of(4)
+}
+
+/// The weight-gradient product transposed, dW^T = x^T dy ([cin, cout]).
+fn transposed_weight_product(m: usize, cin: usize, cout: usize) -> Gemm {
+    Gemm {
+        m: cin,
+        n: cout,
+        k: m,
+        a_si: 1,
+        a_sk: cin,
+        b_sk: cout,
+        b_sj: 1,
+        c_si: cout,
+        c_sj: 1,
+    }
 }
