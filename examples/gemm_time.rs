@@ -2,7 +2,8 @@
 //! settings, alternating the settings round by round so that machine drift hits all alike.
 //! Usage: gemm_time [ROUNDS] [NAME:KEY=VAL,KEY=VAL ...] ("base" for no change).
 //! GT_SHAPE=n,h,w,cin,cout times another pointwise shape (default the pw workload's
-//! 32,16,16,40,240); GT_ONLY=i times only product i (0 fwd, 1 dx, 2 dw, 3 pw, 4 dxKK).
+//! 32,16,16,40,240); GT_ONLY=i times only product i (0 fwd, 1 dx, 2 dw, 3 pw, 4 dxKK, 5 dwT:
+//! the weight gradient transposed, x^T dy).
 
 use std::time::Instant;
 
