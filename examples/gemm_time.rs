@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use proxyless::gpu::{Gpu, GpuOptions};
 use proxyless::ops::gemm::{gemm, Gemm};
-use proxyless::ops::pointwise::{pointwise_backward, pointwise_forward};
+use proxyless::ops::pointwise::{pointwise_backward, pointwise_forward, transposed_weight_product};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -94,18 +94,7 @@ fn main() -> Result<()> {
         b_sj: cout,
         ..g_dx
     };
-    // dw transposed: dW^T = x^T dy (m = cin, n = cout), for timing only.
-    let g_dwt = Gemm {
-        m: cin,
-        n: cout,
-        k: m,
-        a_si: 1,
-        a_sk: cin,
-        b_sk: cout,
-        b_sj: 1,
-        c_si: cout,
-        c_sj: 1,
-    };
+    let g_dwt = transposed_weight_product(m, cin, cout);
     let names = ["fwd", "dx", "dw", "pw", "dxKK", "dwT"];
     let mut times = vec![vec![Vec::new(); 6]; variants.len()];
     for round in 0..rounds + 1 {

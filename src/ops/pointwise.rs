@@ -230,8 +230,8 @@ fn weight_gradient_transposed(gpu: &Gpu, m: usize, cin: usize, cout: usize) -> b
         && cout.is_multiple_of(4)
 }
 
-/// The weight-gradient product transposed, dW^T = x^T dy ([cin, cout]).
-fn transposed_weight_product(m: usize, cin: usize, cout: usize) -> Gemm {
+/// The weight-gradient product transposed, dW^T = x^T dy ([cin, cout]), over m pixels.
+pub fn transposed_weight_product(m: usize, cin: usize, cout: usize) -> Gemm {
     Gemm {
         m: cin,
         n: cout,
