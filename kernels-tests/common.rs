@@ -15,6 +15,14 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// n distinct, non-zero values in (-1, 1), different for every seed (inputs that a stale or
+/// unwritten element cannot match by chance).
+pub fn values(seed: u64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u64 * 2654435761 + seed * 40503) % 1997) as f32 / 998.0) - 1.0 + 1e-3)
+        .collect()
+}
+
 /// Runs a verification family with a fresh seed per run and asserts every outcome.
 pub fn check_family(name: &str) {
     let seed = std::time::SystemTime::now()

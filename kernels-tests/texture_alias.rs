@@ -4,18 +4,14 @@
 //! memory, and a kernel must not be let read through one the buffer it writes.
 
 use proxyless::gpu::{Gpu, GpuOptions};
-use proxyless::ops::gemm::{gemm_sharing_a, Gemm};
-use proxyless::ops::pointwise::pointwise_forward;
+use proxyless::ops::gemm::gemm_sharing_a;
+use proxyless::ops::pointwise::{forward_product, pointwise_forward};
 use proxyless::reference;
+
+use crate::common::values;
 
 fn private_gpu() -> Gpu {
     Gpu::new(&GpuOptions::default()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
-}
-
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| (((i as u64 * 2654435761 + seed * 40503) % 1997) as f32 / 998.0) - 1.0 + 1e-3)
-        .collect()
 }
 
 /// A device of its own if the adapter should alias textures (a CPU adapter on Vulkan:
@@ -42,29 +38,9 @@ fn aliasing_gpu() -> Option<Gpu> {
 const SHAPE: [usize; 4] = [7, 9, 11, 32];
 const COUT: usize = 24;
 
-/// C[m, n] = X[m, k] W[n, k]^T, all row-major: a 1x1 conv's forward product.
-fn x_times_w_transposed(m: usize, k: usize, n: usize) -> Gemm {
-    Gemm {
-        m,
-        n,
-        k,
-        a_si: k,
-        a_sk: 1,
-        b_sk: 1,
-        b_sj: k,
-        c_si: n,
-        c_sj: 1,
-    }
-}
-
 fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (*a as f64 - b).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| b * b).sum();
-    (err / norm).sqrt()
+    let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+    reference::rel_error(&got, want)
 }
 
 #[test]
@@ -116,7 +92,7 @@ fn an_aliasing_texture_shows_the_buffer_as_it_is_and_holds_its_memory() {
     );
     let other = gpu.upload(&vec![f32::NAN; n], &SHAPE).unwrap();
     let y = gpu.empty(&[m, COUT]);
-    let g = x_times_w_transposed(m, SHAPE[3], COUT);
+    let g = forward_product(m, SHAPE[3], COUT);
     gemm_sharing_a(&gpu, &other.buf, Some(&t), &w.buf, &y.buf, g, false).unwrap();
     assert!(
         rel_err(&gpu.read_f32(&y).unwrap(), &product(&x_host)) < 1e-4,
@@ -143,7 +119,7 @@ fn a_kernel_may_not_read_through_a_texture_the_buffer_it_writes() {
         .upload(&values(5, SHAPE[3] * SHAPE[3]), &[SHAPE[3], SHAPE[3]])
         .unwrap();
     let t = gpu.to_texture(&c.buf, m * SHAPE[3]).unwrap();
-    let g = x_times_w_transposed(m, SHAPE[3], SHAPE[3]);
+    let g = forward_product(m, SHAPE[3], SHAPE[3]);
     let err = gemm_sharing_a(&gpu, &c.buf, Some(&t), &b.buf, &c.buf, g, false)
         .expect_err("a texture view of the output was accepted as an input");
     assert!(err

@@ -6,6 +6,8 @@ use proxyless::ops::pointwise::pointwise_forward;
 use proxyless::ops::reduce::sum_slices;
 use proxyless::reference;
 
+use crate::common::values;
+
 /// Its own device, so that the pool counters below are this test's alone; with texture
 /// copies, which these tests are about, even where textures could alias buffers
 /// (kernels-tests/texture_alias.rs).
@@ -20,13 +22,6 @@ fn private_gpu() -> Gpu {
 const M: usize = 2 * 5 * 7;
 const CIN: usize = 12;
 const COUT: usize = 20;
-
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    // Distinct, non-zero, different for every seed.
-    (0..n)
-        .map(|i| (((i as u64 * 2654435761 + seed * 40503) % 1997) as f32 / 998.0) - 1.0 + 1e-3)
-        .collect()
-}
 
 /// The pointwise product of x and w on the device, against the CPU reference of `x_host`.
 fn assert_product(gpu: &Gpu, x: &Tensor, w: &Tensor, x_host: &[f32], w_host: &[f32], what: &str) {

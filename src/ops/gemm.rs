@@ -222,8 +222,8 @@ fn tile_vec4(
         // Weight gradients (both operands along their outputs, k = batch x pixels): k is
         // long enough for the lanes along m to be sized to m and the rest to take slices of
         // k, so a short m no longer idles lanes. Columns in even groups of at most 24: more
-        // multiply-adds per load of A than ~16 (-5 to -15% on most of the step's weight
-        // gradients once textures were views, benches/NOTES.md; n = 40 in 2 x 20).
+        // multiply-adds per load of A than ~16 (-2 to -16% on the step's weight gradients
+        // whose tile changed, once textures were views, benches/NOTES.md; n = 40 in 2 x 20).
         (8, even_cols(24))
     } else if m <= 256 {
         (4, 8)

@@ -35,8 +35,8 @@ fn dims(gpu: &Gpu, x: &Tensor, w: &Tensor, op: &str) -> Result<(usize, usize, us
     Ok((m, cin, cout))
 }
 
-/// The forward product y = x W^T.
-fn forward_product(m: usize, cin: usize, cout: usize) -> Gemm {
+/// The forward product y = x W^T over m pixels.
+pub fn forward_product(m: usize, cin: usize, cout: usize) -> Gemm {
     Gemm {
         m,
         n: cout,
@@ -187,7 +187,7 @@ pub fn pointwise_backward_with(
     let dw = gpu.empty(&w.shape);
     if weight_gradient_transposed(gpu, m, cin, cout) {
         // dW^T = x^T dy, then transposed: the long side (cin) along the lanes, where B loads
-        // can be shared (benches/NOTES.md: -10 to -35% on the step's projections).
+        // can be shared (benches/NOTES.md: -4 to -33% on the step's projections).
         let dwt = gpu.alloc((cout * cin * 4) as u64);
         let pre_t = pre.map(|p| GemmPre {
             on: PreOn::A,

@@ -33,6 +33,10 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (1, 18, 16, 56, 1280),
     // Short k in 4 x 16 tiles, forward and input gradient, rows past m (273 = 256 + 17).
     (3, 7, 13, 48, 32),
+    // Weight gradients in column groups past n: n = cin = 52 in 3 x 20 (dy^T x), and the
+    // transposed form of a narrowing conv, n = cout = 52 in 3 x 20 (x^T dy).
+    (2, 16, 16, 52, 56),
+    (2, 16, 16, 56, 52),
 ];
 
 /// Every shape with and without B loads shared through subgroups (`gemm_vec4.wgsl`).
