@@ -6,7 +6,7 @@ use proxyless::ops::dropout::{dropout_backward, dropout_forward};
 use proxyless::ops::elementwise::{add, add_assign, relu6_backward, relu6_forward, scale};
 use proxyless::ops::linear::{linear_backward, linear_forward};
 use proxyless::ops::loss::{count_correct, softmax_cross_entropy};
-use proxyless::ops::optim::{adam_step, sgd_step};
+use proxyless::ops::optim::{adam_step, sgd_step, sgd_step_multi, SgdUpdate};
 use proxyless::ops::pool::{global_avg_pool_backward, global_avg_pool_forward};
 
 use crate::common::gpu;
@@ -234,6 +234,47 @@ fn optimizers_reject_bad_arguments() {
         sgd_step(g, &w, &gr, &buf, f32::NAN, 0.9, 0.0, false),
         op,
         "lr NaN",
+    );
+    let op = "sgd_step_multi";
+    let (w4, g4, b4, w8, g8) = (t(&[4]), t(&[4]), t(&[4]), t(&[8]), t(&[8]));
+    let update = |w, g, momentum_buf| SgdUpdate {
+        w,
+        g,
+        momentum_buf,
+        weight_decay: 0.0,
+    };
+    // The same weights in two updates would be bound twice, written by both.
+    assert_err(
+        sgd_step_multi(
+            g,
+            &[update(&w4, &g4, &b4), update(&w4, &g4, &b4)],
+            0.1,
+            0.9,
+            false,
+        ),
+        op,
+        "w in two updates",
+    );
+    assert_err(
+        sgd_step_multi(
+            g,
+            &[update(&w4, &g4, &b4), update(&w8, &g8, &b4)],
+            0.1,
+            0.9,
+            false,
+        ),
+        op,
+        "momentum_buf of 4 for w of 8",
+    );
+    assert_err(
+        sgd_step_multi(g, &[update(&w4, &w4, &b4)], 0.1, 0.9, false),
+        op,
+        "g aliases w",
+    );
+    assert_err(
+        sgd_step_multi(g, &[update(&w4, &g4, &b4)], 0.1, f32::NAN, false),
+        op,
+        "momentum NaN",
     );
     let op = "adam_step";
     let (m, v) = (t(&[7]), t(&[7]));

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::autograd::Gradients;
 use crate::gpu::{Gpu, Tensor};
-use crate::ops::optim::{adam_step, sgd_step};
+use crate::ops::optim::{adam_step, sgd_step, sgd_step_multi, SgdUpdate};
 
 use super::params::{ParamStore, Role};
 
@@ -68,40 +68,70 @@ impl Optimizer {
         grads: &Gradients,
         lr: f32,
     ) -> Result<()> {
-        for (index, g) in &grads.by_param {
+        // Checked and given their state before any is updated, so an error leaves the
+        // parameters as they were.
+        for (index, _) in &grads.by_param {
             let p = params.get(*index);
             if p.role == Role::Buffer {
                 bail!("optimizer: {} is a buffer and cannot be trained", p.name);
             }
-            let decays = p.role == Role::Weight;
-            let first = self.first[*index].get_or_insert_with(|| gpu.zeros(&p.value.shape));
-            self.steps[*index] += 1;
-            match self.kind {
-                OptimizerKind::Sgd {
-                    momentum,
-                    nesterov,
-                    weight_decay,
-                } => {
-                    let wd = if decays { weight_decay } else { 0.0 };
-                    sgd_step(gpu, &p.value, g, first, lr, momentum, wd, nesterov)?;
-                }
-                OptimizerKind::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => {
-                    let second =
-                        self.second[*index].get_or_insert_with(|| gpu.zeros(&p.value.shape));
-                    let wd = if decays { weight_decay } else { 0.0 };
-                    let t = self.steps[*index];
-                    adam_step(
-                        gpu, &p.value, g, first, second, lr, beta1, beta2, eps, wd, t,
-                    )?;
-                }
+            self.first[*index].get_or_insert_with(|| gpu.zeros(&p.value.shape));
+            if matches!(self.kind, OptimizerKind::Adam { .. }) {
+                self.second[*index].get_or_insert_with(|| gpu.zeros(&p.value.shape));
             }
         }
-        Ok(())
+        for (index, _) in &grads.by_param {
+            self.steps[*index] += 1;
+        }
+        // Weight decay on conv and linear weights only.
+        let decay = |index: usize, wd: f32| {
+            if params.get(index).role == Role::Weight {
+                wd
+            } else {
+                0.0
+            }
+        };
+        match self.kind {
+            OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => {
+                let mut updates = Vec::with_capacity(grads.by_param.len());
+                for (index, g) in &grads.by_param {
+                    updates.push(SgdUpdate {
+                        w: &params.get(*index).value,
+                        g,
+                        momentum_buf: state(&self.first[*index])?,
+                        weight_decay: decay(*index, weight_decay),
+                    });
+                }
+                if std::env::var("PROXYLESS_SGD").as_deref() == Ok("per-tensor") {
+                    for u in &updates {
+                        let (w, g, b, wd) = (u.w, u.g, u.momentum_buf, u.weight_decay);
+                        sgd_step(gpu, w, g, b, lr, momentum, wd, nesterov)?;
+                    }
+                    return Ok(());
+                }
+                sgd_step_multi(gpu, &updates, lr, momentum, nesterov)
+            }
+            OptimizerKind::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                for (index, g) in &grads.by_param {
+                    let (first, second) =
+                        (state(&self.first[*index])?, state(&self.second[*index])?);
+                    let wd = decay(*index, weight_decay);
+                    let t = self.steps[*index];
+                    let w = &params.get(*index).value;
+                    adam_step(gpu, w, g, first, second, lr, beta1, beta2, eps, wd, t)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Bytes of optimizer state held.
@@ -113,6 +143,12 @@ impl Optimizer {
             .map(Tensor::bytes)
             .sum()
     }
+}
+
+/// A parameter's optimizer state, allocated by `Optimizer::step` before it is read.
+fn state(slot: &Option<Tensor>) -> Result<&Tensor> {
+    slot.as_ref()
+        .ok_or_else(|| anyhow::anyhow!("optimizer: state missing after allocation"))
 }
 
 /// Cosine decay from `base` to 0 over `total` steps after a linear warm-up of `warmup` steps

@@ -108,10 +108,75 @@ fn adam(c: &mut Checker, len: usize) -> Result<()> {
     Ok(())
 }
 
+/// Lengths of the tensors of one multi-tensor SGD step: more small ones than one dispatch
+/// takes (8), one at the batching limit (4096), one past it and one off a multiple of 4 (each
+/// updated alone).
+const MULTI_LENGTHS: &[usize] = &[4, 8, 12, 64, 1000, 4096, 4100, 7, 16, 20, 24, 28, 36];
+
+/// `sgd_step_multi` over tensors of `MULTI_LENGTHS`, weight decay on every other one.
+fn sgd_multi(c: &mut Checker) -> Result<()> {
+    for &(lr, momentum, wd, nesterov) in SGD {
+        let mut state = Vec::new();
+        for (i, &len) in MULTI_LENGTHS.iter().enumerate() {
+            // Few elements: weights away from zero, as for the short lengths above.
+            let wv = if len < 64 {
+                c.random_in(len, 4.0, 6.0)
+            } else {
+                c.random(len)
+            };
+            let w = c.upload(&wv, &[len])?;
+            let buf = c.gpu.zeros(&[len]);
+            let decay = if i % 2 == 0 { wd } else { 0.0 };
+            state.push((w, buf, decay, f64s(&wv), vec![0.0; len]));
+        }
+        for t in 1..=STEPS {
+            let mut grads = Vec::new();
+            for (_, _, _, w_ref, _) in &state {
+                let len = w_ref.len();
+                let gv = if len < 64 {
+                    c.random_in(len, 0.25, 1.0)
+                } else {
+                    c.random(len)
+                };
+                grads.push((c.upload(&gv, &[len])?, gv));
+            }
+            let updates: Vec<ops::optim::SgdUpdate> = state
+                .iter()
+                .zip(&grads)
+                .map(|((w, buf, decay, _, _), (g, _))| ops::optim::SgdUpdate {
+                    w,
+                    g,
+                    momentum_buf: buf,
+                    weight_decay: *decay,
+                })
+                .collect();
+            ops::optim::sgd_step_multi(c.gpu, &updates, lr, momentum, nesterov)?;
+            for ((w, buf, decay, w_ref, buf_ref), (_, gv)) in state.iter_mut().zip(&grads) {
+                sgd_step(
+                    w_ref,
+                    &f64s(gv),
+                    buf_ref,
+                    f64::from(lr),
+                    f64::from(momentum),
+                    f64::from(*decay),
+                    nesterov,
+                );
+                let name = format!(
+                    "multi [{}] lr {lr} momentum {momentum} wd {decay} nesterov {nesterov} step {t}",
+                    w_ref.len()
+                );
+                c.compare("sgd_step_multi", name.clone(), "w", w, w_ref)?;
+                c.compare("sgd_step_multi", name, "momentum_buf", buf, buf_ref)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(c: &mut Checker) -> Result<()> {
     for &len in LENGTHS {
         sgd(c, len)?;
         adam(c, len)?;
     }
-    Ok(())
+    sgd_multi(c)
 }
