@@ -4,7 +4,9 @@
 use proxyless::gpu::Tensor;
 use proxyless::ops::batchnorm::{
     batchnorm_eval_forward, batchnorm_train_backward, batchnorm_train_forward,
+    batchnorm_train_stats_from, StatsPartials,
 };
+use proxyless::ops::bn_relu6_conv::{bn_relu6_conv_forward_chained, NextConv};
 use proxyless::ops::conv::{conv2d_backward, conv2d_backward_weight, conv2d_forward};
 
 use crate::common::gpu;
@@ -212,4 +214,60 @@ fn batchnorm_backward_rejects_bad_shapes() {
         "zero rows",
     );
     assert!(batchnorm_train_backward(gpu(), &x, &g, &mean, &rstd, &dy).is_ok());
+}
+
+#[test]
+fn batchnorm_statistics_from_partials_reject_bad_input() {
+    let g = gpu();
+    let op = "batchnorm_train_stats_from";
+    let (rm, rv) = (t(&[4]), t(&[4]));
+    let partials = |slices: usize, floats: usize, m: usize| StatsPartials {
+        part: t(&[floats]).buf,
+        slices,
+        c: 4,
+        m,
+    };
+    // Three rows of 2 slices x 4 channels need 24 floats.
+    assert_err(
+        batchnorm_train_stats_from(g, &partials(2, 23, 6), (&rm, &rv), 0.1, 1e-5),
+        op,
+        "partials too small",
+    );
+    assert_err(
+        batchnorm_train_stats_from(g, &partials(0, 24, 6), (&rm, &rv), 0.1, 1e-5),
+        op,
+        "no slices",
+    );
+    assert_err(
+        batchnorm_train_stats_from(g, &partials(2, 24, 6), (&rm, &t(&[5])), 0.1, 1e-5),
+        op,
+        "running_var of 5",
+    );
+    assert_err(
+        batchnorm_train_stats_from(g, &partials(2, 24, 6), (&rm, &rm), 0.1, 1e-5),
+        op,
+        "running statistics aliased",
+    );
+    assert_err(
+        batchnorm_train_stats_from(g, &partials(2, 24, 6), (&rm, &rv), 1.5, 1e-5),
+        op,
+        "momentum 1.5",
+    );
+    // A chained op refuses statistics that do not describe its input.
+    let x = t(&[1, 2, 2, 4]);
+    let (gamma, beta, w) = (t(&[4]), t(&[4]), t(&[4, 3, 3]));
+    let stats = partials(2, 24, 6);
+    assert_err(
+        bn_relu6_conv_forward_chained(
+            g,
+            &x,
+            Some(&stats),
+            (&gamma, &beta, (&rm, &rv), 0.1, 1e-5),
+            &w,
+            NextConv::Depthwise { stride: 1 },
+            false,
+        ),
+        "bn_relu6_conv_forward",
+        "statistics of 6 rows for 4",
+    );
 }

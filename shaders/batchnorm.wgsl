@@ -156,6 +156,12 @@ fn slice_rows(i: u32) -> u32 {
 //   mean = sum n_i mean_i / m,  m * var = sum over i of [ssd_i + n_i (mean_i - mean)^2]
 // then writes mean and rstd and updates the running statistics in place. Grid: x over blocks
 // of 64 channels, one invocation per channel (scalar, whatever V is) looping over the slices.
+// SLICE_COUNT (generated) is n_i: the rows of slice i of bn_stats_partial's split, or the
+// count stored after the partials (part_in[(2 slices + i) c + ch]) by a kernel that wrote them
+// for its own output (depthwise::depthwise_forward_stats).
+fn slice_count(i: u32, ch: u32, slices: u32) -> f32 {
+    {{SLICE_COUNT}}
+}
 @compute @workgroup_size(64)
 fn bn_stats_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ch = gid.x;
@@ -169,13 +175,13 @@ fn bn_stats_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     let base = part_in[ch];
     var s = 0.0;
     for (var i = 0u; i < slices; i = i + 1u) {
-        s = fma(f32(slice_rows(i)), part_in[i * p.c + ch] - base, s);
+        s = fma(slice_count(i, ch, slices), part_in[i * p.c + ch] - base, s);
     }
     let mu = base + s / mf;
     var q = 0.0;
     for (var i = 0u; i < slices; i = i + 1u) {
         let d = part_in[i * p.c + ch] - mu;
-        q = q + fma(f32(slice_rows(i)) * d, d, part_in[(slices + i) * p.c + ch]);
+        q = q + fma(slice_count(i, ch, slices) * d, d, part_in[(slices + i) * p.c + ch]);
     }
     let var_b = q / mf;
     mean_out[ch] = mu;

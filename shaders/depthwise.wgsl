@@ -78,7 +78,10 @@ fn cell(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Cell {
 // y[n, oy, ox, c] = sum over ky, kx of x[n, oy*S + ky - PAD, ox*S + kx - PAD, c] * w[c, ky, kx].
 // a = x [n, h, w, c], b = w [c, k, k], out = y [n, ho, wo, c].
 // One invocation: channel group q of its images, output columns strip*T .. +T, output rows
-// chunk*rows .. +rows; the window holds the K input rows of the current output row.
+// chunk*rows .. +rows; the window holds the K input rows of the current output row. The
+// variant with output statistics also keeps the mean and squared deviations of what it writes
+// and stores them, with their count, as its slice's partials for the BN that follows
+// (FWD_STORE; see gen_output_stats in src/ops/depthwise.rs).
 @compute @workgroup_size(64)
 fn dw_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -104,6 +107,7 @@ fn dw_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             iy = iy + i32(S);
         }
     }
+{{FWD_STORE}}
 }
 
 // dx[n, iy, ix, c] = sum over taps with iy = oy*S + ky - PAD, ix = ox*S + kx - PAD of

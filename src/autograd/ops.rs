@@ -5,7 +5,7 @@ use std::rc::Rc;
 use anyhow::Result;
 
 use crate::gpu::{Gpu, Tensor};
-use crate::ops::batchnorm::BnAct;
+use crate::ops::batchnorm::{BnAct, StatsPartials};
 use crate::ops::bn_relu6_conv::NextConv;
 use crate::ops::{
     batchnorm, bn_relu6_conv, conv, depthwise, dropout, elementwise, linear, pointwise, pool,
@@ -353,45 +353,66 @@ impl Tape<'_> {
     /// tensor is then neither stored nor saved); otherwise the ops separately. Same values and
     /// gradients either way.
     pub fn bn_relu6_conv(&self, x: &Var, bn: &BnArgs, w: &Var, conv: NextConv) -> Result<Var> {
+        Ok(self.bn_relu6_conv_chained(x, None, bn, w, conv, false)?.0)
+    }
+
+    /// `bn_relu6_conv` in a chain of them (an MBConv's depthwise then its projection): the
+    /// conv computes its output's batch statistics in partial form where asked (`y_stats`) and
+    /// able (`ops::bn_relu6_conv::bn_relu6_conv_forward_chained`), and the next op's BN takes
+    /// them as `x_stats` instead of reading its input for them.
+    pub fn bn_relu6_conv_chained(
+        &self,
+        x: &Var,
+        x_stats: Option<StatsPartials>,
+        bn: &BnArgs,
+        w: &Var,
+        conv: NextConv,
+        y_stats: bool,
+    ) -> Result<(Var, Option<StatsPartials>)> {
         if !bn_relu6_conv::fusable(self.gpu, &x.value, &w.value, conv)? {
             let a = self.batchnorm(x, bn, BnAct::Relu6, true)?;
-            return match conv {
+            let y = match conv {
                 NextConv::Depthwise { stride } => self.depthwise(&a, w, stride),
                 NextConv::Pointwise => self.pointwise(&a, w),
-            };
+            }?;
+            return Ok((y, None));
         }
         let name = match conv {
             NextConv::Depthwise { .. } => "forward bn_relu6_depthwise",
             NextConv::Pointwise => "forward bn_relu6_pointwise",
         };
-        let (y, mean, rstd) = self.timed(
+        let (y, mean, rstd, stats) = self.timed(
             || name,
             || {
-                bn_relu6_conv::bn_relu6_conv_forward(
-                    self.gpu,
-                    &x.value,
-                    &bn.gamma.value,
-                    &bn.beta.value,
+                let params = (
+                    &*bn.gamma.value,
+                    &*bn.beta.value,
                     (bn.running_mean, bn.running_var),
                     bn.momentum,
                     bn.eps,
+                );
+                bn_relu6_conv::bn_relu6_conv_forward_chained(
+                    self.gpu,
+                    &x.value,
+                    x_stats.as_ref(),
+                    params,
                     &w.value,
                     conv,
+                    y_stats,
                 )
             },
         )?;
-        Ok(
-            self.output(y, &[x, bn.gamma, bn.beta, w], |out, _| Node::BnRelu6Conv {
-                out,
-                x: x.clone(),
-                gamma: bn.gamma.clone(),
-                beta: bn.beta.clone(),
-                mean,
-                rstd,
-                w: w.clone(),
-                conv,
-            }),
-        )
+        let y = self.output(y, &[x, bn.gamma, bn.beta, w], |out, _| Node::BnRelu6Conv {
+            out,
+            x: x.clone(),
+            gamma: bn.gamma.clone(),
+            beta: bn.beta.clone(),
+            mean,
+            rstd,
+            w: w.clone(),
+            conv,
+        });
+        Ok((y, stats))
     }
 
     pub fn relu6(&self, x: &Var) -> Result<Var> {

@@ -98,6 +98,13 @@ pub fn fuse_bn_into_convs() -> bool {
     std::env::var_os("PROXYLESS_NO_FUSION").is_none()
 }
 
+/// Whether an MBConv's depthwise conv computes its output's batch statistics for the BN after
+/// it (default); `PROXYLESS_BN_STATS=separate` leaves them to the BN's own pass, for
+/// comparisons.
+fn output_stats_in_depthwise() -> bool {
+    std::env::var("PROXYLESS_BN_STATS").as_deref() != Ok("separate")
+}
+
 /// The three kinds of convolution the nets use, each with its own kernel family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKind {
@@ -306,7 +313,9 @@ impl MbConv {
         }
         // Training: each BN + ReLU6 is applied by the next conv as it loads its input
         // (ops::bn_depthwise, ops::bn_pointwise), so the normalised tensors are never stored.
-        let d = match &self.expand {
+        // The depthwise conv also computes its output's batch statistics for the depthwise
+        // BN, which then does not read that output for them.
+        let (d, d_stats) = match &self.expand {
             Some(e) => {
                 let pre = e.conv(ctx, x)?;
                 let w = ctx.var(self.depth.weight);
@@ -314,9 +323,13 @@ impl MbConv {
                 let conv = NextConv::Depthwise {
                     stride: self.depth.stride,
                 };
-                bn.with_args(ctx, |args| ctx.tape.bn_relu6_conv(&pre, args, &w, conv))?
+                let chain = output_stats_in_depthwise();
+                bn.with_args(ctx, |args| {
+                    ctx.tape
+                        .bn_relu6_conv_chained(&pre, None, args, &w, conv, chain)
+                })?
             }
-            None => self.depth.conv(ctx, x)?,
+            None => (self.depth.conv(ctx, x)?, None),
         };
         let w = ctx.var(self.project.weight);
         let bn = self
@@ -325,7 +338,15 @@ impl MbConv {
             .as_ref()
             .context("an MBConv's depthwise conv has BN")?;
         let p = bn.with_args(ctx, |args| {
-            ctx.tape.bn_relu6_conv(&d, args, &w, NextConv::Pointwise)
+            let (p, _) = ctx.tape.bn_relu6_conv_chained(
+                &d,
+                d_stats,
+                args,
+                &w,
+                NextConv::Pointwise,
+                false,
+            )?;
+            Ok(p)
         })?;
         self.project.bn_act(ctx, &p)
     }

@@ -15,7 +15,8 @@ use anyhow::Result;
 
 use super::{ensure, expect_shape, reduce, u32_of};
 use crate::gpu::{
-    lane_order, Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, LaneOrder, Tensor, TEX_WIDTH,
+    lane_order, Access, Binding, Gpu, GpuBuffer, GpuTexture, Kernel, KernelSpec, LaneOrder, Tensor,
+    TEX_WIDTH,
 };
 
 const SOURCE: &str = include_str!("../../shaders/batchnorm.wgsl");
@@ -27,10 +28,12 @@ const S: Access = Access::StorageTexture;
 
 /// The entry points, with their bindings when x and dy are storage buffers and when they are
 /// textures.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Entry {
     StatsPartial,
     StatsFinalize,
+    /// bn_stats_finalize of partials with stored counts (`StatsPartials`).
+    StatsFinalizeCounted,
     TrainNormalize,
     EvalForward,
     BackwardPartial,
@@ -41,7 +44,7 @@ impl Entry {
     fn name(self) -> &'static str {
         match self {
             Entry::StatsPartial => "bn_stats_partial",
-            Entry::StatsFinalize => "bn_stats_finalize",
+            Entry::StatsFinalize | Entry::StatsFinalizeCounted => "bn_stats_finalize",
             Entry::TrainNormalize => "bn_train_normalize",
             Entry::EvalForward => "bn_eval_forward",
             Entry::BackwardPartial => "bn_backward_partial",
@@ -55,7 +58,7 @@ impl Entry {
             (Entry::StatsPartial, B) => &[R, W],
             (Entry::StatsPartial, TX) => &[T, W],
             (Entry::StatsPartial, ST) => &[S, W],
-            (Entry::StatsFinalize, _) => &[R, W, W, W, W],
+            (Entry::StatsFinalize | Entry::StatsFinalizeCounted, _) => &[R, W, W, W, W],
             (Entry::TrainNormalize | Entry::EvalForward, B) => &[R, R, R, R, R, W],
             (Entry::TrainNormalize | Entry::EvalForward, TX) => &[T, R, R, R, R, W],
             (Entry::TrainNormalize | Entry::EvalForward, ST) => &[S, R, R, R, R, W],
@@ -209,6 +212,12 @@ impl Layout {
         };
         let mut values = values;
         values.extend(act.template());
+        let count = if entry == Entry::StatsFinalizeCounted {
+            "return part_in[(2u * slices + i) * p.c + ch];"
+        } else {
+            "return f32(slice_rows(i));"
+        };
+        values.push(("SLICE_COUNT", count.into()));
         let split = match self.order {
             LaneOrder::Coalesced => {
                 "    let g = wid.x * p.span + lid.x % p.span;\n    let phase = lid.x / p.span;"
@@ -438,6 +447,90 @@ fn stats(
             &rstd.buf,
         ],
         [l.c.div_ceil(64) as u32, 1, 1],
+    )?;
+    Ok((mean, rstd))
+}
+
+/// Batch statistics of a tensor `[.., c]` in partial form, written by the kernel that produced
+/// it (`depthwise::depthwise_forward_stats`): per slice s of its elements and channel ch,
+/// `part[s * c + ch]` the slice's mean, `part[(slices + s) * c + ch]` its sum of squared
+/// deviations from that mean, `part[(2 slices + s) * c + ch]` its count (as f32, > 0).
+pub struct StatsPartials {
+    pub part: GpuBuffer,
+    pub slices: usize,
+    pub c: usize,
+    /// Rows of the tensor (numel / c): the counts' sum.
+    pub m: usize,
+}
+
+/// `batchnorm_train_stats` of the tensor that `partials` describe: `(mean, rstd)` with the
+/// running statistics updated, combining the partials alone (Chan's formula, as
+/// `bn_stats_finalize` always does), with no pass over the tensor.
+pub fn batchnorm_train_stats_from(
+    gpu: &Gpu,
+    partials: &StatsPartials,
+    (running_mean, running_var): (&Tensor, &Tensor),
+    momentum: f32,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    let op = "batchnorm_train_stats_from";
+    let c = partials.c;
+    expect_channels(
+        &[(running_mean, "running_mean"), (running_var, "running_var")],
+        c,
+        op,
+    )?;
+    ensure(
+        !std::ptr::eq(&running_mean.buf, &running_var.buf),
+        op,
+        || "running_mean and running_var must be different tensors".into(),
+    )?;
+    expect_eps(eps, op)?;
+    ensure((0.0..=1.0).contains(&momentum), op, || {
+        format!("momentum must be in [0, 1], got {momentum}")
+    })?;
+    ensure(partials.slices > 0 && partials.m > 0 && c > 0, op, || {
+        "empty statistics partials".into()
+    })?;
+    ensure(
+        (3 * partials.slices * c) as u64 * 4 <= partials.part.bytes(),
+        op,
+        || {
+            format!(
+                "partials of {} bytes hold fewer than 3 x {} slices x {c} channels",
+                partials.part.bytes(),
+                partials.slices
+            )
+        },
+    )?;
+    // The finalize kernel's view: slices = chunks * phases, one phase; it reads nothing else of
+    // the row split.
+    let l = Layout {
+        m: partials.m,
+        c,
+        textures: false,
+        cg: c,
+        span: 1,
+        phases: 1,
+        chunk: 1,
+        chunks: partials.slices,
+        order: lane_order(gpu),
+    };
+    let params = l.params(momentum, eps, op)?;
+    let k_finalize = l.kernel(gpu, Entry::StatsFinalizeCounted, BnAct::Identity)?;
+    let mean = gpu.empty(&[c]);
+    let rstd = gpu.empty(&[c]);
+    gpu.dispatch(
+        &k_finalize,
+        &params,
+        &[
+            &partials.part,
+            &running_mean.buf,
+            &running_var.buf,
+            &mean.buf,
+            &rstd.buf,
+        ],
+        [c.div_ceil(64) as u32, 1, 1],
     )?;
     Ok((mean, rstd))
 }

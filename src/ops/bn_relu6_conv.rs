@@ -15,8 +15,9 @@
 
 use anyhow::Result;
 
-use super::batchnorm::{self, BnAct};
+use super::batchnorm::{self, BnAct, StatsPartials};
 use super::depthwise::{self, BnRelu6Input};
+use super::ensure;
 use super::pointwise;
 use std::sync::Arc;
 
@@ -101,21 +102,65 @@ pub fn bn_relu6_conv_forward(
     w: &Tensor,
     conv: NextConv,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let bn = (gamma, beta, running, momentum, eps);
+    let (y, mean, rstd, _) = bn_relu6_conv_forward_chained(gpu, x, None, bn, w, conv, false)?;
+    Ok((y, mean, rstd))
+}
+
+/// BN parameters and running statistics: (gamma, beta, (running_mean, running_var),
+/// momentum, eps).
+pub type BnParams<'a> = (&'a Tensor, &'a Tensor, (&'a Tensor, &'a Tensor), f32, f32);
+
+/// `bn_relu6_conv_forward` for a chain of these ops: `x_stats` are x's batch statistics in
+/// partial form if the op that produced x computed them (then x is not read for them), and
+/// with `y_stats` the op returns y's as well where its conv can compute them (the depthwise
+/// conv; `None` otherwise). Returns `(y, mean, rstd, y's statistics)`.
+pub fn bn_relu6_conv_forward_chained(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_stats: Option<&StatsPartials>,
+    (gamma, beta, running, momentum, eps): BnParams,
+    w: &Tensor,
+    conv: NextConv,
+    y_stats: bool,
+) -> Result<(Tensor, Tensor, Tensor, Option<StatsPartials>)> {
     let tex = shared_texture(gpu, x, w, conv)?;
-    let (mean, rstd) =
-        batchnorm::batchnorm_train_stats(gpu, x, tex.as_deref(), running, momentum, eps)?;
-    let y = match Transform::new(gpu, conv, [gamma, beta, &mean, &rstd])? {
+    let (mean, rstd) = match x_stats {
+        Some(sp) => {
+            ensure(
+                sp.m * sp.c == x.numel() && x.shape.last() == Some(&sp.c),
+                "bn_relu6_conv_forward",
+                || {
+                    format!(
+                        "statistics of {} rows of {} channels do not describe x {:?}",
+                        sp.m, sp.c, x.shape
+                    )
+                },
+            )?;
+            batchnorm::batchnorm_train_stats_from(gpu, sp, running, momentum, eps)?
+        }
+        None => batchnorm::batchnorm_train_stats(gpu, x, tex.as_deref(), running, momentum, eps)?,
+    };
+    let (y, stats) = match Transform::new(gpu, conv, [gamma, beta, &mean, &rstd])? {
+        Transform::Depthwise(pre, stride) if y_stats => {
+            let (y, sp) =
+                depthwise::depthwise_forward_stats(gpu, x, tex.as_deref(), w, stride, Some(pre))?;
+            (y, Some(sp))
+        }
         Transform::Depthwise(pre, stride) => {
-            depthwise::depthwise_forward_with(gpu, x, tex.as_deref(), w, stride, Some(pre))?
+            let y =
+                depthwise::depthwise_forward_with(gpu, x, tex.as_deref(), w, stride, Some(pre))?;
+            (y, None)
         }
         Transform::Pointwise(packed) => {
-            pointwise::pointwise_forward_with(gpu, x, tex.as_deref(), w, Some(&packed))?
+            let y = pointwise::pointwise_forward_with(gpu, x, tex.as_deref(), w, Some(&packed))?;
+            (y, None)
         }
     };
     if let Some(t) = &tex {
         gpu.keep_only_texture(&x.buf, x.numel(), t);
     }
-    Ok((y, mean, rstd))
+    Ok((y, mean, rstd, stats))
 }
 
 /// Gradients of `bn_relu6_conv_forward` for the upstream gradient dy: returns

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use super::batchnorm::StatsPartials;
 use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
 use crate::gpu::{
     groups_for, lane_order, Access, Binding, Gpu, GpuTexture, Kernel, KernelSpec, LaneOrder,
@@ -58,6 +59,34 @@ const STORAGE_TEXTURES_PRE: &[Access] = &[
     Access::Read,
     Access::Read,
 ];
+
+/// The forward with output statistics: the bindings of its variant, then the partials.
+const fn with_stats<const N: usize, const M: usize>(bindings: [Access; N]) -> [Access; M] {
+    let mut out = [Access::ReadWrite; M];
+    let mut i = 0;
+    while i < N {
+        out[i] = bindings[i];
+        i += 1;
+    }
+    out
+}
+const TEX_OPERANDS: [Access; 3] = [Access::Texture, Access::Texture, Access::ReadWrite];
+const STEX_OPERANDS: [Access; 3] = [
+    Access::StorageTexture,
+    Access::StorageTexture,
+    Access::ReadWrite,
+];
+const BUF_OPERANDS: [Access; 3] = [Access::Read, Access::Read, Access::ReadWrite];
+const fn pre_of(operands: [Access; 3]) -> [Access; 7] {
+    let r = Access::Read;
+    [operands[0], operands[1], operands[2], r, r, r, r]
+}
+const BUFFERS_STATS: &[Access] = &with_stats::<3, 4>(BUF_OPERANDS);
+const TEXTURES_STATS: &[Access] = &with_stats::<3, 4>(TEX_OPERANDS);
+const STORAGE_TEXTURES_STATS: &[Access] = &with_stats::<3, 4>(STEX_OPERANDS);
+const BUFFERS_PRE_STATS: &[Access] = &with_stats::<7, 8>(pre_of(BUF_OPERANDS));
+const TEXTURES_PRE_STATS: &[Access] = &with_stats::<7, 8>(pre_of(TEX_OPERANDS));
+const STORAGE_TEXTURES_PRE_STATS: &[Access] = &with_stats::<7, 8>(pre_of(STEX_OPERANDS));
 
 /// Batch norm with batch statistics, then ReLU6, applied to the depthwise input as the kernels
 /// load it: `x -> clamp((x - mean) * (gamma * rstd) + beta, 0, 6)`, the expression of the BN
@@ -111,6 +140,9 @@ struct Variant {
     /// x passes through BN (batch statistics) and ReLU6 as it is loaded (`BnRelu6Input`);
     /// forward and weight gradient only.
     pre: bool,
+    /// The forward also writes per-slice batch statistics of its output
+    /// (`batchnorm::StatsPartials`); forward only.
+    stats: bool,
     order: LaneOrder,
 }
 
@@ -209,6 +241,18 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
         vals.push(("LOAD_A", "return a[i];".into()));
         vals.push(("LOAD_B", "return b[i];".into()));
     }
+    if v.stats {
+        let bindings = &mut vals
+            .iter_mut()
+            .find(|(name, _)| *name == "BINDINGS")
+            .expect("bindings pushed above")
+            .1;
+        let at = if v.pre { 8 } else { 4 };
+        let _ = write!(
+            bindings,
+            "\n@group(0) @binding({at}) var<storage, read_write> stats: array<V>;"
+        );
+    }
     if v.pre {
         let bindings = &mut vals
             .iter_mut()
@@ -228,12 +272,13 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
     }
     let (mut fwd, mut dx, mut dw) = (Body::default(), Body::default(), Body::default());
     match v.entry {
-        Entry::Forward => fwd = gen_forward(k, s, t, v.tex, v.pre),
+        Entry::Forward => fwd = gen_forward(k, s, t, v.tex, v.pre, v.stats),
         Entry::BackwardInput => dx = gen_backward_input(k, s, t, v.tex),
         Entry::BackwardWeight => dw = gen_backward_weight(k, s, t, v.tex, v.pre),
     }
     vals.push(("DX_DMIN", dx.dmin.to_string()));
     vals.push(("DW_STORE", dw.store.clone()));
+    vals.push(("FWD_STORE", fwd.store.clone()));
     for (names, body) in [
         (["FWD_T", "FWD_DECL", "FWD_PRELOAD", "FWD_STEP"], fwd),
         (["DX_T", "DX_DECL", "DX_PRELOAD", "DX_STEP"], dx),
@@ -415,7 +460,7 @@ fn gen_shift(out: &mut String, rows: usize, by: usize, width: usize) {
     }
 }
 
-fn gen_forward(k: usize, s: usize, t: usize, tex: bool, pre: bool) -> Body {
+fn gen_forward(k: usize, s: usize, t: usize, tex: bool, pre: bool, stats: bool) -> Body {
     let width = (t - 1) * s + k;
     let mut b = Body {
         t,
@@ -446,10 +491,69 @@ fn gen_forward(k: usize, s: usize, t: usize, tex: bool, pre: bool) -> Body {
             b.step,
             "{IN2}    if (ox0 + {c}u < p.wo) {{ out[ybase + {c}u * p.cq] = acc; }}"
         );
+        if stats {
+            let _ = writeln!(
+                b.step,
+                "{IN2}    st{c} = select({Z}, acc, ox0 + {c}u < p.wo);"
+            );
+        }
         let _ = writeln!(b.step, "{IN2}}}");
+    }
+    if stats {
+        gen_output_stats(&mut b, t);
     }
     gen_shift(&mut b.step, k, s, width);
     b
+}
+
+/// The forward's output statistics (variant `stats`): each invocation keeps the mean and the
+/// sum of squared deviations of the outputs it writes, folding in one row of its strip at a
+/// time with Chan's formula (the row's own mean and deviations first, so nothing cancels),
+/// and stores them with their count as its slice's partials, the layout `bn_stats_partial`
+/// writes plus a count row: stats[slice], stats[slices + slice], stats[2 slices + slice].
+fn gen_output_stats(b: &mut Body, t: usize) {
+    for c in 0..t {
+        let _ = writeln!(b.decl, "    var st{c} = {Z};");
+    }
+    let _ = writeln!(b.decl, "    let st_cols = min({t}u, p.wo - ox0);");
+    let _ = writeln!(b.decl, "    let st_w = f32(st_cols);");
+    let _ = writeln!(b.decl, "    var st_n = 0.0;");
+    let _ = writeln!(b.decl, "    var st_mean = {Z};");
+    let _ = writeln!(b.decl, "    var st_m2 = {Z};");
+    let sum: Vec<String> = (0..t).map(|c| format!("st{c}")).collect();
+    let _ = writeln!(b.step, "{IN2}{{");
+    let _ = writeln!(b.step, "{IN2}    let rm = ({}) / st_w;", sum.join(" + "));
+    let _ = writeln!(b.step, "{IN2}    var rq = {Z};");
+    for c in 0..t {
+        let _ = writeln!(
+            b.step,
+            "{IN2}    let e{c} = select({Z}, st{c} - rm, ox0 + {c}u < p.wo);"
+        );
+        let _ = writeln!(b.step, "{IN2}    rq = fma(e{c}, e{c}, rq);");
+    }
+    let _ = writeln!(b.step, "{IN2}    let nn = st_n + st_w;");
+    let _ = writeln!(b.step, "{IN2}    let f = st_w / nn;");
+    let _ = writeln!(b.step, "{IN2}    let delta = rm - st_mean;");
+    let _ = writeln!(b.step, "{IN2}    st_mean = fma(delta, V(f), st_mean);");
+    let _ = writeln!(
+        b.step,
+        "{IN2}    st_m2 = st_m2 + rq + delta * delta * V(st_n * f);"
+    );
+    let _ = writeln!(b.step, "{IN2}    st_n = nn;");
+    let _ = writeln!(b.step, "{IN2}}}");
+    let _ = writeln!(
+        b.store,
+        "    let st_slices = ((p.n + p.ipc - 1u) / p.ipc) * p.chunks * p.strips;"
+    );
+    let _ = writeln!(b.store, "    stats[cl.slice * p.cq + q] = st_mean;");
+    let _ = writeln!(
+        b.store,
+        "    stats[(st_slices + cl.slice) * p.cq + q] = st_m2;"
+    );
+    let _ = writeln!(
+        b.store,
+        "    stats[(2u * st_slices + cl.slice) * p.cq + q] = V(st_n);"
+    );
 }
 
 /// For stride `s` and padding k / 2: the taps (tap, offset) that reach phase `r` (an input
@@ -590,13 +694,19 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool, pre: bool) -> Bo
 /// The compiled kernel of a variant, named by it ("depthwise::dw_forward k5 s1 stex t4") in
 /// the cache key and in errors; its template is generated only on the variant's first use.
 fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
-    let (kind, bindings) = match (v.tex, v.storage, v.pre) {
-        (true, true, false) => ("stex", STORAGE_TEXTURES),
-        (true, false, false) => ("tex", TEXTURES),
-        (false, _, false) => ("buf", BUFFERS),
-        (true, true, true) => ("stex", STORAGE_TEXTURES_PRE),
-        (true, false, true) => ("tex", TEXTURES_PRE),
-        (false, _, true) => ("buf", BUFFERS_PRE),
+    let (kind, bindings) = match (v.tex, v.storage, v.pre, v.stats) {
+        (true, true, false, false) => ("stex", STORAGE_TEXTURES),
+        (true, false, false, false) => ("tex", TEXTURES),
+        (false, _, false, false) => ("buf", BUFFERS),
+        (true, true, true, false) => ("stex", STORAGE_TEXTURES_PRE),
+        (true, false, true, false) => ("tex", TEXTURES_PRE),
+        (false, _, true, false) => ("buf", BUFFERS_PRE),
+        (true, true, false, true) => ("stex", STORAGE_TEXTURES_STATS),
+        (true, false, false, true) => ("tex", TEXTURES_STATS),
+        (false, _, false, true) => ("buf", BUFFERS_STATS),
+        (true, true, true, true) => ("stex", STORAGE_TEXTURES_PRE_STATS),
+        (true, false, true, true) => ("tex", TEXTURES_PRE_STATS),
+        (false, _, true, true) => ("buf", BUFFERS_PRE_STATS),
     };
     let spec = KernelSpec {
         file: "depthwise",
@@ -604,7 +714,12 @@ fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
         entry: v.entry.name(),
         bindings,
     };
-    let pre = if v.pre { " bn_relu6_input" } else { "" };
+    let pre = match (v.pre, v.stats) {
+        (false, false) => "",
+        (true, false) => " bn_relu6_input",
+        (false, true) => " stats",
+        (true, true) => " bn_relu6_input stats",
+    };
     let order = match v.order {
         LaneOrder::Coalesced => "",
         LaneOrder::Spread => " lanes=spread",
@@ -813,6 +928,35 @@ pub fn depthwise_forward_with(
     stride: usize,
     pre: Option<BnRelu6Input>,
 ) -> Result<Tensor> {
+    Ok(forward(gpu, x, x_tex, w, stride, pre, false)?.0)
+}
+
+/// `depthwise_forward_with` that also returns the batch statistics of its output in partial
+/// form, for the BN that follows it (`batchnorm::batchnorm_train_stats_from`): the kernel folds
+/// each output into its invocation's mean and squared deviations as it writes it, so that BN
+/// need not read the output again for them.
+pub fn depthwise_forward_stats(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    w: &Tensor,
+    stride: usize,
+    pre: Option<BnRelu6Input>,
+) -> Result<(Tensor, StatsPartials)> {
+    let (y, stats) = forward(gpu, x, x_tex, w, stride, pre, true)?;
+    Ok((y, stats.expect("statistics were asked for")))
+}
+
+/// The forward kernel, with the output statistics where `stats`.
+fn forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    x_tex: Option<&GpuTexture>,
+    w: &Tensor,
+    stride: usize,
+    pre: Option<BnRelu6Input>,
+    stats: bool,
+) -> Result<(Tensor, Option<StatsPartials>)> {
     let op = "depthwise_forward";
     let d = dims(x, w, stride, op)?;
     let tex = use_textures(gpu, &d);
@@ -824,6 +968,7 @@ pub fn depthwise_forward_with(
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::Forward, d.k, d.stride, tex),
         pre: pre.is_some(),
+        stats,
         order: lane_order(gpu),
     };
     check_binding(gpu, d.n * d.ho * d.wo * d.c, op, "output")?;
@@ -842,8 +987,18 @@ pub fn depthwise_forward_with(
         Binding::Buffer(&y.buf),
     ];
     pre_bindings(pre, d.c, op, &mut b)?;
+    let partials = stats.then(|| StatsPartials {
+        part: gpu.alloc((3 * grid.slices(&d) * d.c * 4) as u64),
+        slices: grid.slices(&d),
+        c: d.c,
+        m: d.n * d.ho * d.wo,
+    });
+    if let Some(sp) = &partials {
+        check_binding(gpu, 3 * sp.slices * d.c, op, "output statistics")?;
+        b.push(Binding::Buffer(&sp.part));
+    }
     grid.dispatch(gpu, &kernel, &d, &b, op)?;
-    Ok(y)
+    Ok((y, partials))
 }
 
 /// Returns (dx `[n, h, w, c]`, dw `[c, k, k]`) for the upstream gradient dy `[n, ho, wo, c]` of
@@ -882,6 +1037,7 @@ pub fn depthwise_backward_with(
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardInput, d.k, d.stride, tex),
         pre: false,
+        stats: false,
         order: lane_order(gpu),
     };
     let gi = Grid::new(&d, tex, d.w, vi.strip, d.h.div_ceil(d.stride));
@@ -893,6 +1049,7 @@ pub fn depthwise_backward_with(
         storage: tex && gpu.storage_texture_reads(),
         strip: strip_for(Entry::BackwardWeight, d.k, d.stride, tex),
         pre: pre.is_some(),
+        stats: false,
         order: lane_order(gpu),
     };
     let gw = Grid::reduction(&d, tex, d.wo, vw.strip, d.ho, DW_INVOCATIONS);

@@ -2,7 +2,7 @@
 //! pointwise conv, against the composition of the references: forward (y, batch mean and
 //! rstd, running statistics) and backward (dx, dgamma, dbeta, dw).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{f64s, with_each_subgroup_setting, Checker};
 use crate::ops::bn_relu6_conv::NextConv;
@@ -21,6 +21,9 @@ const SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 6, 5, 96, 7, 1),
     (2, 9, 9, 144, 3, 2),
     (4, 8, 8, 240, 5, 1),
+    // Two output rows an invocation (so the output statistics fold rows together), and a
+    // last column strip of 3.
+    (2, 16, 15, 144, 5, 1),
 ];
 
 /// (n, h, w, cin, cout) of the pointwise op: batch 1, odd sizes, rows off the GEMM tile, the
@@ -84,6 +87,88 @@ fn pointwise_cases(c: &mut Checker, suffix: &str) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The chained form's output statistics (`bn_relu6_conv_forward_chained` with `y_stats`, the
+/// depthwise kernel's per-invocation partials) as the next BN combines them
+/// (`batchnorm_train_stats_from`, and the chained op given them as `x_stats`): mean, rstd and
+/// running statistics against the reference's batch statistics of y.
+fn output_stats(
+    c: &mut Checker,
+    x: &crate::gpu::Tensor,
+    (gamma, beta): (&crate::gpu::Tensor, &crate::gpu::Tensor),
+    wt: &crate::gpu::Tensor,
+    r: &ConvRef,
+    y_ref: &[f64],
+    label: &str,
+) -> Result<()> {
+    let (momentum, eps) = (0.1f32, 1e-3f32);
+    let ch = *wt.shape.first().context("depthwise weights [c, k, k]")?;
+    let m = y_ref.len() / ch;
+    let running = |c: &mut Checker| -> Result<_> {
+        let (rmv, rvv) = (c.random(ch), c.random_in(ch, 0.5, 1.5));
+        let t = (c.upload(&rmv, &[ch])?, c.upload(&rvv, &[ch])?);
+        Ok((t, f64s(&rmv), f64s(&rvv)))
+    };
+    let ((rm, rv), _, _) = running(c)?;
+    let params = (gamma, beta, (&rm, &rv), momentum, eps);
+    let (_, _, _, stats) = ops::bn_relu6_conv::bn_relu6_conv_forward_chained(
+        c.gpu, x, None, params, wt, r.conv, true,
+    )?;
+    let stats = stats.context("the depthwise op computed no output statistics")?;
+    let ones = vec![1.0; ch];
+    let (_, mean_ref, var_ref) =
+        reference::batchnorm_train_forward(y_ref, m, ch, &ones, &vec![0.0; ch], f64::from(eps));
+    let rstd_ref: Vec<f64> = var_ref
+        .iter()
+        .map(|v| 1.0 / (v + f64::from(eps)).sqrt())
+        .collect();
+    let ((rm, rv), mut rm_ref, mut rv_ref) = running(c)?;
+    let (mean, rstd) =
+        ops::batchnorm::batchnorm_train_stats_from(c.gpu, &stats, (&rm, &rv), momentum, eps)?;
+    reference::batchnorm_update_running(
+        &mut rm_ref,
+        &mut rv_ref,
+        &mean_ref,
+        &var_ref,
+        m,
+        f64::from(momentum),
+    );
+    let kernel = format!("{}_output_stats", r.name);
+    c.compare(&kernel, label.to_string(), "mean", &mean, &mean_ref)?;
+    c.compare(&kernel, label.to_string(), "rstd", &rstd, &rstd_ref)?;
+    c.compare(&kernel, label.to_string(), "running_mean", &rm, &rm_ref)?;
+    c.compare(&kernel, label.to_string(), "running_var", &rv, &rv_ref)?;
+    // The same statistics through the next op of a chain (here a second depthwise op on y).
+    let y = c.upload(
+        &y_ref.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        &stats_shape(x, y_ref, ch),
+    )?;
+    let ((rm, rv), _, _) = running(c)?;
+    let params = (gamma, beta, (&rm, &rv), momentum, eps);
+    let (_, mean, _, _) = ops::bn_relu6_conv::bn_relu6_conv_forward_chained(
+        c.gpu,
+        &y,
+        Some(&stats),
+        params,
+        wt,
+        NextConv::Depthwise { stride: 1 },
+        false,
+    )?;
+    c.compare(
+        &kernel,
+        label.to_string(),
+        "mean (chained)",
+        &mean,
+        &mean_ref,
+    )
+}
+
+/// An NHWC shape for y: x's batch, y's pixels in one row.
+fn stats_shape(x: &crate::gpu::Tensor, y_ref: &[f64], ch: usize) -> Vec<usize> {
+    let n = x.shape[0];
+    let pixels = y_ref.len() / ch / n;
+    vec![n, 1, pixels, ch]
 }
 
 /// The conv of a case and its f64 reference, as functions of its input a = relu6(bn(x)) and
@@ -159,6 +244,9 @@ fn check(c: &mut Checker, xs: [usize; 4], r: &ConvRef, label: String) -> Result<
     c.compare(r.name, label.clone(), "rstd", &rstd, &rstd_ref)?;
     c.compare(r.name, label.clone(), "running_mean", &rm, &rm_ref)?;
     c.compare(r.name, label.clone(), "running_var", &rv, &rv_ref)?;
+    if let NextConv::Depthwise { .. } = r.conv {
+        output_stats(c, &x, (&gamma, &beta), &wt, r, &y_ref, &label)?;
+    }
 
     let dyv = c.random(y_ref.len());
     let dy = c.upload(&dyv, &y.shape)?;
