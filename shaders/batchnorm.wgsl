@@ -79,6 +79,14 @@ fn ld_dy(e: u32) -> V {
 @group(0) @binding(5) var<storage, read> rstd_in: array<V>;
 @group(0) @binding(5) var<storage, read> var_in: array<V>;
 @group(0) @binding(6) var<storage, read_write> y: array<V>;
+// bn_train_normalize_add: the same, then + skip (a residual connection's other branch), read
+// like x.
+@group(0) @binding(7) var skip_tex: texture_2d<f32>;
+@group(0) @binding(7) var skip_stex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var<storage, read> skip_buf: array<f32>;
+fn ld_skip(e: u32) -> V {
+    {{LD_SKIP}}
+}
 
 // bn_backward_partial: x, dy, mean_b, rstd_b -> part_dbeta, part_dgamma; gamma_p, beta_p
 // (read only by a fused activation's mask)
@@ -207,6 +215,23 @@ fn bn_train_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
         return;
     }
     normalize_rows(l, mean_in[l.g], gamma[l.g] * rstd_in[l.g], beta[l.g]);
+}
+
+// Training forward's normalisation plus a residual branch: y = act(bn(x)) + skip, one pass
+// instead of the normalisation and then an elementwise add.
+@compute @workgroup_size(64)
+fn bn_train_normalize_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let l = lane(wid, lid);
+    if (!l.ok) {
+        return;
+    }
+    let mu = mean_in[l.g];
+    let scale = gamma[l.g] * rstd_in[l.g];
+    let shift = beta[l.g];
+    for (var r = l.first; r < l.end; r = r + l.step) {
+        let e = r * p.cg + l.g;
+        y[e] = act(fma(ld_x(e) - mu, scale, shift)) + ld_skip(e);
+    }
 }
 
 // Evaluation forward with the running statistics.

@@ -43,6 +43,9 @@ pub(super) enum Node {
         mean: Tensor,
         rstd: Tensor,
         act: BnAct,
+        /// A residual branch added to the output in the same pass (`Tape::batchnorm_add`):
+        /// it receives dy itself, as an `Add`'s inputs do.
+        skip: Option<usize>,
     },
     /// Training BN + ReLU6 + the conv that reads its output, in one op
     /// (`ops::bn_relu6_conv`): saves x (the BN input), never the normalised tensor.
@@ -182,6 +185,7 @@ impl Node {
                 mean,
                 rstd,
                 act,
+                skip,
                 ..
             } => {
                 let (dx, dgamma, dbeta) = batchnorm::batchnorm_act_train_backward(
@@ -196,6 +200,11 @@ impl Node {
                 push(x.id, dx);
                 push(gamma.id, dgamma);
                 push(beta.id, dbeta);
+                if let Some(id) = *skip {
+                    if needs(id) {
+                        g.push((id, Rc::clone(dy)));
+                    }
+                }
             }
             Node::BnRelu6Conv {
                 x,
@@ -344,6 +353,43 @@ impl Tape<'_> {
                 mean,
                 rstd,
                 act,
+                skip: None,
+            }),
+        )
+    }
+
+    /// Training-mode `batchnorm` with a residual branch added in the same pass:
+    /// act(bn(x)) + skip, for an MBConv whose input and output shapes match. Same values and
+    /// gradients as `batchnorm` then `add`, without the pass over the normalised tensor.
+    pub fn batchnorm_add(&self, x: &Var, bn: &BnArgs, act: BnAct, skip: &Var) -> Result<Var> {
+        let running = (bn.running_mean, bn.running_var);
+        let (gamma, beta) = (&bn.gamma.value, &bn.beta.value);
+        let (y, mean, rstd) = self.timed(
+            || format!("forward batchnorm_add {act:?}"),
+            || {
+                batchnorm::batchnorm_act_train_forward_add(
+                    self.gpu,
+                    &x.value,
+                    gamma,
+                    beta,
+                    running,
+                    bn.momentum,
+                    bn.eps,
+                    act,
+                    &skip.value,
+                )
+            },
+        )?;
+        Ok(
+            self.output(y, &[x, bn.gamma, bn.beta, skip], |out, _| Node::BatchNorm {
+                out,
+                x: x.clone(),
+                gamma: bn.gamma.clone(),
+                beta: bn.beta.clone(),
+                mean,
+                rstd,
+                act,
+                skip: Some(skip.id),
             }),
         )
     }

@@ -303,13 +303,24 @@ impl MbConv {
     }
 
     pub fn forward(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
+        self.forward_maybe_residual(ctx, x, false)
+    }
+
+    /// `forward(x) + x`, for a block whose input and output shapes match: in training the
+    /// projection's BN adds x in its own pass (`Tape::batchnorm_add`).
+    pub fn forward_residual(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
+        self.forward_maybe_residual(ctx, x, true)
+    }
+
+    fn forward_maybe_residual(&self, ctx: &Ctx, x: &Var, residual: bool) -> Result<Var> {
         if !(ctx.train && fuse_bn_into_convs()) {
             let h = match &self.expand {
                 Some(e) => e.forward(ctx, x)?,
                 None => x.clone(),
             };
             let h = self.depth.forward(ctx, &h)?;
-            return self.project.forward(ctx, &h);
+            let y = self.project.forward(ctx, &h)?;
+            return if residual { ctx.tape.add(&y, x) } else { Ok(y) };
         }
         // Training: each BN + ReLU6 is applied by the next conv as it loads its input
         // (ops::bn_depthwise, ops::bn_pointwise), so the normalised tensors are never stored.
@@ -348,7 +359,16 @@ impl MbConv {
             )?;
             Ok(p)
         })?;
-        self.project.bn_act(ctx, &p)
+        match (&self.project.bn, residual) {
+            (Some(bn), true) if self.project.act == Act::None => bn.with_args(ctx, |args| {
+                ctx.tape.batchnorm_add(&p, args, BnAct::Identity, x)
+            }),
+            (_, true) => {
+                let y = self.project.bn_act(ctx, &p)?;
+                ctx.tape.add(&y, x)
+            }
+            (_, false) => self.project.bn_act(ctx, &p),
+        }
     }
 
     pub fn macs(&self, size: usize) -> u64 {

@@ -113,8 +113,11 @@ impl Network {
         for block in &self.blocks {
             h = match block {
                 Block::MbConv { op, shortcut } => {
-                    let y = op.forward(&ctx, &h)?;
-                    let out = if *shortcut { tape.add(&y, &h)? } else { y };
+                    let out = if *shortcut {
+                        op.forward_residual(&ctx, &h)?
+                    } else {
+                        op.forward(&ctx, &h)?
+                    };
                     if train {
                         // Only the expand conv's weight gradient reads the block input now.
                         tape.texture_only(&h);

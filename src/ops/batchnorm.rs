@@ -35,6 +35,8 @@ enum Entry {
     /// bn_stats_finalize of partials with stored counts (`StatsPartials`).
     StatsFinalizeCounted,
     TrainNormalize,
+    /// bn_train_normalize plus a residual branch (`batchnorm_act_train_forward_add`).
+    TrainNormalizeAdd,
     EvalForward,
     BackwardPartial,
     BackwardDx,
@@ -46,6 +48,7 @@ impl Entry {
             Entry::StatsPartial => "bn_stats_partial",
             Entry::StatsFinalize | Entry::StatsFinalizeCounted => "bn_stats_finalize",
             Entry::TrainNormalize => "bn_train_normalize",
+            Entry::TrainNormalizeAdd => "bn_train_normalize_add",
             Entry::EvalForward => "bn_eval_forward",
             Entry::BackwardPartial => "bn_backward_partial",
             Entry::BackwardDx => "bn_backward_dx",
@@ -62,6 +65,9 @@ impl Entry {
             (Entry::TrainNormalize | Entry::EvalForward, B) => &[R, R, R, R, R, W],
             (Entry::TrainNormalize | Entry::EvalForward, TX) => &[T, R, R, R, R, W],
             (Entry::TrainNormalize | Entry::EvalForward, ST) => &[S, R, R, R, R, W],
+            (Entry::TrainNormalizeAdd, B) => &[R, R, R, R, R, W, R],
+            (Entry::TrainNormalizeAdd, TX) => &[T, R, R, R, R, W, T],
+            (Entry::TrainNormalizeAdd, ST) => &[S, R, R, R, R, W, S],
             (Entry::BackwardPartial, B) => &[R, R, R, R, W, W, R, R],
             (Entry::BackwardPartial, TX) => &[T, T, R, R, W, W, R, R],
             (Entry::BackwardPartial, ST) => &[S, S, R, R, W, W, R, R],
@@ -200,6 +206,7 @@ impl Layout {
                 ("V", "vec4<f32>".into()),
                 ("LD_X", load("x")),
                 ("LD_DY", load("dy")),
+                ("LD_SKIP", load("skip")),
                 ("TW", TEX_WIDTH.to_string()),
             ]
         } else {
@@ -207,6 +214,7 @@ impl Layout {
                 ("V", "f32".into()),
                 ("LD_X", "return x_buf[e];".into()),
                 ("LD_DY", "return dy_buf[e];".into()),
+                ("LD_SKIP", "return skip_buf[e];".into()),
                 ("TW", TEX_WIDTH.to_string()),
             ]
         };
@@ -355,6 +363,52 @@ pub fn batchnorm_act_train_forward(
     b.extend(per_channel.map(Binding::Buffer));
     gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
     // x (a conv's output) is read again only by the backward, through this same copy.
+    if let Some(t) = &tex {
+        gpu.keep_only_texture(&x.buf, x.numel(), t);
+    }
+    Ok((y, mean, rstd))
+}
+
+/// `batchnorm_act_train_forward` with a residual branch added to its output in the same pass:
+/// y = act(bn(x)) + skip (skip of x's shape). Returns `(y, mean, rstd)`; the backward is
+/// `batchnorm_act_train_backward` for the BN, and dy itself for skip.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_act_train_forward_add(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running: (&Tensor, &Tensor),
+    momentum: f32,
+    eps: f32,
+    act: BnAct,
+    skip: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let op = "batchnorm_train_forward_add";
+    let l = layout(gpu, x, op)?;
+    expect_channels(&[(gamma, "gamma"), (beta, "beta")], l.c, op)?;
+    expect_shape(skip, &x.shape, op, "skip")?;
+    let k_normalize = l.kernel(gpu, Entry::TrainNormalizeAdd, act)?;
+    let tex = l
+        .textures
+        .then(|| gpu.to_texture(&x.buf, x.numel()))
+        .transpose()?;
+    let skip_tex = l
+        .textures
+        .then(|| gpu.to_texture(&skip.buf, skip.numel()))
+        .transpose()?;
+    let (mean, rstd) = stats(gpu, &l, x, tex.as_deref(), running, momentum, eps, op)?;
+    let (xb, sb) = match (&tex, &skip_tex) {
+        (Some(t), Some(s)) => (Binding::Texture(t), Binding::Texture(s)),
+        _ => (Binding::Buffer(&x.buf), Binding::Buffer(&skip.buf)),
+    };
+    let params = l.params(momentum, eps, op)?;
+    let y = gpu.empty(&x.shape);
+    let per_channel = [&gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf];
+    let mut b = vec![xb];
+    b.extend(per_channel.map(Binding::Buffer));
+    b.push(sb);
+    gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
     if let Some(t) = &tex {
         gpu.keep_only_texture(&x.buf, x.numel(), t);
     }

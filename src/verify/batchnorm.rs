@@ -196,7 +196,34 @@ fn cases(c: &mut Checker, order: LaneOrder) -> Result<()> {
         let fused = "batchnorm_relu6_backward";
         c.compare(fused, label.clone(), "dx", &dx6, &dx6_ref)?;
         c.compare(fused, label.clone(), "dgamma", &dg6, &dg6_ref)?;
-        c.compare(fused, label, "dbeta", &db6, &db6_ref)?;
+        c.compare(fused, label.clone(), "dbeta", &db6, &db6_ref)?;
+
+        // With a residual branch added in the same pass (both activations): y + skip.
+        for act in [ops::batchnorm::BnAct::Identity, relu6] {
+            let skipv = c.random(numel);
+            let skip = c.upload(&skipv, shape)?;
+            let (ya, _, _) = ops::batchnorm::batchnorm_act_train_forward_add(
+                c.gpu,
+                &x,
+                &gamma,
+                &beta,
+                (&rm, &rv),
+                momentum,
+                eps,
+                act,
+                &skip,
+            )?;
+            let ya_ref: Vec<f64> = match act {
+                ops::batchnorm::BnAct::Identity => y_ref.clone(),
+                ops::batchnorm::BnAct::Relu6 => y6_ref.clone(),
+            }
+            .iter()
+            .zip(&skipv)
+            .map(|(y, s)| y + f64::from(*s))
+            .collect();
+            let kernel = format!("batchnorm_add {act:?}");
+            c.compare(&kernel, label.clone(), "y", &ya, &ya_ref)?;
+        }
     }
     Ok(())
 }
