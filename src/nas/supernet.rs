@@ -235,10 +235,7 @@ impl Supernet {
             );
         };
         Ok(match (slot, layer.residual) {
-            (Some(op), true) => {
-                let o = op.forward(ctx, x)?;
-                ctx.tape.add(&o, x)?
-            }
+            (Some(op), true) => op.forward_residual(ctx, x)?,
             (Some(op), false) => op.forward(ctx, x)?,
             (None, _) => x.clone(),
         })
