@@ -88,14 +88,13 @@ fn ld_skip(e: u32) -> V {
     {{LD_SKIP}}
 }
 
-// bn_backward_partial: x, dy, mean_b, rstd_b -> part_dbeta, part_dgamma; gamma_p, beta_p
-// (read only by a fused activation's mask)
+// bn_backward_partial: x, dy, mean_b, rstd_b -> part_sums ([2, slices, c]: dbeta's partials,
+// then dgamma's); gamma_p, beta_p (read only by a fused activation's mask)
 @group(0) @binding(3) var<storage, read> mean_b: array<V>;
 @group(0) @binding(4) var<storage, read> rstd_b: array<V>;
-@group(0) @binding(5) var<storage, read_write> part_dbeta: array<V>;
-@group(0) @binding(6) var<storage, read_write> part_dgamma: array<V>;
-@group(0) @binding(7) var<storage, read> gamma_p: array<V>;
-@group(0) @binding(8) var<storage, read> beta_p: array<V>;
+@group(0) @binding(5) var<storage, read_write> part_sums: array<V>;
+@group(0) @binding(6) var<storage, read> gamma_p: array<V>;
+@group(0) @binding(7) var<storage, read> beta_p: array<V>;
 
 // bn_backward_dx: x, dy, gamma_d, mean_d, rstd_d, dgamma, dbeta -> dx; beta_d (for the mask)
 @group(0) @binding(3) var<storage, read> gamma_d: array<V>;
@@ -246,8 +245,8 @@ fn bn_eval_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 }
 
 // Per-slice partials of the parameter gradients, both from one pass over x and dy:
-//   part_dbeta[slice * cg + g] = sum dy,  part_dgamma[slice * cg + g] = sum dy * xhat
-// over the slice's rows (the caller sums the slices).
+//   part_sums[slice * cg + g] = sum dy,  part_sums[(slices + slice) * cg + g] = sum dy * xhat
+// over the slice's rows (the caller sums the slices of both in one dispatch).
 @compute @workgroup_size(64)
 fn bn_backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let l = lane(wid, lid);
@@ -268,9 +267,9 @@ fn bn_backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
         sg = fma(g, xc, sg);
     }
     let out = (wid.y * p.phases + l.phase) * p.cg + l.g;
-    part_dbeta[out] = sb;
+    part_sums[out] = sb;
     // rstd is the same for every row: applied once to the sum.
-    part_dgamma[out] = sg * rstd_b[l.g];
+    part_sums[p.chunks * p.phases * p.cg + out] = sg * rstd_b[l.g];
 }
 
 // Input gradient, the statistics differentiated too (dy after the fused activation's mask):

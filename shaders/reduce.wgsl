@@ -13,6 +13,15 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
+// Element e of the sum of slices first .. first + slices of x (each len long).
+fn slices_sum(first: u32, e: u32) -> f32 {
+    var acc = 0.0;
+    for (var s = 0u; s < p.slices; s = s + 1u) {
+        acc = acc + x[(first + s) * p.len + e];
+    }
+    return acc;
+}
+
 // out[e] (+)= sum over s < slices of x[s * len + e]; one invocation per element e.
 @compute @workgroup_size(64)
 fn sum_slices(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -20,18 +29,43 @@ fn sum_slices(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (e >= p.len) {
         return;
     }
-    var acc = 0.0;
-    for (var s = 0u; s < p.slices; s = s + 1u) {
-        acc = acc + x[s * p.len + e];
-    }
+    var acc = slices_sum(0u, e);
     if (p.accumulate != 0u) {
         acc = acc + out[e];
     }
     out[e] = acc;
 }
 
+@group(0) @binding(3) var<storage, read_write> out_b: array<f32>;
+
+// Two reductions of the same shape in one dispatch (the BN backward's dbeta and dgamma): x
+// holds [2, slices, len]; out[e] = sum of the first slices' element e, out_b[e] of the second's.
+@compute @workgroup_size(64)
+fn sum_slices_pair(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.x + gid.y * p.stride_groups * 64u;
+    if (e >= p.len) {
+        return;
+    }
+    out[e] = slices_sum(0u, e);
+    out_b[e] = slices_sum(p.slices, e);
+}
+
 @group(0) @binding(1) var x_stex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out4_b: array<vec4<f32>>;
+
+// Texel g of the sum of slices first .. first + slices of x's texture (len / 4 texels each).
+fn slices_sum_texture(first: u32, g: u32) -> vec4<f32> {
+    let tw = textureDimensions(x_stex).x;
+    let groups = p.len / 4u;
+    var acc = vec4<f32>(0.0);
+    var t = first * groups + g;
+    for (var s = 0u; s < p.slices; s = s + 1u) {
+        acc = acc + textureLoad(x_stex, vec2<u32>(t % tw, t / tw));
+        t = t + groups;
+    }
+    return acc;
+}
 
 // sum_slices_texture: sum_slices for len a multiple of 4, with x read through its texture copy
 // (element i in component i % 4 of texel i / 4, see gpu::texture): one invocation per four
@@ -40,21 +74,25 @@ fn sum_slices(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn sum_slices_texture(@builtin(global_invocation_id) gid: vec3<u32>) {
     let g = gid.x + gid.y * p.stride_groups * 64u;
-    let groups = p.len / 4u;
-    if (g >= groups) {
+    if (g >= p.len / 4u) {
         return;
     }
-    let tw = textureDimensions(x_stex).x;
-    var acc = vec4<f32>(0.0);
-    var t = g;
-    for (var s = 0u; s < p.slices; s = s + 1u) {
-        acc = acc + textureLoad(x_stex, vec2<u32>(t % tw, t / tw));
-        t = t + groups;
-    }
+    var acc = slices_sum_texture(0u, g);
     if (p.accumulate != 0u) {
         acc = acc + out4[g];
     }
     out4[g] = acc;
+}
+
+// sum_slices_pair through the texture: four elements an invocation, as sum_slices_texture.
+@compute @workgroup_size(64)
+fn sum_slices_texture_pair(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let g = gid.x + gid.y * p.stride_groups * 64u;
+    if (g >= p.len / 4u) {
+        return;
+    }
+    out4[g] = slices_sum_texture(0u, g);
+    out4_b[g] = slices_sum_texture(p.slices, g);
 }
 
 // Partial sums: invocation t of `slices` adds x[t], x[t + slices], ... into out[t].

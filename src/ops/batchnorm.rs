@@ -68,9 +68,9 @@ impl Entry {
             (Entry::TrainNormalizeAdd, B) => &[R, R, R, R, R, W, R],
             (Entry::TrainNormalizeAdd, TX) => &[T, R, R, R, R, W, T],
             (Entry::TrainNormalizeAdd, ST) => &[S, R, R, R, R, W, S],
-            (Entry::BackwardPartial, B) => &[R, R, R, R, W, W, R, R],
-            (Entry::BackwardPartial, TX) => &[T, T, R, R, W, W, R, R],
-            (Entry::BackwardPartial, ST) => &[S, S, R, R, W, W, R, R],
+            (Entry::BackwardPartial, B) => &[R, R, R, R, W, R, R],
+            (Entry::BackwardPartial, TX) => &[T, T, R, R, W, R, R],
+            (Entry::BackwardPartial, ST) => &[S, S, R, R, W, R, R],
             (Entry::BackwardDx, B) => &[R, R, R, R, R, R, R, W, R],
             (Entry::BackwardDx, TX) => &[T, T, R, R, R, R, R, W, R],
             (Entry::BackwardDx, ST) => &[S, S, R, R, R, R, R, W, R],
@@ -729,20 +729,13 @@ pub fn batchnorm_act_train_backward_with(
     };
     let dgamma = gpu.empty(&[l.c]);
     let dbeta = gpu.empty(&[l.c]);
-    // With a single slice the partials are the sums themselves.
-    let split = l.slices() > 1;
-    let part_dbeta = split.then(|| gpu.alloc((l.slices() * l.c * 4) as u64));
-    let part_dgamma = split.then(|| gpu.alloc((l.slices() * l.c * 4) as u64));
-    let pb = part_dbeta.as_ref().unwrap_or(&dbeta.buf);
-    let pg = part_dgamma.as_ref().unwrap_or(&dgamma.buf);
-    let per_channel = [&mean.buf, &rstd.buf, pb, pg, &gamma.buf, &beta.buf];
+    // Both partials in one buffer, [2, slices, c], summed by one dispatch.
+    let part = gpu.alloc((2 * l.slices() * l.c * 4) as u64);
+    let per_channel = [&mean.buf, &rstd.buf, &part, &gamma.buf, &beta.buf];
     let mut b = vec![xb, dyb];
     b.extend(per_channel.map(Binding::Buffer));
     gpu.dispatch_with(&k_partial, &params, &b, l.row_grid())?;
-    if split {
-        reduce::sum_slices(gpu, pg, &dgamma.buf, l.c, l.slices(), false)?;
-        reduce::sum_slices(gpu, pb, &dbeta.buf, l.c, l.slices(), false)?;
-    }
+    reduce::sum_slices_pair(gpu, &part, (&dbeta.buf, &dgamma.buf), l.c, l.slices())?;
     let dx = gpu.empty(&x.shape);
     let per_channel = [
         &gamma.buf,

@@ -19,6 +19,18 @@ const SUM_SLICES_TEXTURE: KernelSpec = KernelSpec {
     entry: "sum_slices_texture",
     bindings: &[Access::StorageTexture, Access::ReadWrite],
 };
+const SUM_SLICES_PAIR: KernelSpec = KernelSpec {
+    file: "reduce",
+    source: SOURCE,
+    entry: "sum_slices_pair",
+    bindings: &[Access::Read, Access::ReadWrite, Access::ReadWrite],
+};
+const SUM_SLICES_TEXTURE_PAIR: KernelSpec = KernelSpec {
+    file: "reduce",
+    source: SOURCE,
+    entry: "sum_slices_texture_pair",
+    bindings: &[Access::StorageTexture, Access::ReadWrite, Access::ReadWrite],
+};
 const SUM_PARTIAL: KernelSpec = KernelSpec {
     file: "reduce",
     source: SOURCE,
@@ -47,25 +59,60 @@ pub fn sum_slices(
     slices: usize,
     accumulate: bool,
 ) -> Result<()> {
-    let op = "sum_slices";
-    ensure((len * slices) as u64 * 4 <= x.bytes(), op, || {
+    slice_sums(gpu, x, [out, out], 1, len, slices, accumulate)
+}
+
+/// Two `sum_slices` of the same shape in one dispatch: x holds `[2, slices, len]`;
+/// `out_a[e] = sum_s x[s*len + e]`, `out_b[e] = sum_s x[(slices + s)*len + e]`.
+pub fn sum_slices_pair(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    (out_a, out_b): (&GpuBuffer, &GpuBuffer),
+    len: usize,
+    slices: usize,
+) -> Result<()> {
+    ensure(!std::ptr::eq(out_a, out_b), "sum_slices_pair", || {
+        "the two outputs are the same buffer".into()
+    })?;
+    slice_sums(gpu, x, [out_a, out_b], 2, len, slices, false)
+}
+
+/// `sum_slices` of `sums` (1 or 2) groups of slices into `outs[..sums]`.
+fn slice_sums(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    outs: [&GpuBuffer; 2],
+    sums: usize,
+    len: usize,
+    slices: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let op = if sums == 2 {
+        "sum_slices_pair"
+    } else {
+        "sum_slices"
+    };
+    ensure((sums * len * slices) as u64 * 4 <= x.bytes(), op, || {
         format!(
-            "input of {} bytes holds fewer than {slices} slices of {len}",
+            "input of {} bytes holds fewer than {sums} x {slices} slices of {len}",
             x.bytes()
         )
     })?;
-    ensure(len as u64 * 4 <= out.bytes(), op, || {
-        format!(
-            "output of {} bytes is smaller than {len} elements",
-            out.bytes()
-        )
-    })?;
+    for out in &outs[..sums] {
+        ensure(len as u64 * 4 <= out.bytes(), op, || {
+            format!(
+                "output of {} bytes is smaller than {len} elements",
+                out.bytes()
+            )
+        })?;
+    }
     // Through a texture one invocation adds four elements; else one.
     let texture = sums_through_texture(gpu, len, slices);
-    let (spec, invocations) = if texture {
-        (&SUM_SLICES_TEXTURE, len / 4)
-    } else {
-        (&SUM_SLICES, len)
+    let (spec, invocations) = match (texture, sums) {
+        (true, 2) => (&SUM_SLICES_TEXTURE_PAIR, len / 4),
+        (true, _) => (&SUM_SLICES_TEXTURE, len / 4),
+        (false, 2) => (&SUM_SLICES_PAIR, len),
+        (false, _) => (&SUM_SLICES, len),
     };
     let k = gpu.kernel(spec, &[])?;
     let groups = groups_for(
@@ -79,10 +126,12 @@ pub fn sum_slices(
         groups[0],
     ];
     let xt = texture
-        .then(|| gpu.to_texture(x, len * slices))
+        .then(|| gpu.to_texture(x, sums * len * slices))
         .transpose()?;
     let input = xt.as_deref().map_or(Binding::Buffer(x), Binding::Texture);
-    gpu.dispatch_with(&k, &params, &[input, Binding::Buffer(out)], groups)
+    let mut b = vec![input];
+    b.extend(outs[..sums].iter().map(|o| Binding::Buffer(o)));
+    gpu.dispatch_with(&k, &params, &b, groups)
 }
 
 /// Whether `sum_slices` reads the slices through a texture copy: where storage textures can be

@@ -79,5 +79,29 @@ pub fn run(c: &mut Checker) -> Result<()> {
             &r,
         )?;
     }
+    // Pairs of slice sums (the BN backward's dbeta and dgamma): one slice, scalar loads, the
+    // texture path.
+    for &(len, slices) in &[(7usize, 1usize), (24, 40), (1152, 64)] {
+        let xv = c.random(2 * len * slices);
+        let x = c.upload(&xv, &[2 * len * slices])?;
+        let (a, b) = (c.gpu.empty(&[len]), c.gpu.empty(&[len]));
+        ops::reduce::sum_slices_pair(c.gpu, &x.buf, (&a.buf, &b.buf), len, slices)?;
+        let path = if ops::reduce::sums_through_texture(c.gpu, len, slices) {
+            "texture"
+        } else {
+            "scalar"
+        };
+        for (half, out, output) in [(0, &a, "first"), (1, &b, "second")] {
+            let r: Vec<f64> = (0..len)
+                .map(|e| {
+                    (0..slices)
+                        .map(|s| f64::from(xv[(half * slices + s) * len + e]))
+                        .sum::<f64>()
+                })
+                .collect();
+            let name = format!("2x{slices}x[{len}] {path}");
+            c.compare("sum_slices_pair", name, output, out, &r)?;
+        }
+    }
     Ok(())
 }
