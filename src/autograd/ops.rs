@@ -332,66 +332,48 @@ impl Tape<'_> {
             // statistics).
             return Ok(self.push_value(Rc::new(y), Source::Detached));
         }
-        let (y, mean, rstd) = self.timed(name, || {
-            batchnorm::batchnorm_act_train_forward(
-                self.gpu,
-                &x.value,
-                gamma,
-                beta,
-                running,
-                bn.momentum,
-                bn.eps,
-                act,
-            )
-        })?;
-        Ok(
-            self.output(y, &[x, bn.gamma, bn.beta], |out, _| Node::BatchNorm {
-                out,
-                x: x.clone(),
-                gamma: bn.gamma.clone(),
-                beta: bn.beta.clone(),
-                mean,
-                rstd,
-                act,
-                skip: None,
-            }),
-        )
+        self.batchnorm_train(x, bn, act, None)
     }
 
     /// Training-mode `batchnorm` with a residual branch added in the same pass:
     /// act(bn(x)) + skip, for an MBConv whose input and output shapes match. Same values and
     /// gradients as `batchnorm` then `add`, without the pass over the normalised tensor.
     pub fn batchnorm_add(&self, x: &Var, bn: &BnArgs, act: BnAct, skip: &Var) -> Result<Var> {
+        self.batchnorm_train(x, bn, act, Some(skip))
+    }
+
+    fn batchnorm_train(&self, x: &Var, bn: &BnArgs, act: BnAct, skip: Option<&Var>) -> Result<Var> {
         let running = (bn.running_mean, bn.running_var);
         let (gamma, beta) = (&bn.gamma.value, &bn.beta.value);
+        let (m, e) = (bn.momentum, bn.eps);
         let (y, mean, rstd) = self.timed(
-            || format!("forward batchnorm_add {act:?}"),
             || {
-                batchnorm::batchnorm_act_train_forward_add(
-                    self.gpu,
-                    &x.value,
-                    gamma,
-                    beta,
-                    running,
-                    bn.momentum,
-                    bn.eps,
-                    act,
-                    &skip.value,
+                format!(
+                    "forward batchnorm {act:?}{}",
+                    if skip.is_some() { " + add" } else { "" }
                 )
             },
+            || match skip {
+                Some(s) => batchnorm::batchnorm_act_train_forward_add(
+                    self.gpu, &x.value, gamma, beta, running, m, e, act, &s.value,
+                ),
+                None => batchnorm::batchnorm_act_train_forward(
+                    self.gpu, &x.value, gamma, beta, running, m, e, act,
+                ),
+            },
         )?;
-        Ok(
-            self.output(y, &[x, bn.gamma, bn.beta, skip], |out, _| Node::BatchNorm {
-                out,
-                x: x.clone(),
-                gamma: bn.gamma.clone(),
-                beta: bn.beta.clone(),
-                mean,
-                rstd,
-                act,
-                skip: Some(skip.id),
-            }),
-        )
+        let mut inputs = vec![x, bn.gamma, bn.beta];
+        inputs.extend(skip);
+        Ok(self.output(y, &inputs, |out, _| Node::BatchNorm {
+            out,
+            x: x.clone(),
+            gamma: bn.gamma.clone(),
+            beta: bn.beta.clone(),
+            mean,
+            rstd,
+            act,
+            skip: skip.map(|s| s.id),
+        }))
     }
 
     /// Training-mode BN (batch statistics, running statistics updated) + ReLU6 + the conv

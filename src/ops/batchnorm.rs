@@ -301,6 +301,30 @@ fn expect_channels(ts: &[(&Tensor, &str)], c: usize, op: &str) -> Result<()> {
     Ok(())
 }
 
+/// The running statistics `[c]` each, distinct, and the update's momentum and eps.
+fn check_running(
+    (running_mean, running_var): (&Tensor, &Tensor),
+    c: usize,
+    momentum: f32,
+    eps: f32,
+    op: &str,
+) -> Result<()> {
+    expect_channels(
+        &[(running_mean, "running_mean"), (running_var, "running_var")],
+        c,
+        op,
+    )?;
+    ensure(
+        !std::ptr::eq(&running_mean.buf, &running_var.buf),
+        op,
+        || "running_mean and running_var must be different tensors".into(),
+    )?;
+    expect_eps(eps, op)?;
+    ensure((0.0..=1.0).contains(&momentum), op, || {
+        format!("momentum must be in [0, 1], got {momentum}")
+    })
+}
+
 fn expect_eps(eps: f32, op: &str) -> Result<()> {
     ensure(eps.is_finite() && eps > 0.0, op, || {
         format!("eps must be positive and finite, got {eps}")
@@ -343,30 +367,7 @@ pub fn batchnorm_act_train_forward(
         BnAct::Identity => "batchnorm_train_forward",
         BnAct::Relu6 => "batchnorm_relu6_train_forward",
     };
-    let l = layout(gpu, x, op)?;
-    expect_channels(&[(gamma, "gamma"), (beta, "beta")], l.c, op)?;
-    let k_normalize = l.kernel(gpu, Entry::TrainNormalize, act)?;
-    // The texture copy (if any) lives until both kernels reading it are batched.
-    let tex = l
-        .textures
-        .then(|| gpu.to_texture(&x.buf, x.numel()))
-        .transpose()?;
-    let (mean, rstd) = stats(gpu, &l, x, tex.as_deref(), running, momentum, eps, op)?;
-    let xb = match &tex {
-        Some(t) => Binding::Texture(t),
-        None => Binding::Buffer(&x.buf),
-    };
-    let params = l.params(momentum, eps, op)?;
-    let y = gpu.empty(&x.shape);
-    let per_channel = [&gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf];
-    let mut b = vec![xb];
-    b.extend(per_channel.map(Binding::Buffer));
-    gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
-    // x (a conv's output) is read again only by the backward, through this same copy.
-    if let Some(t) = &tex {
-        gpu.keep_only_texture(&x.buf, x.numel(), t);
-    }
-    Ok((y, mean, rstd))
+    train_forward(gpu, x, (gamma, beta), running, momentum, eps, act, None, op)
 }
 
 /// `batchnorm_act_train_forward` with a residual branch added to its output in the same pass:
@@ -385,30 +386,57 @@ pub fn batchnorm_act_train_forward_add(
     skip: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let op = "batchnorm_train_forward_add";
+    let params = (gamma, beta);
+    train_forward(gpu, x, params, running, momentum, eps, act, Some(skip), op)
+}
+
+/// The training forward: statistics, then the normalisation (plus `skip` where given).
+#[allow(clippy::too_many_arguments)]
+fn train_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
+    running: (&Tensor, &Tensor),
+    momentum: f32,
+    eps: f32,
+    act: BnAct,
+    skip: Option<&Tensor>,
+    op: &str,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let l = layout(gpu, x, op)?;
     expect_channels(&[(gamma, "gamma"), (beta, "beta")], l.c, op)?;
-    expect_shape(skip, &x.shape, op, "skip")?;
-    let k_normalize = l.kernel(gpu, Entry::TrainNormalizeAdd, act)?;
-    let tex = l
-        .textures
-        .then(|| gpu.to_texture(&x.buf, x.numel()))
-        .transpose()?;
-    let skip_tex = l
-        .textures
-        .then(|| gpu.to_texture(&skip.buf, skip.numel()))
-        .transpose()?;
-    let (mean, rstd) = stats(gpu, &l, x, tex.as_deref(), running, momentum, eps, op)?;
-    let (xb, sb) = match (&tex, &skip_tex) {
-        (Some(t), Some(s)) => (Binding::Texture(t), Binding::Texture(s)),
-        _ => (Binding::Buffer(&x.buf), Binding::Buffer(&skip.buf)),
+    if let Some(s) = skip {
+        expect_shape(s, &x.shape, op, "skip")?;
+    }
+    let entry = match skip {
+        Some(_) => Entry::TrainNormalizeAdd,
+        None => Entry::TrainNormalize,
     };
+    let k_normalize = l.kernel(gpu, entry, act)?;
+    // The texture copies (if any) live until the kernels reading them are batched.
+    let texture = |t: &Tensor| gpu.to_texture(&t.buf, t.numel());
+    let tex = l.textures.then(|| texture(x)).transpose()?;
+    let skip_tex = match skip {
+        Some(s) if l.textures => Some(texture(s)?),
+        _ => None,
+    };
+    let (mean, rstd) = stats(gpu, &l, x, tex.as_deref(), running, momentum, eps, op)?;
     let params = l.params(momentum, eps, op)?;
     let y = gpu.empty(&x.shape);
     let per_channel = [&gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf];
-    let mut b = vec![xb];
+    let mut b = vec![tex
+        .as_deref()
+        .map_or(Binding::Buffer(&x.buf), Binding::Texture)];
     b.extend(per_channel.map(Binding::Buffer));
-    b.push(sb);
+    if let Some(s) = skip {
+        b.push(
+            skip_tex
+                .as_deref()
+                .map_or(Binding::Buffer(&s.buf), Binding::Texture),
+        );
+    }
     gpu.dispatch_with(&k_normalize, &params, &b, l.row_grid())?;
+    // x (a conv's output) is read again only by the backward, through this same copy.
     if let Some(t) = &tex {
         gpu.keep_only_texture(&x.buf, x.numel(), t);
     }
@@ -460,20 +488,7 @@ fn stats(
     eps: f32,
     op: &str,
 ) -> Result<(Tensor, Tensor)> {
-    expect_channels(
-        &[(running_mean, "running_mean"), (running_var, "running_var")],
-        l.c,
-        op,
-    )?;
-    ensure(
-        !std::ptr::eq(&running_mean.buf, &running_var.buf),
-        op,
-        || "running_mean and running_var must be different tensors".into(),
-    )?;
-    expect_eps(eps, op)?;
-    ensure((0.0..=1.0).contains(&momentum), op, || {
-        format!("momentum must be in [0, 1], got {momentum}")
-    })?;
+    check_running((running_mean, running_var), l.c, momentum, eps, op)?;
     let params = l.params(momentum, eps, op)?;
     let k_partial = l.kernel(gpu, Entry::StatsPartial, BnAct::Identity)?;
     let k_finalize = l.kernel(gpu, Entry::StatsFinalize, BnAct::Identity)?;
@@ -529,20 +544,7 @@ pub fn batchnorm_train_stats_from(
 ) -> Result<(Tensor, Tensor)> {
     let op = "batchnorm_train_stats_from";
     let c = partials.c;
-    expect_channels(
-        &[(running_mean, "running_mean"), (running_var, "running_var")],
-        c,
-        op,
-    )?;
-    ensure(
-        !std::ptr::eq(&running_mean.buf, &running_var.buf),
-        op,
-        || "running_mean and running_var must be different tensors".into(),
-    )?;
-    expect_eps(eps, op)?;
-    ensure((0.0..=1.0).contains(&momentum), op, || {
-        format!("momentum must be in [0, 1], got {momentum}")
-    })?;
+    check_running((running_mean, running_var), c, momentum, eps, op)?;
     ensure(partials.slices > 0 && partials.m > 0 && c > 0, op, || {
         "empty statistics partials".into()
     })?;

@@ -23,70 +23,55 @@ use crate::gpu::{
 };
 
 const SOURCE: &str = include_str!("../../shaders/depthwise.wgsl");
-const BUFFERS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
-const TEXTURES: &[Access] = &[Access::Texture, Access::Texture, Access::ReadWrite];
-const STORAGE_TEXTURES: &[Access] = &[
-    Access::StorageTexture,
-    Access::StorageTexture,
-    Access::ReadWrite,
-];
+/// The bindings after the uniform block: the two operands (x or dy, and w or dy: storage
+/// buffers, sampled textures or read-only storage textures) and the output.
+const fn operands(a: Access) -> [Access; 3] {
+    [a, a, Access::ReadWrite]
+}
 
-/// With the input transform: gamma, beta, mean and rstd follow the three operands.
-const BUFFERS_PRE: &[Access] = &[
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-];
-const TEXTURES_PRE: &[Access] = &[
-    Access::Texture,
-    Access::Texture,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-];
-const STORAGE_TEXTURES_PRE: &[Access] = &[
-    Access::StorageTexture,
-    Access::StorageTexture,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-];
+/// With the input transform (`pre`): gamma, beta, mean and rstd follow the operands.
+const fn with_pre(o: [Access; 3]) -> [Access; 7] {
+    let r = Access::Read;
+    [o[0], o[1], o[2], r, r, r, r]
+}
 
-/// The forward with output statistics: the bindings of its variant, then the partials.
-const fn with_stats<const N: usize, const M: usize>(bindings: [Access; N]) -> [Access; M] {
+/// With the output statistics: their partials come last.
+const fn with_stats<const N: usize, const M: usize>(b: [Access; N]) -> [Access; M] {
     let mut out = [Access::ReadWrite; M];
     let mut i = 0;
     while i < N {
-        out[i] = bindings[i];
+        out[i] = b[i];
         i += 1;
     }
     out
 }
-const TEX_OPERANDS: [Access; 3] = [Access::Texture, Access::Texture, Access::ReadWrite];
-const STEX_OPERANDS: [Access; 3] = [
-    Access::StorageTexture,
-    Access::StorageTexture,
-    Access::ReadWrite,
+
+const BUF: Access = Access::Read;
+const TEX: Access = Access::Texture;
+const STEX: Access = Access::StorageTexture;
+
+/// Bindings by operand kind (buffers, textures, storage textures), then by
+/// `pre as usize + 2 * stats as usize`.
+const BINDINGS: [[&[Access]; 4]; 3] = [
+    [
+        &operands(BUF),
+        &with_pre(operands(BUF)),
+        &with_stats::<3, 4>(operands(BUF)),
+        &with_stats::<7, 8>(with_pre(operands(BUF))),
+    ],
+    [
+        &operands(TEX),
+        &with_pre(operands(TEX)),
+        &with_stats::<3, 4>(operands(TEX)),
+        &with_stats::<7, 8>(with_pre(operands(TEX))),
+    ],
+    [
+        &operands(STEX),
+        &with_pre(operands(STEX)),
+        &with_stats::<3, 4>(operands(STEX)),
+        &with_stats::<7, 8>(with_pre(operands(STEX))),
+    ],
 ];
-const BUF_OPERANDS: [Access; 3] = [Access::Read, Access::Read, Access::ReadWrite];
-const fn pre_of(operands: [Access; 3]) -> [Access; 7] {
-    let r = Access::Read;
-    [operands[0], operands[1], operands[2], r, r, r, r]
-}
-const BUFFERS_STATS: &[Access] = &with_stats::<3, 4>(BUF_OPERANDS);
-const TEXTURES_STATS: &[Access] = &with_stats::<3, 4>(TEX_OPERANDS);
-const STORAGE_TEXTURES_STATS: &[Access] = &with_stats::<3, 4>(STEX_OPERANDS);
-const BUFFERS_PRE_STATS: &[Access] = &with_stats::<7, 8>(pre_of(BUF_OPERANDS));
-const TEXTURES_PRE_STATS: &[Access] = &with_stats::<7, 8>(pre_of(TEX_OPERANDS));
-const STORAGE_TEXTURES_PRE_STATS: &[Access] = &with_stats::<7, 8>(pre_of(STEX_OPERANDS));
 
 /// Batch norm with batch statistics, then ReLU6, applied to the depthwise input as the kernels
 /// load it: `x -> clamp((x - mean) * (gamma * rstd) + beta, 0, 6)`, the expression of the BN
@@ -241,24 +226,13 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
         vals.push(("LOAD_A", "return a[i];".into()));
         vals.push(("LOAD_B", "return b[i];".into()));
     }
-    if v.stats {
-        let bindings = &mut vals
-            .iter_mut()
-            .find(|(name, _)| *name == "BINDINGS")
-            .expect("bindings pushed above")
-            .1;
-        let at = if v.pre { 8 } else { 4 };
-        let _ = write!(
-            bindings,
-            "\n@group(0) @binding({at}) var<storage, read_write> stats: array<V>;"
-        );
-    }
+    // After the three operands: the transform's four tensors, then the statistics.
+    let bindings = &mut vals
+        .iter_mut()
+        .find(|(name, _)| *name == "BINDINGS")
+        .expect("bindings pushed above")
+        .1;
     if v.pre {
-        let bindings = &mut vals
-            .iter_mut()
-            .find(|(name, _)| *name == "BINDINGS")
-            .expect("bindings pushed above")
-            .1;
         for (i, name) in ["pre_gamma", "pre_beta", "pre_mean", "pre_rstd"]
             .iter()
             .enumerate()
@@ -269,6 +243,13 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
                 i + 4
             );
         }
+    }
+    if v.stats {
+        let at = if v.pre { 8 } else { 4 };
+        let _ = write!(
+            bindings,
+            "\n@group(0) @binding({at}) var<storage, read_write> stats: array<V>;"
+        );
     }
     let (mut fwd, mut dx, mut dw) = (Body::default(), Body::default(), Body::default());
     match v.entry {
@@ -694,20 +675,12 @@ fn gen_backward_weight(k: usize, s: usize, t: usize, tex: bool, pre: bool) -> Bo
 /// The compiled kernel of a variant, named by it ("depthwise::dw_forward k5 s1 stex t4") in
 /// the cache key and in errors; its template is generated only on the variant's first use.
 fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
-    let (kind, bindings) = match (v.tex, v.storage, v.pre, v.stats) {
-        (true, true, false, false) => ("stex", STORAGE_TEXTURES),
-        (true, false, false, false) => ("tex", TEXTURES),
-        (false, _, false, false) => ("buf", BUFFERS),
-        (true, true, true, false) => ("stex", STORAGE_TEXTURES_PRE),
-        (true, false, true, false) => ("tex", TEXTURES_PRE),
-        (false, _, true, false) => ("buf", BUFFERS_PRE),
-        (true, true, false, true) => ("stex", STORAGE_TEXTURES_STATS),
-        (true, false, false, true) => ("tex", TEXTURES_STATS),
-        (false, _, false, true) => ("buf", BUFFERS_STATS),
-        (true, true, true, true) => ("stex", STORAGE_TEXTURES_PRE_STATS),
-        (true, false, true, true) => ("tex", TEXTURES_PRE_STATS),
-        (false, _, true, true) => ("buf", BUFFERS_PRE_STATS),
+    let (kind, k) = match (v.tex, v.storage) {
+        (false, _) => ("buf", 0),
+        (true, false) => ("tex", 1),
+        (true, true) => ("stex", 2),
     };
+    let bindings = BINDINGS[k][v.pre as usize + 2 * v.stats as usize];
     let spec = KernelSpec {
         file: "depthwise",
         source: SOURCE,
