@@ -538,7 +538,7 @@ pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Resul
     let op = "conv2d_forward";
     let g = geometry(gpu, x, w, stride, op)?;
     let npix = g.npix();
-    let (rows, quads) = tile("PROXYLESS_CONV_FWD_TILE", (4, 4));
+    let (rows, quads) = tile("PROXYLESS_CONV_FWD_TILE", (8, 8));
     let rows = tile_rows(npix, rows);
     let quads = quads.min(g.cout4() / 4);
     let blocks = u32_of(npix.div_ceil(64 * rows), op)?;
@@ -665,7 +665,7 @@ fn backward_input_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<Plan> {
 fn backward_weight_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<(Plan, usize)> {
     let taps = g.taps();
     let npix = g.npix();
-    let (quads, tile_taps) = tile("PROXYLESS_CONV_DW_TILE", (4, 3));
+    let (quads, tile_taps) = tile("PROXYLESS_CONV_DW_TILE", (8, 6));
     let quads = quads.min(g.cout4() / 4);
     let tile_taps = tile_taps.min(taps);
     let tiles = taps.div_ceil(tile_taps) * (g.cout4() / 4).div_ceil(quads);

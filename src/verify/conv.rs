@@ -7,9 +7,10 @@ use crate::{ops, reference};
 
 /// (n, h, w, cin, cout, k, stride): 1x1 images, batch 1, one channel, k 1/3/5/7, stride 2 and
 /// 3 with odd inputs, channel counts off every tile and off whole quads (cout 1, 3, 5, 9, 10,
-/// 17), the stem's shapes (CIFAR stride 1, an ImageNet-like stride 2), shapes with 4-row tiles
-/// (2048 pixels and more) and several dw chunks, and strides that leave input pixels no tap
-/// (k 1 stride 2) or exceed the image.
+/// 17), the stem's shapes (CIFAR stride 1, an ImageNet-like stride 2), shapes with 4-row dx
+/// tiles (2048 pixels and more) and 8-row forward tiles (4096 and more, off a whole workgroup's
+/// 512), several dw chunks, and strides that leave input pixels no tap (k 1 stride 2) or exceed
+/// the image.
 const SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (1, 1, 1, 1, 1, 1, 1),
     (1, 1, 1, 1, 1, 3, 1),
@@ -31,6 +32,8 @@ const SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (2, 5, 9, 6, 5, 3, 3),
     (2, 65, 63, 3, 16, 3, 2),
     (3, 26, 27, 3, 10, 3, 1),
+    (3, 37, 41, 3, 32, 3, 1),
+    (2, 45, 47, 3, 24, 3, 1),
 ];
 
 pub fn run(c: &mut Checker) -> Result<()> {
