@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::autograd::Gradients;
 use crate::gpu::{Gpu, Tensor};
-use crate::ops::optim::{adam_step, sgd_step, sgd_step_multi, SgdUpdate};
+use crate::ops::optim::{adam_step, sgd_step_multi, SgdUpdate};
 
 use super::params::{ParamStore, Role};
 
@@ -105,13 +105,6 @@ impl Optimizer {
                         momentum_buf: state(&self.first[*index])?,
                         weight_decay: decay(*index, weight_decay),
                     });
-                }
-                if std::env::var("PROXYLESS_SGD").as_deref() == Ok("per-tensor") {
-                    for u in &updates {
-                        let (w, g, b, wd) = (u.w, u.g, u.momentum_buf, u.weight_decay);
-                        sgd_step(gpu, w, g, b, lr, momentum, wd, nesterov)?;
-                    }
-                    return Ok(());
                 }
                 sgd_step_multi(gpu, &updates, lr, momentum, nesterov)
             }

@@ -165,8 +165,9 @@ pub struct SgdUpdate<'a> {
 }
 
 /// `sgd_step` on every tensor of `updates`: up to 8 small tensors (lengths multiples of 4, at
-/// most `MULTI_LARGEST`) a dispatch (`optim_multi.wgsl`), the others one at a time; the same
-/// results as `sgd_step`, bit for bit. No buffer may appear twice among the updates.
+/// most `MULTI_LARGEST`) a dispatch (`optim_multi.wgsl`), the others one at a time
+/// (`PROXYLESS_SGD=per-tensor`: all of them); the same results as `sgd_step`, bit for bit. No
+/// buffer may appear twice among the updates.
 pub fn sgd_step_multi(
     gpu: &Gpu,
     updates: &[SgdUpdate],
@@ -191,9 +192,11 @@ pub fn sgd_step_multi(
             })?;
         }
     }
+    // `PROXYLESS_SGD=per-tensor`: every tensor alone, for comparisons.
+    let batch = std::env::var("PROXYLESS_SGD").as_deref() != Ok("per-tensor");
     let (batched, alone): (Vec<&SgdUpdate>, Vec<&SgdUpdate>) = updates
         .iter()
-        .partition(|u| u.w.numel().is_multiple_of(4) && u.w.numel() <= MULTI_LARGEST);
+        .partition(|u| batch && u.w.numel().is_multiple_of(4) && u.w.numel() <= MULTI_LARGEST);
     for u in alone {
         let (w, g, b, wd) = (u.w, u.g, u.momentum_buf, u.weight_decay);
         sgd_step(gpu, w, g, b, lr, momentum, wd, nesterov)?;
