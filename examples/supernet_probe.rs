@@ -36,7 +36,21 @@ fn main() -> Result<()> {
         }
     }
     let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
-    let data = Arc::new(synthetic(0, 2000, 32));
+    // `CIFAR=DIR`: CIFAR-10's first 10,000 training images (data_batch_1), as the official
+    // peer's warmup_probe.py; else 2000 synthetic images.
+    let data = Arc::new(match std::env::var_os("CIFAR") {
+        Some(dir) => {
+            let mut d =
+                proxyless::data::load_cifar(dir.as_ref(), proxyless::data::CifarSplit::Train)?;
+            d.labels.truncate(10_000);
+            d.images.truncate(10_000 * d.image_bytes());
+            d
+        }
+        None => synthetic(0, 2000, 32),
+    });
+    let images = data.len();
+    // `STEPS=N`: stop after N steps.
+    let max_steps: usize = std::env::var("STEPS").map_or(Ok(usize::MAX), |s| s.parse())?;
     let norm = Normalize::of(&data);
     let arch = ArchParams::new(
         &net.layers.iter().map(|l| l.ops.len()).collect::<Vec<_>>(),
@@ -50,13 +64,16 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let fixed: Vec<usize> = vec![which; 21];
+    // `grow:N`: the anchor path (candidate 0, Zero at 1/7 on residual layers) for N steps,
+    // then every candidate grown from it and paths drawn from the (uniform) distribution.
+    let grow_at: Option<usize> = mode.strip_prefix("grow:").and_then(|s| s.parse().ok());
     let epochs: u64 = args.get(4).map_or(Ok(1), |s| s.parse())?;
     let (mut ls, mut cs, mut n) = (0.0, 0.0, 0);
     let mut i = 0usize;
     for epoch in 0..epochs {
         let loader = Loader::new(
             data.clone(),
-            (0..2000).collect(),
+            (0..images).collect(),
             32,
             true,
             true,
@@ -68,7 +85,26 @@ fn main() -> Result<()> {
         for b in loader {
             let x = gpu.upload(&b.images, &[b.n, 32, 32, 3])?;
             let y = gpu.upload(&b.labels, &[b.n])?;
-            let active = if random {
+            if grow_at == Some(i) {
+                let r = proxyless::nas::grow::grow_from_anchor(&gpu, &net, &vec![0; 21])?;
+                println!("grown at step {i}: {r:?}");
+            }
+            let active = if let Some(g) = grow_at {
+                use rand::Rng;
+                if i < g {
+                    (0..21)
+                        .map(|l| {
+                            if net.layers[l].residual && rng.random_range(0..7) == 6 {
+                                6
+                            } else {
+                                0
+                            }
+                        })
+                        .collect()
+                } else {
+                    arch.sample(&mut rng)
+                }
+            } else if random {
                 arch.sample(&mut rng)
             } else if mode == "mbconv" {
                 use rand::Rng;
@@ -104,7 +140,15 @@ fn main() -> Result<()> {
             } else {
                 fixed.clone()
             };
-            let (l, c) = weight_step(&gpu, &net, &mut opt, (x, &y), &active, lr, 0.1, 0)?;
+            // `LR_WARMUP=N`: the learning rate rises linearly over the first N steps.
+            let lr_now = match std::env::var("LR_WARMUP")
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+            {
+                Some(w) if i < w => lr * (i + 1) as f32 / w as f32,
+                _ => lr,
+            };
+            let (l, c) = weight_step(&gpu, &net, &mut opt, (x, &y), &active, lr_now, 0.1, 0)?;
             if std::env::var_os("TRIM").is_some() {
                 gpu.sync()?;
                 gpu.trim_pool();
@@ -124,6 +168,9 @@ fn main() -> Result<()> {
                 n = 0;
             }
             i += 1;
+            if i >= max_steps {
+                return Ok(());
+            }
         }
     }
     Ok(())

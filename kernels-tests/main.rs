@@ -18,3 +18,4 @@ mod search;
 mod texture_alias;
 mod texture_reuse;
 mod training;
+mod warmup;

@@ -457,3 +457,78 @@ fn active_gate_gradient_equals_recomputing_the_candidate() {
         );
     }
 }
+
+/// `sample_near` draws nets inside the latency window, different ones for different seeds,
+/// also for targets far from the uniform draw's mean; bad targets and tolerances are refused.
+#[test]
+fn random_nets_are_drawn_inside_the_latency_window() {
+    use proxyless::nas::sample::sample_near;
+    use proxyless::nas::search::{Costs, LossForm};
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    // Costs like a table's: kernel * expand per MBConv, Zero free, a fixed part.
+    let per: Vec<Vec<f64>> = space
+        .layers
+        .iter()
+        .map(|l| {
+            l.candidates
+                .iter()
+                .map(|c| match c {
+                    Candidate::MbConv { kernel, expand } => 0.1 * (kernel * expand) as f64,
+                    Candidate::Zero => 0.0,
+                })
+                .collect()
+        })
+        .collect();
+    let costs = Costs {
+        fixed: 3.0,
+        per_candidate: per,
+        target: 0.0,
+        form: LossForm::AddLinear { l: 0.0 },
+        unit: "ms",
+    };
+    let cheapest = costs.cheapest().1;
+    let dearest = costs.of(&costs.dearest());
+    assert!(cheapest < 10.0 && dearest > 80.0, "{cheapest} {dearest}");
+    for (target, tol) in [(12.0, 0.05), (30.0, 0.05), (75.0, 0.02), (30.0, 0.005)] {
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..4 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (choice, cost) = sample_near(&costs, target, tol, &mut rng).unwrap();
+            assert!(
+                (cost - target).abs() <= tol * target + 1e-9,
+                "target {target} +-{tol}: {cost}"
+            );
+            assert!((costs.of(&choice) - cost).abs() < 1e-9);
+            seen.insert(choice);
+        }
+        assert_eq!(seen.len(), 4, "target {target}: seeds gave the same net");
+    }
+    // Deterministic for a seed.
+    let draw = |seed| {
+        sample_near(
+            &costs,
+            30.0,
+            0.05,
+            &mut rand::rngs::StdRng::seed_from_u64(seed),
+        )
+    };
+    assert_eq!(draw(9).unwrap(), draw(9).unwrap());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for (target, tol, what) in [
+        (1.0, 0.05, "its nets cost"),
+        (1000.0, 0.05, "its nets cost"),
+        (-3.0, 0.05, "positive"),
+        (f64::NAN, 0.05, "positive"),
+        (30.0, 0.0, "(0, 1)"),
+        (30.0, 1.5, "(0, 1)"),
+        (30.0, f64::NAN, "(0, 1)"),
+        // Every cost is a multiple of 0.1 ms over 3.0: no net lies in 30.01-30.09.
+        (30.05, 0.001, "widen the tolerance"),
+    ] {
+        let err = format!(
+            "{:#}",
+            sample_near(&costs, target, tol, &mut rng).unwrap_err()
+        );
+        assert!(err.contains(what), "{target} {tol}: {err}");
+    }
+}

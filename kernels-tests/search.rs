@@ -8,6 +8,7 @@ use proxyless::nas::arch::GateMode;
 use proxyless::nas::search::{Costs, LossForm};
 use proxyless::nas::space::{Candidate, SearchSpace};
 use proxyless::nas::supernet::Supernet;
+use proxyless::nas::warmup::Warmup;
 use proxyless::nn::{NetConfig, Network};
 use proxyless::train::search::{search, ArchUpdate, SearchConfig};
 use proxyless::train::{self, DataSource, Quiet, RunDir};
@@ -51,6 +52,7 @@ fn toy_costs(space: &SearchSpace, form: LossForm) -> Costs {
 fn config(update: ArchUpdate, costs: Option<Costs>, flags: Vec<(String, String)>) -> SearchConfig {
     SearchConfig {
         warmup_epochs: 0,
+        warmup: Warmup::Official,
         epochs: 3,
         batch: 16,
         lr: 0.05,

@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod devices;
 mod info;
+mod sample;
 mod search;
 mod train;
 
@@ -45,6 +46,8 @@ enum Command {
     Search(search::Args),
     /// Measure a latency table on this adapter, or predict a net's latency from a table.
     Latency(search::LatencyArgs),
+    /// Draw a random architecture of a space near a latency (the random-search baseline).
+    Sample(sample::Args),
 }
 
 pub fn run() -> Result<()> {
@@ -62,6 +65,7 @@ pub fn run() -> Result<()> {
         Command::Eval(a) => train::eval(&open(&opts)?, a),
         Command::Search(a) => search::run(&open(&opts)?, a),
         Command::Latency(a) => search::latency(&open(&opts)?, a),
+        Command::Sample(a) => sample::run(&opts, a),
     }
 }
 

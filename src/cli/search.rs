@@ -12,6 +12,7 @@ use proxyless::nas::measure::{measure_net, measure_table};
 use proxyless::nas::search::{Costs, LossForm};
 use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
+use proxyless::nas::warmup::Warmup;
 use proxyless::nn::{NetConfig, Network};
 use proxyless::train::search::{search, ArchUpdate, SearchConfig};
 use proxyless::train::{DataSource, RunDir};
@@ -47,6 +48,14 @@ pub struct Args {
     /// Gate mode of the gradient update: full_v2 or two.
     #[arg(long, default_value = "full_v2")]
     mode: String,
+    /// How the supernet is warmed up: grow (one anchor path per layer first, then every
+    /// candidate grown from it; residual candidates start as the identity) or official (random
+    /// paths from the first step, the reference code's warm-up).
+    #[arg(long, default_value = "grow")]
+    warmup: String,
+    /// With --warmup grow: the part of the warm-up's weight steps spent on the anchor path.
+    #[arg(long, default_value_t = 0.5)]
+    anchor_fraction: f64,
     /// Epochs of weight steps only (alpha frozen).
     #[arg(long, default_value_t = 1)]
     warmup_epochs: usize,
@@ -104,6 +113,7 @@ pub const UPDATES: &[&str] = &["gradient", "reinforce"];
 
 pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let mode = GateMode::parse(&a.mode)?;
+    let warmup = Warmup::parse(&a.warmup, a.anchor_fraction)?;
     let form = LossForm::parse(&a.loss)?;
     let update = match a.arch_update.as_str() {
         "gradient" => ArchUpdate::Gradient(mode),
@@ -190,6 +200,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         ("arch-update".to_string(), a.arch_update.clone()),
         ("mode".to_string(), a.mode.clone()),
         ("seed".to_string(), a.seed.to_string()),
+        ("warmup".to_string(), warmup.describe()),
         ("batch".to_string(), a.batch.to_string()),
         (
             "train-images".to_string(),
@@ -198,6 +209,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     ];
     let cfg = SearchConfig {
         warmup_epochs: a.warmup_epochs,
+        warmup,
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,

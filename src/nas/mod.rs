@@ -3,8 +3,11 @@
 //! searching adapter.
 
 pub mod arch;
+pub mod grow;
 pub mod latency;
 pub mod measure;
+pub mod sample;
 pub mod search;
 pub mod space;
 pub mod supernet;
+pub mod warmup;

@@ -88,21 +88,30 @@ impl Costs {
 
     /// The cheapest architecture and its cost.
     pub fn cheapest(&self) -> (Vec<usize>, f64) {
-        let choice: Vec<usize> = self
-            .per_candidate
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f64::INFINITY),
-                        |b, (i, &v)| if v < b.1 { (i, v) } else { b },
-                    )
-                    .0
-            })
-            .collect();
+        let choice = self.extreme(|v, best| v < best);
         let cost = self.of(&choice);
         (choice, cost)
+    }
+
+    /// The most costly architecture.
+    pub fn dearest(&self) -> Vec<usize> {
+        self.extreme(|v, best| v > best)
+    }
+
+    /// Per layer, the first op that no other op beats by `better`.
+    fn extreme(&self, better: impl Fn(f64, f64) -> bool) -> Vec<usize> {
+        self.per_candidate
+            .iter()
+            .map(|c| {
+                let mut best = 0;
+                for (i, &v) in c.iter().enumerate() {
+                    if better(v, c[best]) {
+                        best = i;
+                    }
+                }
+                best
+            })
+            .collect()
     }
 }
 

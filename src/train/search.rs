@@ -19,6 +19,7 @@ use crate::nas::search::{
     arch_step_gradient, arch_step_reinforce, derive, weight_step, ArchStepInfo, Baseline, Costs,
 };
 use crate::nas::supernet::Supernet;
+use crate::nas::warmup::Warmup;
 use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::nn::params::seeded;
 use crate::ops::loss;
@@ -38,6 +39,8 @@ pub enum ArchUpdate {
 #[derive(Clone, Debug)]
 pub struct SearchConfig {
     pub warmup_epochs: usize,
+    /// How the weights are warmed up (`nas::warmup`).
+    pub warmup: Warmup,
     /// Joint epochs after the warm-up (the first of them has no architecture step).
     pub epochs: usize,
     pub batch: usize,
@@ -219,9 +222,11 @@ pub fn search(
         for f in [out.log(), out.arch_history()] {
             let _ = std::fs::remove_file(f);
         }
+        cfg.warmup.init(gpu, net)?;
     }
     let total_epochs = cfg.warmup_epochs + cfg.epochs;
     let per_epoch = data.batches_per_epoch(cfg.batch)?;
+    let warmup_steps = cfg.warmup_epochs * per_epoch;
     let schedule = CosineSchedule {
         base: cfg.lr,
         warmup: 0,
@@ -243,7 +248,10 @@ pub fn search(
         let mut last_read = Instant::now();
         for (i, b) in loader.enumerate() {
             let lr = schedule.lr(step);
-            let active = arch.sample(&mut rng);
+            cfg.warmup.maybe_grow(gpu, net, step, warmup_steps)?;
+            let active = cfg
+                .warmup
+                .path(net, arch.sample(&mut rng), step, warmup_steps);
             let (x, y) = upload_batch(gpu, &b)?;
             let seed = super::step_seed(cfg.seed, step);
             let (l, correct) = weight_step(
@@ -320,6 +328,8 @@ pub fn search(
             "epoch": epoch + 1,
             "epochs": total_epochs,
             "phase": if joint.is_some() { "joint" } else { "warmup" },
+            "warmup": cfg.warmup.describe(),
+            "grown": cfg.warmup.grow_step(warmup_steps).map(|g| step > g),
             "step": step,
             "train_loss": train_loss,
             "train_accuracy": train_acc,
