@@ -242,6 +242,56 @@ fn search_on_the_synthetic_set_writes_every_output() {
         stdout.contains("predicted") && stdout.contains("measured on"),
         "{stdout}"
     );
+    // The search warmed up with the default, grown, warm-up.
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    assert!(log.contains("\"grown\":true"), "{log}");
+
+    // `sample` draws a random net whose predicted latency lies inside the window.
+    let target = summary["expected_cost"].as_f64().unwrap();
+    let drawn = dir.join("random.config").to_string_lossy().into_owned();
+    let target_arg = format!("{target}");
+    let sample = |extra: &[&str]| {
+        let mut a = vec![
+            "sample", "--width", "0.25", "--lut", &lut, "--out", &drawn, "--seed", "3",
+        ];
+        a.extend_from_slice(extra);
+        proxyless(&a)
+    };
+    let (ok, stdout, err) = sample(&["--latency", &target_arg]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("sampled net:"), "{stdout}");
+    let (ok, stdout, err) = proxyless(&["latency", "--lut", &lut, "--net", &drawn]);
+    assert!(ok, "{err}");
+    let predicted: f64 = stdout
+        .split("predicted ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no prediction in {stdout}"));
+    assert!(
+        (predicted - target).abs() <= 0.05 * target + 1e-3,
+        "{predicted} ms drawn for a {target} ms target"
+    );
+    // Bad input is refused with a reason.
+    let (ok, _, err) = sample(&["--latency", &target_arg, "--tolerance", "2"]);
+    assert!(!ok && err.contains("tolerance"), "{err}");
+    let (ok, _, err) = sample(&["--latency=-1"]);
+    assert!(!ok && err.contains("positive"), "{err}");
+    let (ok, _, err) = sample(&["--latency", "1e9"]);
+    assert!(!ok && err.contains("its nets cost"), "{err}");
+    let (ok, _, err) = proxyless(&[
+        "sample",
+        "--width",
+        "0.25",
+        "--lut",
+        "/nonexistent.yaml",
+        "--latency",
+        "1",
+        "--out",
+        &drawn,
+    ]);
+    assert!(!ok && err.contains("nonexistent"), "{err}");
+
     // A resumed run with another flag is refused, naming it.
     let mut other = args.to_vec();
     other[2] = "96";

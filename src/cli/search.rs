@@ -39,9 +39,12 @@ pub struct Args {
     /// Default: 80% of the expected cost of the initial (uniform) distribution.
     #[arg(long, alias = "target-flops")]
     target_latency: Option<f64>,
-    /// mul#log (CE * 0.2 (log E / log T)^0.3) or add#linear (CE + 0.1 (E - T) / T).
-    #[arg(long, default_value = "mul#log")]
-    loss: String,
+    /// mul#log (CE * 0.2 (log E / log T)^0.3) or add#linear (CE + 0.1 (E - T) / T). Default:
+    /// mul#log (the official one), or add#linear on the synthetic set: there every candidate
+    /// is accurate, and mul#log's pull on latency, which scales with CE, is lost in the noise
+    /// of a few dozen architecture steps (benches/NOTES.md, issue 20).
+    #[arg(long)]
+    loss: Option<String>,
     /// gradient (through binary gates) or reinforce.
     #[arg(long, default_value = "gradient")]
     arch_update: String,
@@ -104,9 +107,10 @@ pub struct Args {
     resume: bool,
 }
 
-/// The synthetic search's defaults (see `--train-images` and `--arch-lr`).
+/// The synthetic search's defaults (see `--train-images`, `--arch-lr` and `--loss`).
 const SYNTHETIC_TRAIN_IMAGES: usize = 2560;
 const SYNTHETIC_ARCH_LR: f64 = 0.1;
+const SYNTHETIC_LOSS: &str = "add#linear";
 
 pub const OBJECTIVES: &[&str] = &["latency", "flops", "none"];
 pub const UPDATES: &[&str] = &["gradient", "reinforce"];
@@ -114,7 +118,13 @@ pub const UPDATES: &[&str] = &["gradient", "reinforce"];
 pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let mode = GateMode::parse(&a.mode)?;
     let warmup = Warmup::parse(&a.warmup, a.anchor_fraction)?;
-    let form = LossForm::parse(&a.loss)?;
+    // The synthetic set is a demonstration that must stay short.
+    let synthetic = a.data.is_none();
+    let form = LossForm::parse(a.loss.as_deref().unwrap_or(if synthetic {
+        SYNTHETIC_LOSS
+    } else {
+        "mul#log"
+    }))?;
     let update = match a.arch_update.as_str() {
         "gradient" => ArchUpdate::Gradient(mode),
         "reinforce" => ArchUpdate::Reinforce {
@@ -137,8 +147,6 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let probe = SearchSpace::new(&a.space, width, 10)?;
     let t = Instant::now();
     let mut data = DataSource::open(a.data.as_deref(), probe.resolution, a.valid, a.seed)?;
-    // The synthetic set is a demonstration that must stay short.
-    let synthetic = a.data.is_none();
     let train_images = a
         .train_images
         .or(synthetic.then_some(SYNTHETIC_TRAIN_IMAGES));
