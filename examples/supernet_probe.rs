@@ -86,7 +86,7 @@ fn main() -> Result<()> {
             let x = gpu.upload(&b.images, &[b.n, 32, 32, 3])?;
             let y = gpu.upload(&b.labels, &[b.n])?;
             if grow_at == Some(i) {
-                let r = proxyless::nas::grow::grow_from_anchor(&gpu, &net, &vec![0; 21])?;
+                let r = proxyless::nas::grow::grow_from_anchor(&gpu, &net, &[0; 21])?;
                 println!("grown at step {i}: {r:?}");
             }
             let active = if let Some(g) = grow_at {
