@@ -466,19 +466,7 @@ fn random_nets_are_drawn_inside_the_latency_window() {
     use proxyless::nas::search::{Costs, LossForm};
     let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
     // Costs like a table's: kernel * expand per MBConv, Zero free, a fixed part.
-    let per: Vec<Vec<f64>> = space
-        .layers
-        .iter()
-        .map(|l| {
-            l.candidates
-                .iter()
-                .map(|c| match c {
-                    Candidate::MbConv { kernel, expand } => 0.1 * (kernel * expand) as f64,
-                    Candidate::Zero => 0.0,
-                })
-                .collect()
-        })
-        .collect();
+    let per = crate::search::kernel_expand_costs(&space, 0.1);
     let costs = Costs {
         fixed: 3.0,
         per_candidate: per,

@@ -22,22 +22,27 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Cost kernel * expand per MBConv (Zero 0): the cheapest net takes Zero where it may and
-/// 3x3_MBConv3 elsewhere.
-fn toy_costs(space: &SearchSpace, form: LossForm) -> Costs {
-    let per: Vec<Vec<f64>> = space
+/// `scale` * kernel * expand per MBConv, Zero free: costs shaped like a latency table's.
+pub fn kernel_expand_costs(space: &SearchSpace, scale: f64) -> Vec<Vec<f64>> {
+    space
         .layers
         .iter()
         .map(|l| {
             l.candidates
                 .iter()
                 .map(|c| match c {
-                    Candidate::MbConv { kernel, expand } => (kernel * expand) as f64,
+                    Candidate::MbConv { kernel, expand } => (kernel * expand) as f64 * scale,
                     Candidate::Zero => 0.0,
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Cost kernel * expand per MBConv (Zero 0): the cheapest net takes Zero where it may and
+/// 3x3_MBConv3 elsewhere.
+fn toy_costs(space: &SearchSpace, form: LossForm) -> Costs {
+    let per = kernel_expand_costs(space, 1.0);
     let mut c = Costs {
         fixed: 10.0,
         per_candidate: per,
