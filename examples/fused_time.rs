@@ -112,6 +112,7 @@ fn main() -> anyhow::Result<()> {
             &w,
             NextConv::Depthwise { stride: s },
             &dy,
+            true,
         )
         .map(|_| ())
     })?;

@@ -5,13 +5,13 @@
 //! the path is read from a searched `net.config` when given, else drawn at random (seed 0).
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use proxyless::gpu::{Gpu, GpuOptions};
 use proxyless::nas::arch::ArchParams;
 use proxyless::nas::search::{derive, weight_step};
-use proxyless::nas::space::{Candidate, SearchSpace};
+use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
-use proxyless::nn::config::{BlockOp, NetConfig};
+use proxyless::nn::config::NetConfig;
 use proxyless::nn::optim::{Optimizer, OptimizerKind};
 use proxyless::nn::params::seeded;
 use proxyless::train::train_step;
@@ -32,7 +32,7 @@ fn main() -> Result<()> {
     let net = Supernet::new(&gpu, &space, 0)?;
     let mut rng = seeded(0);
     let path: Vec<usize> = match args.get(4) {
-        Some(p) => path_of(&space, &NetConfig::load(std::path::Path::new(p))?)?,
+        Some(p) => space.choice_of(&NetConfig::load(std::path::Path::new(p))?)?,
         None => (0..space.layers.len())
             .map(|_| rng.random_range(0..6))
             .collect(),
@@ -77,31 +77,4 @@ fn main() -> Result<()> {
         s / a
     );
     Ok(())
-}
-
-/// The candidate index per mixed layer of a net derived from `space` (Zero for a removed
-/// block; blocks[0] is the fixed first block).
-fn path_of(space: &SearchSpace, config: &NetConfig) -> Result<Vec<usize>> {
-    if config.blocks.len() != space.layers.len() + 1 {
-        bail!(
-            "the net has {} blocks, the space {} mixed layers",
-            config.blocks.len(),
-            space.layers.len()
-        );
-    }
-    let mut path = Vec::new();
-    for (i, (l, b)) in space.layers.iter().zip(&config.blocks[1..]).enumerate() {
-        let want = match &b.op {
-            BlockOp::MbConv(m) => Candidate::MbConv {
-                kernel: m.kernel,
-                expand: m.expand_ratio,
-            },
-            BlockOp::Zero { .. } => Candidate::Zero,
-        };
-        match l.candidates.iter().position(|&c| c == want) {
-            Some(k) => path.push(k),
-            None => bail!("block {} is not a candidate of mixed layer {i}", i + 1),
-        }
-    }
-    Ok(path)
 }

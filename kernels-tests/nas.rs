@@ -104,8 +104,14 @@ fn full_v2_gate_gradient_matches_autograd_through_the_gates() {
     // The supernet's path: dL/dy is `target`; every candidate recomputed.
     let xt = Rc::new(gpu.upload(&xv, &[n, s, s, c]).unwrap());
     let dy = gpu.upload(&target, &[n, s, s, c]).unwrap();
+    let recompute = Tape::new(gpu, 0);
+    // A recording tape is refused: the recomputation must keep nothing.
+    assert!(net
+        .gate_gradients(&recompute, layer, &xt, &dy, true, &[0])
+        .is_err());
+    let _no_grad = recompute.no_grad();
     let ours: Vec<f64> = net
-        .gate_gradients(gpu, layer, &xt, &dy, true, &[0, 1, 2, 3, 4, 5, 6])
+        .gate_gradients(&recompute, layer, &xt, &dy, true, &[0, 1, 2, 3, 4, 5, 6])
         .unwrap()
         .into_iter()
         .map(|t| t.map_or(0.0, |t| gpu.read_f32(&t).unwrap()[0] as f64))
@@ -442,8 +448,10 @@ fn active_gate_gradient_equals_recomputing_the_candidate() {
             .active_gate_gradient(gpu, l, k, &traces[l], &dy)
             .unwrap()
             .unwrap();
+        let recompute = Tape::new(gpu, 0);
+        let _no_grad = recompute.no_grad();
         let recomputed = net
-            .gate_gradients(gpu, l, &traces[l].input.tensor(), &dy, true, &[k])
+            .gate_gradients(&recompute, l, &traces[l].input.tensor(), &dy, true, &[k])
             .unwrap()
             .swap_remove(k)
             .unwrap();
@@ -455,6 +463,50 @@ fn active_gate_gradient_equals_recomputing_the_candidate() {
             b != 0.0 && (a - b).abs() <= 1e-5 * b.abs(),
             "layer {l}: {a} vs {b}"
         );
+    }
+}
+
+/// With frozen weights the backward skips every weight-gradient product (pointwise,
+/// depthwise, the fused BN + ReLU6 convs); dL/dy at each mixed layer is the same as with
+/// trainable weights, and no weight gradient comes back.
+#[test]
+fn frozen_weights_give_the_same_layer_gradients_without_weight_gradients() {
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let net = Supernet::new(gpu, &space, 12).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let n = 3;
+    let xv: Vec<f32> = (0..n * 32 * 32 * 3)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
+    let y = gpu.upload(&labels, &[n]).unwrap();
+    // Every MBConv kind, and a Zero, on the path.
+    let path: Vec<usize> = (0..21).map(|l| l % net.layers[l].ops.len()).collect();
+    let run = |frozen: bool| {
+        let tape = Tape::new(gpu, 0);
+        if frozen {
+            tape.freeze_params();
+        }
+        let x = tape.constant(gpu.upload(&xv, &[n, 32, 32, 3]).unwrap());
+        let (logits, traces) = net.forward_from_leaf(&tape, &x, &path).unwrap();
+        let (_, dl) =
+            proxyless::ops::loss::softmax_cross_entropy(gpu, logits.value(), &y, 0.0).unwrap();
+        let watch: Vec<_> = traces.iter().map(|t| &t.output).collect();
+        let (grads, dys) = tape.backward_watching(&logits, dl, &watch).unwrap();
+        let dys: Vec<Vec<f32>> = dys
+            .iter()
+            .map(|d| gpu.read_f32(d.as_ref().unwrap()).unwrap())
+            .collect();
+        (grads.by_param.len(), dys)
+    };
+    let (weights_trainable, trainable) = run(false);
+    let (weights_frozen, frozen) = run(true);
+    assert!(weights_trainable > 0);
+    assert_eq!(weights_frozen, 0, "frozen weights got gradients");
+    for (l, (a, b)) in trainable.iter().zip(&frozen).enumerate() {
+        assert!(a.iter().any(|v| *v != 0.0), "layer {l}: dL/dy is zero");
+        assert_eq!(a, b, "layer {l}: dL/dy differs with frozen weights");
     }
 }
 

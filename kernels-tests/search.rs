@@ -117,6 +117,35 @@ fn a_dominant_latency_term_ends_on_the_cheapest_net() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// add#hinge pulls the cost down above the target only; add#linear pulls at any cost. Checked
+/// on the values and against central differences of the loss in E.
+#[test]
+fn the_hinge_loss_stops_pulling_under_the_target() {
+    let (ce, t) = (1.7, 30.0);
+    let hinge = LossForm::parse("add#hinge").unwrap();
+    let linear = LossForm::parse("add#linear").unwrap();
+    for e in [12.0, 29.0, 31.0, 45.0] {
+        let (v, dce, de) = hinge.value(ce, e, t).unwrap();
+        let (lv, _, lde) = linear.value(ce, e, t).unwrap();
+        assert!(lde > 0.0, "add#linear pulls at E = {e}");
+        if e < t {
+            assert_eq!((v, de), (ce, 0.0), "no pull under the target at E = {e}");
+        } else {
+            assert!(
+                (v - lv).abs() < 1e-12 && (de - lde).abs() < 1e-12,
+                "E = {e}"
+            );
+        }
+        let h = 1e-4;
+        let fd = (hinge.value(ce, e + h, t).unwrap().0 - hinge.value(ce, e - h, t).unwrap().0)
+            / (2.0 * h);
+        assert!((fd - de).abs() < 1e-6, "dL/dE at {e}: {de} vs {fd}");
+        let fd = (hinge.value(ce + h, e, t).unwrap().0 - hinge.value(ce - h, e, t).unwrap().0)
+            / (2.0 * h);
+        assert!((fd - dce).abs() < 1e-6, "dL/dCE at {e}: {dce} vs {fd}");
+    }
+}
+
 #[test]
 fn two_mode_and_reinforce_run_and_resume_checks_flags() {
     let gpu = gpu();
@@ -184,7 +213,7 @@ fn search_bad_input_names_what_is_wrong() {
         ("--mode", "three", "full_v2"),
         ("--objective", "speed", "flops"),
         ("--arch-update", "evolution", "reinforce"),
-        ("--loss", "mul#sqrt", "add#linear"),
+        ("--loss", "mul#sqrt", "add#hinge"),
     ] {
         let (ok, _, err) = proxyless(&["search", flag, value, "--out", &o]);
         assert!(

@@ -126,6 +126,29 @@ fn dot_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
     out_dot[t] = acc;
 }
 
+@group(0) @binding(4) var<storage, read> bn_gamma: array<f32>;
+@group(0) @binding(5) var<storage, read> bn_beta: array<f32>;
+@group(0) @binding(6) var<storage, read> bn_mean: array<f32>;
+@group(0) @binding(7) var<storage, read> bn_rstd: array<f32>;
+
+// dot_partial of y with the batch-normalised x, gamma (x - mean) rstd + beta per channel of a
+// row-major [m, c] x (c in `accumulate`): the normalised tensor is never stored.
+@compute @workgroup_size(64)
+fn batchnorm_dot_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    if (t >= p.slices) {
+        return;
+    }
+    let c = p.accumulate;
+    var acc = 0.0;
+    for (var i = t; i < p.len; i = i + p.slices) {
+        let ch = i % c;
+        let xn = (x[i] - bn_mean[ch]) * bn_rstd[ch];
+        acc = fma(fma(xn, bn_gamma[ch], bn_beta[ch]), y[i], acc);
+    }
+    out_dot[t] = acc;
+}
+
 // Per-channel partial sums of a row-major [m, c] matrix (NHWC activations, bias gradients):
 // grid x over channel blocks of 64, y over row chunks; out[chunk * c + ch] = sum of the
 // chunk's rows. Lanes read consecutive channels of a row. `len` = c, `slices` = rows per chunk,

@@ -168,15 +168,32 @@ impl Node {
                     push(w.id, dw);
                 }
             }
+            // Frozen weights (architecture steps) get no weight-gradient products.
             Node::Pointwise { x, w, .. } => {
-                let (dx, dw) = pointwise::pointwise_backward(gpu, &x.value, &w.value, dy)?;
+                let (xv, wv) = (&x.value, &w.value);
+                let (dx, dw) =
+                    pointwise::pointwise_backward_with(gpu, xv, None, wv, dy, None, needs(w.id))?;
                 push(x.id, dx);
-                push(w.id, dw);
+                if let Some(dw) = dw {
+                    push(w.id, dw);
+                }
             }
             Node::Depthwise { x, w, stride, .. } => {
-                let (dx, dw) = depthwise::depthwise_backward(gpu, &x.value, &w.value, *stride, dy)?;
+                let (xv, wv, s) = (&x.value, &w.value, *stride);
+                let (dx, dw) = depthwise::depthwise_backward_with(
+                    gpu,
+                    xv,
+                    None,
+                    wv,
+                    s,
+                    dy,
+                    None,
+                    needs(w.id),
+                )?;
                 push(x.id, dx);
-                push(w.id, dw);
+                if let Some(dw) = dw {
+                    push(w.id, dw);
+                }
             }
             Node::BatchNorm {
                 x,
@@ -225,11 +242,14 @@ impl Node {
                     &w.value,
                     *conv,
                     dy,
+                    needs(w.id),
                 )?;
                 push(x.id, dx);
                 push(gamma.id, dgamma);
                 push(beta.id, dbeta);
-                push(w.id, dw);
+                if let Some(dw) = dw {
+                    push(w.id, dw);
+                }
             }
             Node::Relu6 { x, y, .. } => push(*x, elementwise::relu6_backward(gpu, y, dy)?),
             Node::Add { a, b, .. } => {

@@ -110,7 +110,7 @@ impl<'g> Tape<'g> {
     /// Runs `f`, timing it alone when profiling.
     /// `name` is only built when profiling: op names with shapes would otherwise cost a string
     /// per op on every step.
-    pub(super) fn timed<T, N: Into<String>>(
+    pub fn timed<T, N: Into<String>>(
         &self,
         name: impl FnOnce() -> N,
         f: impl FnOnce() -> Result<T>,

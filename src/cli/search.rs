@@ -39,7 +39,9 @@ pub struct Args {
     /// Default: 80% of the expected cost of the initial (uniform) distribution.
     #[arg(long, alias = "target-flops")]
     target_latency: Option<f64>,
-    /// mul#log (CE * 0.2 (log E / log T)^0.3) or add#linear (CE + 0.1 (E - T) / T). Default:
+    /// mul#log (CE * 0.2 (log E / log T)^0.3), add#linear (CE + 0.1 (E - T) / T) or add#hinge
+    /// (CE + 0.1 max(0, E - T) / T: no pull below the target, which the other two keep pushing
+    /// past; the one to use for a net that spends its latency budget). Default:
     /// mul#log (the official one), or add#linear on the synthetic set: there every candidate
     /// is accurate, and mul#log's pull on latency, which scales with CE, is lost in the noise
     /// of a few dozen architecture steps (benches/NOTES.md, issue 20).

@@ -23,15 +23,19 @@ pub enum LossForm {
     MulLog { a: f64, b: f64 },
     /// CE + l * (E - T) / T.
     AddLinear { l: f64 },
+    /// CE + l * max(0, E - T) / T: no pull on the cost once under the target, so that CE
+    /// alone spends the budget left (the two forms above push the cost down at any E).
+    AddHinge { l: f64 },
 }
 
-pub const LOSS_FORMS: &[&str] = &["mul#log", "add#linear"];
+pub const LOSS_FORMS: &[&str] = &["mul#log", "add#linear", "add#hinge"];
 
 impl LossForm {
     pub fn parse(s: &str) -> Result<LossForm> {
         match s {
             "mul#log" => Ok(LossForm::MulLog { a: 0.2, b: 0.3 }),
             "add#linear" => Ok(LossForm::AddLinear { l: 0.1 }),
+            "add#hinge" => Ok(LossForm::AddHinge { l: 0.1 }),
             other => bail!(
                 "unknown loss form {other:?}; valid: {}",
                 LOSS_FORMS.join(", ")
@@ -55,6 +59,10 @@ impl LossForm {
                 Ok((ce * f, f, ce * df_de))
             }
             LossForm::AddLinear { l } => Ok((ce + l * (e - target) / target, 1.0, l / target)),
+            LossForm::AddHinge { l } if e > target => {
+                Ok((ce + l * (e - target) / target, 1.0, l / target))
+            }
+            LossForm::AddHinge { .. } => Ok((ce, 1.0, 0.0)),
         }
     }
 }
@@ -187,6 +195,9 @@ pub fn arch_step_gradient(
     let (_, dys) = tape.backward_watching(&logits, dl, &watch)?;
     drop(logits);
     // dL/dg for the involved candidates of every layer, summed on the device, read at once.
+    // The recomputed candidates need their outputs only: nothing is recorded.
+    let recompute = Tape::new(gpu, 0);
+    let _no_grad = recompute.no_grad();
     let mut sums = Vec::new();
     for (l, (t, dy)) in traces.iter().zip(&dys).enumerate() {
         let Some(dy) = dy else {
@@ -196,7 +207,7 @@ pub fn arch_step_gradient(
         // only the others are recomputed.
         let k = active[l];
         let others: Vec<usize> = involved[l].iter().copied().filter(|&j| j != k).collect();
-        let mut s = net.gate_gradients(gpu, l, &t.input.tensor(), dy, true, &others)?;
+        let mut s = net.gate_gradients(&recompute, l, &t.input.tensor(), dy, true, &others)?;
         if involved[l].contains(&k) {
             s[k] = net.active_gate_gradient(gpu, l, k, t, dy)?;
         }

@@ -207,6 +207,34 @@ impl SearchSpace {
         })
     }
 
+    /// The candidate index per mixed layer of a net derived from this space (the inverse of
+    /// [`SearchSpace::derive`]); an error names the first block that is not a candidate.
+    pub fn choice_of(&self, config: &NetConfig) -> Result<Vec<usize>> {
+        if config.blocks.len() != self.layers.len() + 1 {
+            bail!(
+                "the net has {} blocks, the space {} mixed layers and a fixed first block: \
+                 was it derived from another space or width?",
+                config.blocks.len(),
+                self.layers.len()
+            );
+        }
+        let mut choice = Vec::new();
+        for (i, (l, b)) in self.layers.iter().zip(&config.blocks[1..]).enumerate() {
+            let want = match &b.op {
+                BlockOp::MbConv(m) => Candidate::MbConv {
+                    kernel: m.kernel,
+                    expand: m.expand_ratio,
+                },
+                BlockOp::Zero { .. } => Candidate::Zero,
+            };
+            match l.candidates.iter().position(|&c| c == want) {
+                Some(k) => choice.push(k),
+                None => bail!("block {} is not a candidate of mixed layer {i}", i + 1),
+            }
+        }
+        Ok(choice)
+    }
+
     /// The net that takes candidate `choice[i]` at mixed layer i (Zero removes the block).
     pub fn derive(&self, choice: &[usize]) -> Result<NetConfig> {
         if choice.len() != self.layers.len() {

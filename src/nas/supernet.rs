@@ -242,29 +242,30 @@ impl Supernet {
     }
 
     /// dL/dg_k = sum(o_k(x) * dL/dy) for every candidate k of mixed layer `i`, each o_k
-    /// recomputed without a tape (BN on batch statistics) so only one candidate's activations
-    /// exist at a time; only the candidates in `involved`, None for the others and for Zero
-    /// (whose output is 0). The sums stay on the device, one `[1]` tensor each.
+    /// recomputed on `tape`, which must record nothing (`Tape::no_grad`), so only one
+    /// candidate's activations exist at a time and none is kept; only the candidates in
+    /// `involved`, None for the others and for Zero (whose output is 0). The sums stay on the
+    /// device, one `[1]` tensor each.
     pub fn gate_gradients(
         &self,
-        gpu: &Gpu,
+        tape: &Tape,
         i: usize,
         x: &Rc<Tensor>,
         dy: &Tensor,
         train_bn: bool,
         involved: &[usize],
     ) -> Result<Vec<Option<Tensor>>> {
-        let tape = Tape::new(gpu, 0);
-        let _no_grad = tape.no_grad();
-        let ctx = self.ctx(&tape, train_bn);
+        if tape.grad_enabled() {
+            bail!(
+                "gate_gradients: the tape records (use Tape::no_grad): nothing needs a tape here"
+            );
+        }
+        let ctx = self.ctx(tape, train_bn);
         let xv = tape.constant_shared(x);
         let mut out = Vec::new();
         for (k, op) in self.layers[i].ops.iter().enumerate() {
             out.push(match op {
-                Some(op) if involved.contains(&k) => {
-                    let o = op.forward(&ctx, &xv)?;
-                    Some(ops::reduce::dot(gpu, o.value(), dy)?)
-                }
+                Some(op) if involved.contains(&k) => Some(op.output_dot(&ctx, &xv, dy)?),
                 _ => None,
             });
         }

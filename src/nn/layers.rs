@@ -4,6 +4,8 @@
 use anyhow::{Context, Result};
 
 use crate::autograd::{BnArgs, Tape, Var};
+use crate::gpu::Tensor;
+use crate::ops;
 use crate::ops::batchnorm::BnAct;
 use crate::ops::bn_relu6_conv::NextConv;
 
@@ -322,6 +324,21 @@ impl MbConv {
             let y = self.project.forward(ctx, &h)?;
             return if residual { ctx.tape.add(&y, x) } else { Ok(y) };
         }
+        let p = self.fused_projection(ctx, x)?;
+        match (&self.project.bn, residual) {
+            (Some(bn), true) if self.project.act == Act::None => bn.with_args(ctx, |args| {
+                ctx.tape.batchnorm_add(&p, args, BnAct::Identity, x)
+            }),
+            (_, true) => {
+                let y = self.project.bn_act(ctx, &p)?;
+                ctx.tape.add(&y, x)
+            }
+            (_, false) => self.project.bn_act(ctx, &p),
+        }
+    }
+
+    /// The projection conv's output (before its BN) in training with fused convs.
+    fn fused_projection(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
         // Training: each BN + ReLU6 is applied by the next conv as it loads its input
         // (ops::bn_depthwise, ops::bn_pointwise), so the normalised tensors are never stored.
         // The depthwise conv also computes its output's batch statistics for the depthwise
@@ -348,7 +365,7 @@ impl MbConv {
             .bn
             .as_ref()
             .context("an MBConv's depthwise conv has BN")?;
-        let p = bn.with_args(ctx, |args| {
+        bn.with_args(ctx, |args| {
             let (p, _) = ctx.tape.bn_relu6_conv_chained(
                 &d,
                 d_stats,
@@ -358,17 +375,42 @@ impl MbConv {
                 false,
             )?;
             Ok(p)
-        })?;
-        match (&self.project.bn, residual) {
-            (Some(bn), true) if self.project.act == Act::None => bn.with_args(ctx, |args| {
-                ctx.tape.batchnorm_add(&p, args, BnAct::Identity, x)
-            }),
-            (_, true) => {
-                let y = self.project.bn_act(ctx, &p)?;
-                ctx.tape.add(&y, x)
-            }
-            (_, false) => self.project.bn_act(ctx, &p),
-        }
+        })
+    }
+
+    /// sum(forward(x) * dy) with training-mode BN, without keeping the output: a candidate's
+    /// dL/dg in the architecture step. With fused convs and nothing recorded, the projection's
+    /// BN is folded into the dot product (its batch statistics taken, and the running ones
+    /// updated, as the forward would), so the block's output is never stored.
+    pub fn output_dot(&self, ctx: &Ctx, x: &Var, dy: &Tensor) -> Result<Tensor> {
+        let gpu = ctx.tape.gpu();
+        let fold = ctx.train
+            && fuse_bn_into_convs()
+            && !ctx.tape.grad_enabled()
+            && self.project.act == Act::None;
+        let Some(bn) = self.project.bn.as_ref().filter(|_| fold) else {
+            let y = self.forward(ctx, x)?;
+            return ops::reduce::dot(gpu, y.value(), dy);
+        };
+        let p = self.fused_projection(ctx, x)?;
+        bn.with_args(ctx, |args| {
+            ctx.tape.timed(
+                || "forward batchnorm statistics + dot",
+                || {
+                    let running = (args.running_mean, args.running_var);
+                    let (mean, rstd) = ops::batchnorm::batchnorm_train_stats(
+                        gpu,
+                        p.value(),
+                        None,
+                        running,
+                        args.momentum,
+                        args.eps,
+                    )?;
+                    let affine = (args.gamma.value(), args.beta.value());
+                    ops::reduce::batchnorm_dot(gpu, p.value(), affine, (&mean, &rstd), dy)
+                },
+            )
+        })
     }
 
     pub fn macs(&self, size: usize) -> u64 {

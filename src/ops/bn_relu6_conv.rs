@@ -164,7 +164,7 @@ pub fn bn_relu6_conv_forward_chained(
 }
 
 /// Gradients of `bn_relu6_conv_forward` for the upstream gradient dy: returns
-/// `(dx, dgamma, dbeta, dw)`.
+/// `(dx, dgamma, dbeta, dw)`, dw only with `weight_grad` (frozen weights need none).
 #[allow(clippy::too_many_arguments)]
 pub fn bn_relu6_conv_backward(
     gpu: &Gpu,
@@ -175,15 +175,27 @@ pub fn bn_relu6_conv_backward(
     w: &Tensor,
     conv: NextConv,
     dy: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    weight_grad: bool,
+) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
     let tex = shared_texture(gpu, x, w, conv)?;
     // The gradient with respect to the conv's input, relu6(bn(x)), and the conv's weights.
     let (da, dw) = match Transform::new(gpu, conv, [gamma, beta, mean, rstd])? {
         Transform::Depthwise(pre, stride) => {
-            depthwise::depthwise_backward_with(gpu, x, tex.as_deref(), w, stride, dy, Some(pre))?
+            let x_tex = tex.as_deref();
+            depthwise::depthwise_backward_with(
+                gpu,
+                x,
+                x_tex,
+                w,
+                stride,
+                dy,
+                Some(pre),
+                weight_grad,
+            )?
         }
         Transform::Pointwise(packed) => {
-            pointwise::pointwise_backward_with(gpu, x, tex.as_deref(), w, dy, Some(&packed))?
+            let x_tex = tex.as_deref();
+            pointwise::pointwise_backward_with(gpu, x, x_tex, w, dy, Some(&packed), weight_grad)?
         }
     };
     let (dx, dgamma, dbeta) = batchnorm::batchnorm_act_train_backward_with(

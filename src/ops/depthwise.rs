@@ -13,7 +13,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::batchnorm::StatsPartials;
 use super::{ensure, expect_rank, expect_shape, reduce, u32_of};
@@ -983,11 +983,14 @@ pub fn depthwise_backward(
     stride: usize,
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
-    depthwise_backward_with(gpu, x, None, w, stride, dy, None)
+    let (dx, dw) = depthwise_backward_with(gpu, x, None, w, stride, dy, None, true)?;
+    Ok((dx, dw.context("depthwise_backward: no weight gradient")?))
 }
 
 /// The backward of `depthwise_forward_with`: dx is the gradient with respect to the conv's
-/// input, `pre(x)` when `pre` is given (the caller differentiates the transform).
+/// input, `pre(x)` when `pre` is given (the caller differentiates the transform). The weight
+/// gradient only with `weight_grad` (frozen weights need none: architecture steps).
+#[allow(clippy::too_many_arguments)]
 pub fn depthwise_backward_with(
     gpu: &Gpu,
     x: &Tensor,
@@ -996,7 +999,8 @@ pub fn depthwise_backward_with(
     stride: usize,
     dy: &Tensor,
     pre: Option<BnRelu6Input>,
-) -> Result<(Tensor, Tensor)> {
+    weight_grad: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let op = "depthwise_backward";
     let d = dims(x, w, stride, op)?;
     expect_shape(dy, &[d.n, d.ho, d.wo, d.c], op, "dy")?;
@@ -1054,10 +1058,13 @@ pub fn depthwise_backward_with(
         Binding::Buffer(&dx.buf),
     ];
     gi.dispatch(gpu, &ki, &d, &b, op)?;
+    if !weight_grad {
+        return Ok((dx, None));
+    }
     let xin = Input::new(gpu, x, tex, x_tex, false)?;
     let mut b = vec![xin.binding(), dyb, Binding::Buffer(&partial)];
     pre_bindings(pre, d.c, op, &mut b)?;
     gw.dispatch(gpu, &kw, &d, &b, op)?;
     reduce::sum_slices(gpu, &partial, &dw.buf, taps, slices, false)?;
-    Ok((dx, dw))
+    Ok((dx, Some(dw)))
 }

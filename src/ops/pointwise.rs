@@ -2,7 +2,7 @@
 //! Forward y = x W^T; backward dx = dy W (W read transposed where `gemm` reads storage
 //! textures) and dW = dy^T x (a reduction over every pixel of the batch, split by `gemm`).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::gemm::{
     gemm_sharing_a, gemm_with, product_reads_textures, reads_storage_textures, reads_textures,
@@ -122,11 +122,13 @@ pub fn pointwise_backward(
     w: &Tensor,
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
-    pointwise_backward_with(gpu, x, None, w, dy, None)
+    let (dx, dw) = pointwise_backward_with(gpu, x, None, w, dy, None, true)?;
+    Ok((dx, dw.context("pointwise_backward: no weight gradient")?))
 }
 
 /// The backward of `pointwise_forward_with`: dx is the gradient with respect to the product's
 /// input, relu6(bn(x)) when `bn_relu6` is given (the weight gradient recomputes it from x).
+/// The weight gradient only with `weight_grad` (frozen weights need none: architecture steps).
 pub fn pointwise_backward_with(
     gpu: &Gpu,
     x: &Tensor,
@@ -134,7 +136,8 @@ pub fn pointwise_backward_with(
     w: &Tensor,
     dy: &Tensor,
     bn_relu6: Option<&GpuTexture>,
-) -> Result<(Tensor, Tensor)> {
+    weight_grad: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let op = "pointwise_backward";
     let (m, cin, cout) = dims(gpu, x, w, op)?;
     let pre = bn_relu6.map(|packed| GemmPre {
@@ -184,6 +187,9 @@ pub fn pointwise_backward_with(
             false,
         )?;
     }
+    if !weight_grad {
+        return Ok((dx, None));
+    }
     let dw = gpu.empty(&w.shape);
     if weight_gradient_transposed(gpu, m, cin, cout) {
         // dW^T = x^T dy, then transposed: the long side (cin) along the lanes, where B loads
@@ -216,7 +222,7 @@ pub fn pointwise_backward_with(
             pre,
         )?;
     }
-    Ok((dx, dw))
+    Ok((dx, Some(dw)))
 }
 
 /// Whether the weight gradient is computed as dW^T = x^T dy: where `gemm` reads storage

@@ -43,6 +43,20 @@ const CHANNEL_SUM_PARTIAL: KernelSpec = KernelSpec {
     entry: "channel_sum_partial",
     bindings: &[Access::Read, Access::ReadWrite],
 };
+const BATCHNORM_DOT_PARTIAL: KernelSpec = KernelSpec {
+    file: "reduce",
+    source: SOURCE,
+    entry: "batchnorm_dot_partial",
+    bindings: &[
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+    ],
+};
 const DOT_PARTIAL: KernelSpec = KernelSpec {
     file: "reduce",
     source: SOURCE,
@@ -190,6 +204,61 @@ pub fn dot(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         &k,
         &p,
         &[&x.buf, &y.buf, &partial.buf],
+        [parts.div_ceil(64) as u32, 1, 1],
+    )?;
+    let out = gpu.empty(&[1]);
+    let ks = gpu.kernel(&SUM_PARTIAL, &[])?;
+    gpu.dispatch(
+        &ks,
+        &[parts as u32, 1, 0, 0],
+        &[&partial.buf, &out.buf],
+        [1, 1, 1],
+    )?;
+    Ok(out)
+}
+
+/// sum(bn(x) * y) with bn(x) = gamma (x - mean) rstd + beta per channel of x `[.., c]`, as a
+/// 1-element tensor: the dot product of a BN's output with y without storing that output.
+pub fn batchnorm_dot(
+    gpu: &Gpu,
+    x: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
+    (mean, rstd): (&Tensor, &Tensor),
+    y: &Tensor,
+) -> Result<Tensor> {
+    let op = "batchnorm_dot";
+    let len = x.numel();
+    let c = x.shape.last().copied().unwrap_or(0);
+    ensure(len > 0 && c > 0 && y.shape == x.shape, op, || {
+        format!(
+            "x {:?} and y {:?} must have the same, non-empty, shape",
+            x.shape, y.shape
+        )
+    })?;
+    for (t, name) in [
+        (gamma, "gamma"),
+        (beta, "beta"),
+        (mean, "mean"),
+        (rstd, "rstd"),
+    ] {
+        super::expect_shape(t, &[c], op, name)?;
+    }
+    let parts = partials_for(len);
+    let partial = gpu.empty(&[parts]);
+    let k = gpu.kernel(&BATCHNORM_DOT_PARTIAL, &[])?;
+    let p = [u32_of(len, op)?, parts as u32, c as u32, 0];
+    gpu.dispatch(
+        &k,
+        &p,
+        &[
+            &x.buf,
+            &y.buf,
+            &partial.buf,
+            &gamma.buf,
+            &beta.buf,
+            &mean.buf,
+            &rstd.buf,
+        ],
         [parts.div_ceil(64) as u32, 1, 1],
     )?;
     let out = gpu.empty(&[1]);

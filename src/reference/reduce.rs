@@ -17,6 +17,31 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// `sum_i bn(x)[i] y[i]`, bn(x) = gamma (x - mean) rstd + beta per channel of a row-major
+/// `[m, c]` x (c = gamma's length).
+pub fn batchnorm_dot(
+    x: &[f64],
+    (gamma, beta): (&[f64], &[f64]),
+    (mean, rstd): (&[f64], &[f64]),
+    y: &[f64],
+) -> f64 {
+    let c = gamma.len();
+    assert!(
+        c > 0 && x.len() % c == 0 && y.len() == x.len(),
+        "batchnorm_dot: x ({}) and y ({}) must be whole rows of {c} channels",
+        x.len(),
+        y.len()
+    );
+    x.iter()
+        .zip(y)
+        .enumerate()
+        .map(|(i, (xv, yv))| {
+            let ch = i % c;
+            (gamma[ch] * (xv - mean[ch]) * rstd[ch] + beta[ch]) * yv
+        })
+        .sum()
+}
+
 /// Column sums of a row-major `[m, c]` matrix; returns `[c]`.
 pub fn channel_sum(x: &[f64], m: usize, c: usize) -> Vec<f64> {
     assert_eq!(

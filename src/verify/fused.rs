@@ -2,7 +2,7 @@
 //! pointwise conv, against the composition of the references: forward (y, batch mean and
 //! rstd, running statistics) and backward (dx, dgamma, dbeta, dw).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{f64s, with_each_subgroup_setting, Checker};
 use crate::ops::bn_relu6_conv::NextConv;
@@ -259,7 +259,27 @@ fn check(c: &mut Checker, xs: [usize; 4], r: &ConvRef, label: String) -> Result<
         &wt,
         r.conv,
         &dy,
+        true,
     )?;
+    let dw = dw.context("bn_relu6_conv_backward: no weight gradient asked for")?;
+    // Frozen weights: the same input gradient, no weight gradient.
+    let (dx_frozen, _, _, dw_frozen) = ops::bn_relu6_conv::bn_relu6_conv_backward(
+        c.gpu,
+        &x,
+        &gamma,
+        &beta,
+        (&mean, &rstd),
+        &wt,
+        r.conv,
+        &dy,
+        false,
+    )?;
+    if dw_frozen.is_some() || c.gpu.read_f32(&dx_frozen)? != c.gpu.read_f32(&dx)? {
+        bail!(
+            "{} backward {label}: without the weight gradient, dx differs or dw was computed",
+            r.name
+        );
+    }
     let (da_ref, dw_ref) = (r.backward)(&a_ref, &wd, &f64s(&dyv));
     // The ReLU6 mask from the device's own unfused BN + ReLU6 (the expression of the fused
     // loads): an f64 pre-activation within rounding of 0 or 6 would otherwise flip single

@@ -40,6 +40,29 @@ pub fn run(c: &mut Checker) -> Result<()> {
         let r = reference::channel_sum(&f64s(&xv), m, ch);
         c.compare("channel_sum", format!("[{m},{ch}]"), "sum", &out, &r)?;
     }
+    // The dot product with a batch-normalised tensor (a candidate's dL/dg): batch 1, odd
+    // channel counts, more partials than channels and fewer.
+    for &(m, ch) in &[(1usize, 1usize), (7, 3), (63, 65), (1000, 24), (20_000, 7)] {
+        let xv = c.random(m * ch);
+        let yv = c.random_in(m * ch, -0.5, 1.0);
+        let per: Vec<Vec<f32>> = vec![
+            c.random(ch),
+            c.random_in(ch, 0.2, 1.0),
+            c.random(ch),
+            c.random_in(ch, 0.5, 2.0),
+        ];
+        let x = c.upload(&xv, &[m, ch])?;
+        let y = c.upload(&yv, &[m, ch])?;
+        let t: Vec<_> = per
+            .iter()
+            .map(|v| c.upload(v, &[ch]))
+            .collect::<Result<_>>()?;
+        let d = ops::reduce::batchnorm_dot(c.gpu, &x, (&t[0], &t[1]), (&t[2], &t[3]), &y)?;
+        let pd: Vec<Vec<f64>> = per.iter().map(|v| f64s(v)).collect();
+        let r =
+            reference::batchnorm_dot(&f64s(&xv), (&pd[0], &pd[1]), (&pd[2], &pd[3]), &f64s(&yv));
+        c.compare("batchnorm_dot", format!("[{m},{ch}]"), "dot", &d, &[r])?;
+    }
     // Split-K slices: scalar loads and, where large enough, the texture path; with and
     // without accumulating into the output.
     for &(len, slices, accumulate) in &[
