@@ -5,7 +5,8 @@
 //! architecture step is also split into its forward + backward on the sampled path and the
 //! recomputation of the other candidates for dL/dg.
 //! `cargo run --release --example search_cost -- NET.config [WIDTH] [BATCH] [ROUNDS] [ARCH_EVERY]`
-//! (`PROFILE=1`: the recomputation's ops, each timed alone, in the last round).
+//! (`PROFILE=1`: the recomputation's ops, each timed alone, in the last round; `MODE=two`: the
+//! architecture step in `two` mode; the split below it stays `full_v2`'s).
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -38,6 +39,8 @@ fn main() -> Result<()> {
     let every: f64 = args.get(5).map_or(Ok(5.0), |s| s.parse())?;
     // PROFILE=1: the last round's recomputation op by op (each timed alone, so slower).
     let profile = std::env::var_os("PROFILE").is_some();
+    // MODE=two: the architecture step in `two` mode (one other candidate recomputed a layer).
+    let mode = GateMode::parse(&std::env::var("MODE").unwrap_or("full_v2".into()))?;
     let mut op_times = Vec::new();
     let gpu = Gpu::new(&GpuOptions::default())?;
     let space = SearchSpace::new("cifar", width, 10)?;
@@ -76,15 +79,7 @@ fn main() -> Result<()> {
                     weight_step(&gpu, &net, &mut opt_super, (x, &y), &path, 0.0, 0.1, 0)?;
                 }
                 1 => {
-                    arch_step_gradient(
-                        &gpu,
-                        &net,
-                        &mut arch,
-                        (x, &y),
-                        GateMode::FullV2,
-                        None,
-                        &mut rng,
-                    )?;
+                    arch_step_gradient(&gpu, &net, &mut arch, (x, &y), mode, None, &mut rng)?;
                 }
                 2 | 3 => {
                     let tape = Tape::new(&gpu, 0);
@@ -138,7 +133,7 @@ fn main() -> Result<()> {
     }
     let m: Vec<f64> = times.into_iter().map(median).collect();
     println!(
-        "cifar width {width} batch {batch} on {}, {rounds} rounds:",
+        "cifar width {width} batch {batch} on {}, {rounds} rounds, architecture step {mode:?}:",
         gpu.adapter_name()
     );
     for (n, v) in names.iter().zip(&m) {
@@ -151,6 +146,19 @@ fn main() -> Result<()> {
             s * 1e3
         );
     }
+    // The work itself: the recomputation's multiply-accumulates against the derived net's
+    // forward (a training step is about three forwards).
+    let (fixed, per) = space.macs();
+    let forward: f64 = fixed + per.iter().zip(&path).map(|(c, &k)| c[k]).sum::<f64>();
+    let recomputed: f64 = per
+        .iter()
+        .zip(&path)
+        .map(|(c, &k)| c.iter().sum::<f64>() - c[k])
+        .sum();
+    println!(
+        "MACs: derived net forward {forward:.1} M, recomputed candidates {recomputed:.1} M ({:.2} forwards)",
+        recomputed / forward
+    );
     let ratio = (every * m[0] + m[1]) / (every * m[4]);
     println!(
         "search epoch / training epoch (an architecture step every {every} weight steps): {ratio:.3}"

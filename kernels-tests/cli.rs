@@ -233,15 +233,30 @@ fn search_on_the_synthetic_set_writes_every_output() {
         &lut,
         "--net",
         &net,
+        "--net",
+        &net,
         "--measure",
         "--batch",
         "1",
+        "--rounds",
+        "2",
     ]);
     assert!(ok, "{err}");
-    assert!(
-        stdout.contains("predicted") && stdout.contains("measured on"),
-        "{stdout}"
-    );
+    // Two nets, each predicted and measured over two interleaved rounds.
+    assert_eq!(stdout.matches("predicted").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("measured on").count(), 2, "{stdout}");
+    assert!(stdout.contains("median of 2 rounds"), "{stdout}");
+    let (ok, _, err) = proxyless(&[
+        "latency",
+        "--lut",
+        &lut,
+        "--net",
+        &net,
+        "--measure",
+        "--rounds",
+        "0",
+    ]);
+    assert!(!ok && err.contains("--rounds"), "{err}");
     // The search warmed up with the default, grown, warm-up.
     let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
     assert!(log.contains("\"grown\":true"), "{log}");

@@ -342,12 +342,16 @@ pub struct LatencyArgs {
     /// A table to read instead (e.g. ../shared/data/official/mobile_trim.yaml).
     #[arg(long)]
     lut: Option<PathBuf>,
-    /// With --lut: print the table-predicted latency of this net.
+    /// With --lut: print the table-predicted latency of this net (repeat --net for several).
     #[arg(long)]
-    net: Option<PathBuf>,
-    /// Also time the whole net on this adapter.
+    net: Vec<PathBuf>,
+    /// Also time each whole net on this adapter.
     #[arg(long)]
     measure: bool,
+    /// With --measure: rounds over all the nets in turn, so that a slow spell of a shared
+    /// machine hits every net alike; each net's figure is the median over the rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Input resolution of --net (default: 224 for a stem of stride 2, else 32).
     #[arg(long)]
     resolution: Option<usize>,
@@ -374,21 +378,49 @@ pub fn latency(gpu: &Gpu, a: LatencyArgs) -> Result<()> {
         }
         (None, Some(lut)) => {
             let table = LatencyTable::load(lut)?;
-            let net_path = a
-                .net
-                .as_ref()
-                .context("--lut needs --net NET.config to predict a latency")?;
-            let config = NetConfig::load(net_path)?;
-            let res = a
-                .resolution
-                .unwrap_or(if config.first_conv.stride == 2 { 224 } else { 32 });
-            let predicted = net_latency(&table, &config, res)
-                .with_context(|| format!("{}: a key the net needs is missing", lut.display()))?;
-            println!("{}: predicted {predicted:.3} ms", net_path.display());
-            if a.measure {
-                let net = Network::new(gpu, &config, 0)?;
-                let m = measure_net(gpu, &net, a.batch, res)?;
-                println!("measured on {}: {m:.3} ms at batch {}", gpu.adapter_name(), a.batch);
+            if a.net.is_empty() {
+                bail!("--lut needs --net NET.config to predict a latency");
+            }
+            if a.rounds == 0 {
+                bail!("--rounds must be at least 1");
+            }
+            let mut nets = Vec::new();
+            for path in &a.net {
+                let config = NetConfig::load(path)?;
+                let res = a
+                    .resolution
+                    .unwrap_or(if config.first_conv.stride == 2 { 224 } else { 32 });
+                let predicted = net_latency(&table, &config, res).with_context(|| {
+                    format!("{}: a key {} needs is missing", lut.display(), path.display())
+                })?;
+                println!("{}: predicted {predicted:.3} ms", path.display());
+                nets.push((path, config, res));
+            }
+            if !a.measure {
+                return Ok(());
+            }
+            let built = nets
+                .iter()
+                .map(|(_, c, _)| Network::new(gpu, c, 0))
+                .collect::<Result<Vec<_>>>()?;
+            let mut times = vec![Vec::new(); nets.len()];
+            for _ in 0..a.rounds {
+                for ((net, (_, _, res)), t) in built.iter().zip(&nets).zip(&mut times) {
+                    t.push(measure_net(gpu, net, a.batch, *res)?);
+                }
+            }
+            for ((path, _, _), mut t) in nets.iter().zip(times) {
+                t.sort_by(f64::total_cmp);
+                println!(
+                    "{}: measured on {}: {:.3} ms at batch {} (median of {} rounds, {:.3} to {:.3})",
+                    path.display(),
+                    gpu.adapter_name(),
+                    t[t.len() / 2],
+                    a.batch,
+                    t.len(),
+                    t[0],
+                    t[t.len() - 1]
+                );
             }
             Ok(())
         }
