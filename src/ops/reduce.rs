@@ -161,29 +161,42 @@ fn partials_for(len: usize) -> usize {
     (len / 256).clamp(1, 1024)
 }
 
-/// The sum of all elements of `x`, as a 1-element tensor (stays on the device).
-pub fn sum(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-    let op = "sum";
-    let len = x.numel();
-    ensure(len > 0, op, || "empty tensor".into())?;
+/// A strided reduction of `len` elements to one number: `spec` writes `partials_for(len)`
+/// partial results (its parameters `[len, parts, extra, 0]`, its bindings `inputs` then the
+/// partials, then `after`), which one invocation of `sum_partial` then adds.
+fn reduce_to_one(
+    gpu: &Gpu,
+    spec: &KernelSpec,
+    (len, extra): (usize, u32),
+    inputs: &[&GpuBuffer],
+    after: &[&GpuBuffer],
+    op: &str,
+) -> Result<Tensor> {
     let parts = partials_for(len);
     let partial = gpu.empty(&[parts]);
-    let k = gpu.kernel(&SUM_PARTIAL, &[])?;
-    let p = [u32_of(len, op)?, parts as u32, 0, 0];
-    gpu.dispatch(
-        &k,
-        &p,
-        &[&x.buf, &partial.buf],
-        [parts.div_ceil(64) as u32, 1, 1],
-    )?;
+    let k = gpu.kernel(spec, &[])?;
+    let p = [u32_of(len, op)?, parts as u32, extra, 0];
+    let mut b: Vec<&GpuBuffer> = inputs.to_vec();
+    b.push(&partial.buf);
+    b.extend_from_slice(after);
+    gpu.dispatch(&k, &p, &b, [parts.div_ceil(64) as u32, 1, 1])?;
     let out = gpu.empty(&[1]);
+    let ks = gpu.kernel(&SUM_PARTIAL, &[])?;
     gpu.dispatch(
-        &k,
+        &ks,
         &[parts as u32, 1, 0, 0],
         &[&partial.buf, &out.buf],
         [1, 1, 1],
     )?;
     Ok(out)
+}
+
+/// The sum of all elements of `x`, as a 1-element tensor (stays on the device).
+pub fn sum(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    let op = "sum";
+    let len = x.numel();
+    ensure(len > 0, op, || "empty tensor".into())?;
+    reduce_to_one(gpu, &SUM_PARTIAL, (len, 0), &[&x.buf], &[], op)
 }
 
 /// The dot product of `x` and `y` (same number of elements), as a 1-element tensor.
@@ -196,25 +209,7 @@ pub fn dot(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Tensor> {
             x.shape, y.shape
         )
     })?;
-    let parts = partials_for(len);
-    let partial = gpu.empty(&[parts]);
-    let k = gpu.kernel(&DOT_PARTIAL, &[])?;
-    let p = [u32_of(len, op)?, parts as u32, 0, 0];
-    gpu.dispatch(
-        &k,
-        &p,
-        &[&x.buf, &y.buf, &partial.buf],
-        [parts.div_ceil(64) as u32, 1, 1],
-    )?;
-    let out = gpu.empty(&[1]);
-    let ks = gpu.kernel(&SUM_PARTIAL, &[])?;
-    gpu.dispatch(
-        &ks,
-        &[parts as u32, 1, 0, 0],
-        &[&partial.buf, &out.buf],
-        [1, 1, 1],
-    )?;
-    Ok(out)
+    reduce_to_one(gpu, &DOT_PARTIAL, (len, 0), &[&x.buf, &y.buf], &[], op)
 }
 
 /// sum(bn(x) * y) with bn(x) = gamma (x - mean) rstd + beta per channel of x `[.., c]`, as a
@@ -243,33 +238,16 @@ pub fn batchnorm_dot(
     ] {
         super::expect_shape(t, &[c], op, name)?;
     }
-    let parts = partials_for(len);
-    let partial = gpu.empty(&[parts]);
-    let k = gpu.kernel(&BATCHNORM_DOT_PARTIAL, &[])?;
-    let p = [u32_of(len, op)?, parts as u32, c as u32, 0];
-    gpu.dispatch(
-        &k,
-        &p,
-        &[
-            &x.buf,
-            &y.buf,
-            &partial.buf,
-            &gamma.buf,
-            &beta.buf,
-            &mean.buf,
-            &rstd.buf,
-        ],
-        [parts.div_ceil(64) as u32, 1, 1],
-    )?;
-    let out = gpu.empty(&[1]);
-    let ks = gpu.kernel(&SUM_PARTIAL, &[])?;
-    gpu.dispatch(
-        &ks,
-        &[parts as u32, 1, 0, 0],
-        &[&partial.buf, &out.buf],
-        [1, 1, 1],
-    )?;
-    Ok(out)
+    let per_channel = [&gamma.buf, &beta.buf, &mean.buf, &rstd.buf];
+    let inputs = [&x.buf, &y.buf];
+    reduce_to_one(
+        gpu,
+        &BATCHNORM_DOT_PARTIAL,
+        (len, c as u32),
+        &inputs,
+        &per_channel,
+        op,
+    )
 }
 
 /// Rows per chunk of a per-channel reduction over `m` rows: chunks of at least 64 rows, at

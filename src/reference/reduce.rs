@@ -27,7 +27,7 @@ pub fn batchnorm_dot(
 ) -> f64 {
     let c = gamma.len();
     assert!(
-        c > 0 && x.len() % c == 0 && y.len() == x.len(),
+        c > 0 && x.len().is_multiple_of(c) && y.len() == x.len(),
         "batchnorm_dot: x ({}) and y ({}) must be whole rows of {c} channels",
         x.len(),
         y.len()

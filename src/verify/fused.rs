@@ -250,30 +250,23 @@ fn check(c: &mut Checker, xs: [usize; 4], r: &ConvRef, label: String) -> Result<
 
     let dyv = c.random(y_ref.len());
     let dy = c.upload(&dyv, &y.shape)?;
-    let (dx, dgamma, dbeta, dw) = ops::bn_relu6_conv::bn_relu6_conv_backward(
-        c.gpu,
-        &x,
-        &gamma,
-        &beta,
-        (&mean, &rstd),
-        &wt,
-        r.conv,
-        &dy,
-        true,
-    )?;
+    let backward = |weight_grad: bool| {
+        ops::bn_relu6_conv::bn_relu6_conv_backward(
+            c.gpu,
+            &x,
+            &gamma,
+            &beta,
+            (&mean, &rstd),
+            &wt,
+            r.conv,
+            &dy,
+            weight_grad,
+        )
+    };
+    let (dx, dgamma, dbeta, dw) = backward(true)?;
     let dw = dw.context("bn_relu6_conv_backward: no weight gradient asked for")?;
     // Frozen weights: the same input gradient, no weight gradient.
-    let (dx_frozen, _, _, dw_frozen) = ops::bn_relu6_conv::bn_relu6_conv_backward(
-        c.gpu,
-        &x,
-        &gamma,
-        &beta,
-        (&mean, &rstd),
-        &wt,
-        r.conv,
-        &dy,
-        false,
-    )?;
+    let (dx_frozen, _, _, dw_frozen) = backward(false)?;
     if dw_frozen.is_some() || c.gpu.read_f32(&dx_frozen)? != c.gpu.read_f32(&dx)? {
         bail!(
             "{} backward {label}: without the weight gradient, dx differs or dw was computed",
