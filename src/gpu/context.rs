@@ -1,5 +1,6 @@
-//! The device: adapter choice, device creation with the adapter's own limits, the kernel cache,
-//! batched dispatch, uploads, readback and synchronisation.
+//! The device: device creation with the adapter's own limits, allocation, batched dispatch,
+//! uploads, readback and synchronisation. Finding adapters is in `adapters`, the kernel cache
+//! and profile in `kernels`, buffers' texture copies in `textures`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,10 +9,17 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::alias::Aliaser;
-use super::kernel::{instantiate, Access, Kernel, KernelSpec, MAX_PARAM_WORDS};
+use super::kernel::{Access, Kernel, MAX_PARAM_WORDS};
 use super::pool::{GpuBuffer, Pool, PoolStats};
 use super::tensor::Tensor;
-use super::texture::{GpuTexture, TexturePool, TEX_WIDTH};
+use super::texture::{GpuTexture, TexturePool};
+
+mod adapters;
+mod kernels;
+mod textures;
+
+use adapters::{backends, instance, type_rank, NO_ADAPTER};
+pub use adapters::{describe_adapters, AdapterSummary};
 
 /// How to pick the adapter.
 #[derive(Clone, Debug, Default)]
@@ -21,23 +29,6 @@ pub struct GpuOptions {
     /// Copy tensors into textures even where a texture could share the buffer's memory
     /// (`gpu::alias`; also `PROXYLESS_ALIAS=off`): for tests of the copy path.
     pub copy_textures: bool,
-}
-
-/// One line of `proxyless devices`.
-#[derive(Clone, Debug)]
-pub struct AdapterSummary {
-    pub name: String,
-    pub backend: String,
-    pub device_type: String,
-    pub driver: String,
-    pub max_storage_binding_mib: u64,
-    pub max_buffer_mib: u64,
-    pub max_workgroup_storage_kib: u32,
-    pub max_invocations_per_workgroup: u32,
-    pub max_workgroups_per_dim: u32,
-    pub timestamps: bool,
-    pub shader_f16: bool,
-    pub subgroups: bool,
 }
 
 /// What a kernel binding is given.
@@ -52,54 +43,6 @@ pub enum Binding<'a> {
 /// not: keeping theirs from the forward to the backward doubled the step's peak memory
 /// (417 -> 814 MB) for about 1% of its time (benches/NOTES.md).
 const KEEP_TEXTURES_UP_TO: usize = 1 << 16;
-
-/// The copies between a buffer and the texture layout of `gpu::texture` for `floats` floats:
-/// (buffer offset, first texture row, texels a row, rows), the full rows then the partial one.
-fn texel_rows(floats: usize) -> impl Iterator<Item = (u64, u32, u32, u32)> {
-    let texels = floats.div_ceil(4) as u64;
-    let (full_rows, tail) = (texels / TEX_WIDTH as u64, texels % TEX_WIDTH as u64);
-    let full = (full_rows > 0).then_some((0, 0, TEX_WIDTH, full_rows as u32));
-    let last = (tail > 0).then_some((
-        full_rows * TEX_WIDTH as u64 * 16,
-        full_rows as u32,
-        tail as u32,
-        1,
-    ));
-    [full, last].into_iter().flatten()
-}
-
-/// The two ends and the extent of one of `texel_rows`' copies, in either direction.
-fn texel_copy<'a>(
-    buffer: &'a wgpu::Buffer,
-    texture: &'a GpuTexture,
-    (offset, y, width, height): (u64, u32, u32, u32),
-) -> (
-    wgpu::TexelCopyTextureInfo<'a>,
-    wgpu::TexelCopyBufferInfo<'a>,
-    wgpu::Extent3d,
-) {
-    (
-        wgpu::TexelCopyTextureInfo {
-            texture: texture.raw(),
-            mip_level: 0,
-            origin: wgpu::Origin3d { x: 0, y, z: 0 },
-            aspect: wgpu::TextureAspect::All,
-        },
-        wgpu::TexelCopyBufferInfo {
-            buffer,
-            layout: wgpu::TexelCopyBufferLayout {
-                offset,
-                bytes_per_row: Some(TEX_WIDTH * 16),
-                rows_per_image: None,
-            },
-        },
-        wgpu::Extent3d {
-            width,
-            height,
-            depth_or_array_layers: 1,
-        },
-    )
-}
 
 /// A binding with its buffer made resident (`Gpu::buffer`).
 enum Resolved<'a> {
@@ -189,77 +132,6 @@ impl Drop for PoisonScope<'_> {
 
 /// Bytes of the NaN-filled buffer that poisoned allocations copy from.
 const POISON_CHUNK: u64 = 4 << 20;
-
-fn instance() -> wgpu::Instance {
-    static CPU_DRIVER_THREADS: std::sync::Once = std::sync::Once::new();
-    CPU_DRIVER_THREADS.call_once(set_cpu_driver_threads);
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
-}
-
-/// Threads of Mesa's CPU driver (llvmpipe / lavapipe), read when its device is created:
-/// twice the cores unless the user set `LP_NUM_THREADS`. lavapipe cuts each dispatch's
-/// workgroups into one contiguous share per thread and the dispatch ends with its slowest
-/// share; with one thread per core, any other runnable thread (ours encoding the next
-/// commands, the driver's queue thread copying) delays a share and the other core idles
-/// meanwhile. With two per core the scheduler keeps both busy: the training step took
-/// 1117-1135 ms against 1366-1627 with one per core (benches/NOTES.md). Other drivers
-/// ignore the variable. Set before the first instance, so no driver thread reads the
-/// environment meanwhile.
-fn set_cpu_driver_threads() {
-    if std::env::var_os("LP_NUM_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // llvmpipe caps the count at 16 (LP_MAX_THREADS).
-        std::env::set_var("LP_NUM_THREADS", (2 * cores).min(16).to_string());
-    }
-}
-
-fn backends() -> wgpu::Backends {
-    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
-}
-
-fn type_rank(t: wgpu::DeviceType) -> u32 {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => 4,
-        wgpu::DeviceType::IntegratedGpu => 3,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Cpu => 1,
-        wgpu::DeviceType::Other => 0,
-    }
-}
-
-const NO_ADAPTER: &str = "no Vulkan/Metal/DX12 adapter found; on Linux without a GPU install \
-mesa-vulkan-drivers (apt-get install -y mesa-vulkan-drivers)";
-
-/// Every adapter wgpu can see on the enabled backends (`WGPU_BACKEND` honoured).
-pub fn describe_adapters() -> Vec<AdapterSummary> {
-    let inst = instance();
-    pollster::block_on(inst.enumerate_adapters(backends()))
-        .iter()
-        .map(summarise)
-        .collect()
-}
-
-fn summarise(a: &wgpu::Adapter) -> AdapterSummary {
-    let info = a.get_info();
-    let l = a.limits();
-    let f = a.features();
-    AdapterSummary {
-        name: info.name.clone(),
-        backend: format!("{:?}", info.backend),
-        device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info)
-            .trim()
-            .to_string(),
-        max_storage_binding_mib: l.max_storage_buffer_binding_size >> 20,
-        max_buffer_mib: l.max_buffer_size >> 20,
-        max_workgroup_storage_kib: l.max_compute_workgroup_storage_size / 1024,
-        max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
-        max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
-        timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
-        shader_f16: f.contains(wgpu::Features::SHADER_F16),
-        subgroups: f.contains(wgpu::Features::SUBGROUP),
-    }
-}
 
 thread_local! {
     static NO_SUBGROUPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -452,138 +324,6 @@ impl Gpu {
         self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The compiled kernel for `spec` with template values filled in (compiled on first use).
-    pub fn kernel(&self, spec: &KernelSpec, values: &[(&str, String)]) -> Result<Arc<Kernel>> {
-        let mut variant = String::new();
-        for (k, v) in values {
-            variant.push_str(&format!(" {k}={v}"));
-        }
-        self.kernel_variant(spec, &variant, || values.to_vec())
-    }
-
-    /// The compiled kernel for `spec` in the variant named `variant`; `values` (the template
-    /// values) are only generated when the variant is not cached yet, so callers with large
-    /// generated bodies pay for them once.
-    pub fn kernel_variant<'v>(
-        &self,
-        spec: &KernelSpec,
-        variant: &str,
-        values: impl FnOnce() -> Vec<(&'v str, String)>,
-    ) -> Result<Arc<Kernel>> {
-        let checks = shader_checks();
-        let key = format!(
-            "{}::{}{variant}{}",
-            spec.file,
-            spec.entry,
-            checks.key_suffix()
-        );
-        let mut cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = cache.get(&key) {
-            return Ok(Arc::clone(k));
-        }
-        let source = instantiate(spec, &values())?;
-        // Compile errors in our own WGSL are bugs; report them with the kernel's name.
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let descriptor = wgpu::ShaderModuleDescriptor {
-            label: Some(&key),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        };
-        // SAFETY: every kernel family is checked against a CPU reference by `kernels-tests/`
-        // and `proxyless check`, on shapes that cover each variant's edges; their loops have
-        // bounds fixed by uniforms, and no divisor is zero (shapes are validated on the host).
-        let module = unsafe {
-            self.device
-                .create_shader_module_trusted(descriptor, checks.runtime_checks())
-        };
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: true,
-                min_binding_size: None,
-            },
-            count: None,
-        }];
-        for (i, access) in spec.bindings.iter().enumerate() {
-            if *access == Access::StorageTexture {
-                entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: i as u32 + 1,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::StorageTexture {
-                        access: wgpu::StorageTextureAccess::ReadOnly,
-                        format: wgpu::TextureFormat::Rgba32Float,
-                        view_dimension: wgpu::TextureViewDimension::D2,
-                    },
-                    count: None,
-                });
-                continue;
-            }
-            if *access == Access::Texture {
-                entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: i as u32 + 1,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                        view_dimension: wgpu::TextureViewDimension::D2,
-                        multisampled: false,
-                    },
-                    count: None,
-                });
-                continue;
-            }
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match access {
-                        Access::Uniform => wgpu::BufferBindingType::Uniform,
-                        _ => wgpu::BufferBindingType::Storage {
-                            read_only: *access == Access::Read,
-                        },
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            });
-        }
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(&key),
-                entries: &entries,
-            });
-        let pipeline_layout = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(&key),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&key),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(spec.entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-        if let Some(err) = pollster::block_on(scope.pop()) {
-            bail!("kernel {key} failed to compile: {err}");
-        }
-        let k = Arc::new(Kernel {
-            name: key.clone(),
-            pipeline,
-            layout,
-            bindings: spec.bindings,
-        });
-        cache.insert(key, Arc::clone(&k));
-        Ok(k)
-    }
-
     /// A pooled buffer of `bytes` (contents undefined; NaN in poison mode).
     pub fn alloc(&self, bytes: u64) -> GpuBuffer {
         let buf = self.pool.acquire(bytes.max(4));
@@ -703,127 +443,6 @@ impl Gpu {
             offset += t.bytes();
         }
         packed
-    }
-
-    /// A texture copy of the first `floats` elements of `buf` (see `gpu::texture` for the
-    /// layout), in order with the batch. The buffer keeps the copy until a command writes it,
-    /// and hands the same one out again meanwhile.
-    pub fn to_texture(&self, buf: &GpuBuffer, floats: usize) -> Result<Arc<GpuTexture>> {
-        self.texture_copy(buf, floats, floats <= self.reuse_textures)
-    }
-
-    /// `to_texture` for an op's input that its backward reads again through a texture (the
-    /// input of a depthwise or pointwise conv, for the weight gradient): the copy is kept
-    /// whatever its size (unless PROXYLESS_TEXTURE_REUSE=off), so the backward finds it if
-    /// nothing has written the buffer since. It then costs the texture's memory from the
-    /// forward to the backward, or until the buffer is dropped or written.
-    pub fn to_texture_for_backward(
-        &self,
-        buf: &GpuBuffer,
-        floats: usize,
-    ) -> Result<Arc<GpuTexture>> {
-        self.texture_copy(buf, floats, self.reuse_textures > 0)
-    }
-
-    fn texture_copy(&self, buf: &GpuBuffer, floats: usize, keep: bool) -> Result<Arc<GpuTexture>> {
-        // A buffer that a texture aliases needs no copy (`gpu::alias`).
-        if let Some(t) = buf.alias_texture(floats) {
-            return Ok(Arc::new(t));
-        }
-        if let Some(t) = buf.kept_texture(floats) {
-            return Ok(t);
-        }
-        let texels = floats.div_ceil(4) as u64;
-        let rows = texels.div_ceil(TEX_WIDTH as u64);
-        let max_rows = self.limits.max_texture_dimension_2d as u64;
-        let raw = self.buffer(buf);
-        if rows > max_rows || texels * 16 > raw.size() {
-            bail!(
-                "to_texture: {floats} floats need {rows} texture rows (limit {max_rows}) and a \
-                 buffer of {} bytes (have {})",
-                texels * 16,
-                raw.size()
-            );
-        }
-        let tex = self.textures.acquire(rows as u32);
-        let timer = self.profile_start()?;
-        let mut b = self.lock_batch();
-        let enc = b.encoder(&self.device);
-        for (offset, y, width, height) in texel_rows(floats) {
-            let (t, b, size) = texel_copy(&raw, &tex, (offset, y, width, height));
-            enc.copy_buffer_to_texture(b, t, size);
-        }
-        drop(b);
-        self.profile_end(timer, "copy buffer -> texture")?;
-        let tex = Arc::new(tex);
-        if keep {
-            buf.keep_texture(floats, &tex);
-        }
-        Ok(tex)
-    }
-
-    /// Treats `tensors` as rewritten: their kept texture copies (`to_texture`) are dropped.
-    /// The benchmarks call it on inputs and weights that training would give fresh each step,
-    /// so that they time the copies a step makes.
-    pub fn mark_written(&self, tensors: &[&Tensor]) {
-        for t in tensors {
-            self.buffer(&t.buf);
-            t.buf.forget_texture();
-        }
-    }
-
-    /// Keeps `texture` (a `to_texture` copy of the first `floats` elements of `buf`, all of
-    /// them) as the only copy of the data and gives the buffer back to the pool, for a
-    /// tensor that is read only through textures from now on (a BN input saved for the
-    /// backward): memory is not held twice, and the backward copies nothing. A command that
-    /// uses the buffer later brings it back first (`buffer`). Returns whether the buffer went
-    /// back (not when the texture holds only part of it).
-    pub fn keep_only_texture(
-        &self,
-        buf: &GpuBuffer,
-        floats: usize,
-        texture: &Arc<GpuTexture>,
-    ) -> bool {
-        // An aliasing texture is the buffer's own memory: nothing to give back.
-        let whole = floats as u64 * 4 >= buf.bytes() && texture.aliased_loan().is_none();
-        if whole {
-            buf.keep_texture(floats, texture);
-            buf.release_buffer();
-        }
-        whole
-    }
-
-    /// `keep_only_texture` with the copy `buf` keeps of all its `floats` (`to_texture`), if it
-    /// keeps one and is still resident; otherwise nothing happens. Returns whether the buffer
-    /// went back.
-    pub fn keep_only_kept_texture(&self, buf: &GpuBuffer, floats: usize) -> bool {
-        match buf.kept_texture(floats) {
-            Some(t) if buf.resident().is_some() => self.keep_only_texture(buf, floats, &t),
-            _ => false,
-        }
-    }
-
-    /// The wgpu buffer of `buf`. One released to its texture copy (`keep_only_texture`) is
-    /// first brought back by a texture-to-buffer copy, in order with the batch; so call it
-    /// before taking the batch lock.
-    fn buffer(&self, buf: &GpuBuffer) -> wgpu::Buffer {
-        if let Some(raw) = buf.resident() {
-            return raw;
-        }
-        let mut b = self.lock_batch();
-        if let Some(raw) = buf.resident() {
-            return raw; // another thread brought it back meanwhile
-        }
-        let (floats, tex) = buf
-            .any_kept_texture()
-            .expect("a released buffer keeps its texture copy (keep_only_texture)");
-        let raw = buf.reacquire();
-        let enc = b.encoder(&self.device);
-        for (offset, y, width, height) in texel_rows(floats) {
-            let (t, b, size) = texel_copy(&raw, &tex, (offset, y, width, height));
-            enc.copy_texture_to_buffer(t, b, size);
-        }
-        raw
     }
 
     /// Uploads 32-bit words into a new tensor.
@@ -1020,57 +639,6 @@ impl Gpu {
         self.profile_end(timer, &kernel.name)
     }
 
-    /// Starts timing every dispatch and texture copy alone (each synchronised before and
-    /// after), summed by kernel variant; for profiling only: it serialises the batch.
-    pub fn profile_kernels(&self) {
-        *self.lock_profile() = Some(HashMap::new());
-        self.profiling
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Stops the kernel profile; returns (kernel variant, seconds, calls), slowest first.
-    pub fn kernel_profile_report(&self) -> Vec<(String, f64, usize)> {
-        self.profiling
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        let mut rows: Vec<_> = self
-            .lock_profile()
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, (s, n))| (k, s, n))
-            .collect();
-        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-        rows
-    }
-
-    fn lock_profile(&self) -> MutexGuard<'_, Option<HashMap<String, (f64, usize)>>> {
-        self.kernel_profile
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn profile_start(&self) -> Result<Option<std::time::Instant>> {
-        if !self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(None);
-        }
-        self.sync()?;
-        Ok(Some(std::time::Instant::now()))
-    }
-
-    fn profile_end(&self, timer: Option<std::time::Instant>, name: &str) -> Result<()> {
-        let Some(t0) = timer else {
-            return Ok(());
-        };
-        self.sync()?;
-        let s = t0.elapsed().as_secs_f64();
-        if let Some(map) = self.lock_profile().as_mut() {
-            let e = map.entry(name.to_string()).or_insert((0.0, 0));
-            e.0 += s;
-            e.1 += 1;
-        }
-        Ok(())
-    }
-
     fn submit_batch(queue: &wgpu::Queue, ring: &wgpu::Buffer, b: &mut Batch) {
         b.pass = None;
         if let Some(enc) = b.encoder.take() {
@@ -1181,50 +749,5 @@ impl Gpu {
         }
         times.sort();
         Ok(times[times.len() / 2])
-    }
-}
-
-/// Which of wgpu's run-time checks our shaders are compiled with. The checks wgpu injects
-/// (loop counters that break infinite loops, guards on integer division, index clamps
-/// where the driver has no robust access of its own) cost instructions in every loop
-/// iteration; our kernels are verified by the test suite, so by default only the bounds
-/// checks stay. `PROXYLESS_SHADER_CHECKS=all` keeps every check, `none` drops the bounds
-/// checks too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShaderChecks {
-    All,
-    Bounds,
-    None,
-}
-
-impl ShaderChecks {
-    fn runtime_checks(self) -> wgpu::ShaderRuntimeChecks {
-        match self {
-            ShaderChecks::All => wgpu::ShaderRuntimeChecks::checked(),
-            ShaderChecks::Bounds => {
-                let mut c = wgpu::ShaderRuntimeChecks::unchecked();
-                c.bounds_checks = true;
-                c
-            }
-            ShaderChecks::None => wgpu::ShaderRuntimeChecks::unchecked(),
-        }
-    }
-
-    fn key_suffix(self) -> &'static str {
-        match self {
-            ShaderChecks::All => " checks=all",
-            ShaderChecks::Bounds => "",
-            ShaderChecks::None => " checks=none",
-        }
-    }
-}
-
-/// The checks chosen by `PROXYLESS_SHADER_CHECKS` (read at each kernel lookup, so that
-/// benchmarks can alternate settings in one process).
-pub fn shader_checks() -> ShaderChecks {
-    match std::env::var("PROXYLESS_SHADER_CHECKS").as_deref() {
-        Ok("all") => ShaderChecks::All,
-        Ok("none") => ShaderChecks::None,
-        _ => ShaderChecks::Bounds,
     }
 }

@@ -1,0 +1,92 @@
+//! Finding adapters: the wgpu instance (with the CPU driver's thread count set first), the
+//! backends asked for, the ranking of adapter types, and the summaries `proxyless devices`
+//! prints.
+
+/// One line of `proxyless devices`.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_binding_mib: u64,
+    pub max_buffer_mib: u64,
+    pub max_workgroup_storage_kib: u32,
+    pub max_invocations_per_workgroup: u32,
+    pub max_workgroups_per_dim: u32,
+    pub timestamps: bool,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+pub(super) fn instance() -> wgpu::Instance {
+    static CPU_DRIVER_THREADS: std::sync::Once = std::sync::Once::new();
+    CPU_DRIVER_THREADS.call_once(set_cpu_driver_threads);
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Threads of Mesa's CPU driver (llvmpipe / lavapipe), read when its device is created:
+/// twice the cores unless the user set `LP_NUM_THREADS`. lavapipe cuts each dispatch's
+/// workgroups into one contiguous share per thread and the dispatch ends with its slowest
+/// share; with one thread per core, any other runnable thread (ours encoding the next
+/// commands, the driver's queue thread copying) delays a share and the other core idles
+/// meanwhile. With two per core the scheduler keeps both busy: the training step took
+/// 1117-1135 ms against 1366-1627 with one per core (benches/NOTES.md). Other drivers
+/// ignore the variable. Set before the first instance, so no driver thread reads the
+/// environment meanwhile.
+fn set_cpu_driver_threads() {
+    if std::env::var_os("LP_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // llvmpipe caps the count at 16 (LP_MAX_THREADS).
+        std::env::set_var("LP_NUM_THREADS", (2 * cores).min(16).to_string());
+    }
+}
+
+pub(super) fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+pub(super) fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    }
+}
+
+pub(super) const NO_ADAPTER: &str =
+    "no Vulkan/Metal/DX12 adapter found; on Linux without a GPU install \
+mesa-vulkan-drivers (apt-get install -y mesa-vulkan-drivers)";
+
+/// Every adapter wgpu can see on the enabled backends (`WGPU_BACKEND` honoured).
+pub fn describe_adapters() -> Vec<AdapterSummary> {
+    let inst = instance();
+    pollster::block_on(inst.enumerate_adapters(backends()))
+        .iter()
+        .map(summarise)
+        .collect()
+}
+
+fn summarise(a: &wgpu::Adapter) -> AdapterSummary {
+    let info = a.get_info();
+    let l = a.limits();
+    let f = a.features();
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        max_storage_binding_mib: l.max_storage_buffer_binding_size >> 20,
+        max_buffer_mib: l.max_buffer_size >> 20,
+        max_workgroup_storage_kib: l.max_compute_workgroup_storage_size / 1024,
+        max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+        max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
+        timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+        shader_f16: f.contains(wgpu::Features::SHADER_F16),
+        subgroups: f.contains(wgpu::Features::SUBGROUP),
+    }
+}
