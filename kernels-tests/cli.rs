@@ -98,6 +98,23 @@ fn train_then_eval_on_the_synthetic_set() {
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
+    // The same run again writes the same bytes (metadata included: it used to come out in
+    // hash order).
+    let dir2 = std::env::temp_dir().join(format!("proxyless-cli-train2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir2);
+    let out2 = dir2.to_string_lossy().into_owned();
+    let mut args2 = args.to_vec();
+    *args2.last_mut().unwrap() = &out2;
+    let (ok, _, err) = proxyless(&args2);
+    assert!(ok, "{err}");
+    for f in ["checkpoint.safetensors", "weights.safetensors"] {
+        let (a, b) = (
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(dir2.join(f)).unwrap(),
+        );
+        assert!(a == b, "{f}: two identical runs wrote different bytes");
+    }
+    let _ = std::fs::remove_dir_all(&dir2);
     let weights = format!("{out}/weights.safetensors");
     let (ok, stdout, err) = proxyless(&[
         "eval",

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use proxyless::data::{synthetic, Augment};
+use proxyless::nas::arch::softmax;
 use proxyless::nas::arch::GateMode;
-use proxyless::nas::search::{Costs, LossForm};
+use proxyless::nas::latency::expected_latency;
+use proxyless::nas::search::{latency_probs, Costs, LossForm};
 use proxyless::nas::space::{Candidate, SearchSpace};
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;
@@ -77,6 +79,70 @@ fn source() -> DataSource {
     DataSource::from_sets("synthetic".into(), train, None, Augment::None, 32).unwrap()
 }
 
+/// `two` mode's latency term is the pair's expected latency with the probabilities renormalised
+/// over the two (official `current_prob_over_ops`): its gradient matches central differences of
+/// that expectation in every alpha (0 off the pair), and a pair of equal latency gets none.
+#[test]
+fn two_mode_latency_term_is_over_the_pair() {
+    let lat = vec![
+        vec![1.3, 2.9, 0.4, 3.3, 2.2, 0.0, 1.7],
+        vec![0.8, 0.8, 2.5, 1.1, 0.6],
+    ];
+    let alpha = vec![
+        vec![0.3, -0.7, 1.1, 0.2, -0.4, 0.9, -1.3],
+        vec![-0.2, 0.5, 0.1, -0.9, 0.6],
+    ];
+    // Layer 0: a pair of different latency; layer 1: a pair of equal latency (0.8, 0.8).
+    let pairs = vec![vec![5, 2], vec![1, 0]];
+    let probs: Vec<Vec<f64>> = alpha.iter().map(|a| softmax(a)).collect();
+    let e_pair = |alpha: &[Vec<f64>]| -> f64 {
+        let mut e = 0.7;
+        for ((a, l), p) in alpha.iter().zip(&lat).zip(&pairs) {
+            let q = softmax(&[a[p[0]], a[p[1]]]);
+            e += q[0] * l[p[0]] + q[1] * l[p[1]];
+        }
+        e
+    };
+    let q = latency_probs(&alpha, &probs, &pairs, GateMode::Two);
+    let (e, de) = expected_latency(0.7, &lat, &q);
+    assert!(
+        (e - e_pair(&alpha)).abs() < 1e-12,
+        "{e} against {}",
+        e_pair(&alpha)
+    );
+    let h = 1e-5;
+    for l in 0..alpha.len() {
+        for k in 0..alpha[l].len() {
+            let mut up = alpha.clone();
+            up[l][k] += h;
+            let mut down = alpha.clone();
+            down[l][k] -= h;
+            let fd = (e_pair(&up) - e_pair(&down)) / (2.0 * h);
+            assert!(
+                (de[l][k] - fd).abs() < 1e-8,
+                "layer {l} op {k}: {} against finite differences {fd}",
+                de[l][k]
+            );
+            if !pairs[l].contains(&k) {
+                assert_eq!(de[l][k], 0.0, "layer {l} op {k} is off the pair");
+            }
+        }
+    }
+    assert!(de[0][5].abs() > 1e-3 && de[0][2].abs() > 1e-3);
+    assert_eq!(
+        (de[1][0], de[1][1]),
+        (0.0, 0.0),
+        "equal latency, pushed apart"
+    );
+    // Over the full softmax (`full_v2`) the same equal-latency ops do move.
+    let (_, full) = expected_latency(
+        0.7,
+        &lat,
+        &latency_probs(&alpha, &probs, &pairs, GateMode::FullV2),
+    );
+    assert!(full[1][0].abs() > 1e-3 && full[1][1].abs() > 1e-3);
+}
+
 #[test]
 fn a_dominant_latency_term_ends_on_the_cheapest_net() {
     let gpu = gpu();
@@ -144,6 +210,48 @@ fn the_hinge_loss_stops_pulling_under_the_target() {
             / (2.0 * h);
         assert!((fd - dce).abs() < 1e-6, "dL/dCE at {e}: {dce} vs {fd}");
     }
+}
+
+/// `mul#log` with costs under 1 in the table's unit (a fast device at small width) is refused
+/// before the warm-up starts (not at the first architecture step after it), naming the flags
+/// to change, and nothing is written.
+#[test]
+fn mul_log_preconditions_are_checked_before_any_training() {
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 3).unwrap();
+    let net = Supernet::new(&gpu, &space, 0).unwrap();
+    let mut costs = toy_costs(&space, LossForm::parse("mul#log").unwrap());
+    costs.check().expect("costs above 1");
+    costs.fixed = 0.01;
+    costs.per_candidate = costs
+        .per_candidate
+        .iter()
+        .map(|c| c.iter().map(|v| v * 1e-3).collect())
+        .collect();
+    costs.target = costs.cheapest().1 * 1.5;
+    let mut cfg = config(ArchUpdate::Gradient(GateMode::FullV2), Some(costs), vec![]);
+    cfg.warmup_epochs = 1;
+    let out = temp_dir("search-mullog");
+    let err = search(
+        &gpu,
+        &net,
+        &source(),
+        &cfg,
+        &RunDir(out.clone()),
+        false,
+        &mut Quiet,
+    )
+    .err()
+    .expect("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("mul#log")
+            && msg.contains("--loss add#hinge")
+            && msg.contains("--latency-batch"),
+        "{msg}"
+    );
+    assert!(!out.join("log.jsonl").exists() && !RunDir(out.clone()).checkpoint().exists());
+    let _ = std::fs::remove_dir_all(out);
 }
 
 #[test]

@@ -211,6 +211,52 @@ fn synthetic_training_reaches_95_percent_held_out() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// `evaluate`'s loss is a mean per image: a batch size that does not divide the set (37 images
+/// in batches of 36, the last batch one image) gives the loss of batches of one. The mean of
+/// the batch means, which weighs that last image as much as the other 36, is far from it.
+#[test]
+fn evaluated_loss_is_a_mean_per_image() {
+    let gpu = gpu();
+    let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let net = Network::new(gpu, &c, 4).unwrap();
+    // A little training, so that the images' losses differ (an untrained net's are all ln 10).
+    let out = temp_dir("per-image-loss");
+    let cfg = TrainConfig {
+        batch: 64,
+        ..config(1, 0.2)
+    };
+    train::train(
+        gpu,
+        &net,
+        &small_source(640, 16),
+        &cfg,
+        &RunDir(out.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(out);
+    let set = std::sync::Arc::new(synthetic(9, 37, 16));
+    let norm = proxyless::data::Normalize::of(&set);
+    let eval = |indices: std::ops::Range<usize>, batch: usize| {
+        train::evaluate(gpu, &net, &set, indices.collect(), norm, batch).unwrap()
+    };
+    let (one, acc_one) = eval(0..37, 1);
+    let (most, acc_most) = eval(0..37, 36);
+    assert!(
+        ((most - one) / one).abs() < 1e-5,
+        "batches of 36: {most}, of 1: {one}"
+    );
+    assert!((acc_most - acc_one).abs() < 1e-12);
+    let (first, _) = eval(0..36, 36);
+    let (last, _) = eval(36..37, 1);
+    let of_batches = (first + last) / 2.0;
+    assert!(
+        ((of_batches - one) / one).abs() > 1e-3,
+        "the set is too even to tell the means apart: {of_batches} against {one}"
+    );
+}
+
 fn weights_of(path: &Path) -> Vec<(String, Vec<f32>)> {
     let (t, _) = proxyless::nn::params::load_safetensors(path).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = t.into_iter().map(|(k, (_, d))| (k, d)).collect();

@@ -83,6 +83,24 @@ impl Costs {
         expected_latency(self.fixed, &self.per_candidate, probs)
     }
 
+    /// Refuses, before any training, a loss form this table and target cannot take: `mul#log`
+    /// takes log E / log T, so the cheapest net's cost (the least E can be) and the target
+    /// must both be above 1 in the table's unit.
+    pub fn check(&self) -> Result<()> {
+        if let LossForm::MulLog { .. } = self.form {
+            let least = self.cheapest().1;
+            if least <= 1.0 || self.target <= 1.0 {
+                bail!(
+                    "--loss mul#log needs costs above 1 {unit}: the cheapest net costs {least:.4} {unit} and the target is {target:.4} {unit}, \
+                     where log E / log T has no use; use --loss add#hinge or add#linear, or measure a larger --latency-batch",
+                    unit = self.unit,
+                    target = self.target
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Cost of one architecture.
     pub fn of(&self, choice: &[usize]) -> f64 {
         self.fixed
@@ -127,6 +145,7 @@ impl Costs {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ArchStepInfo {
     pub ce: f64,
+    /// The expected cost in the loss (over the sampled pairs in `two` mode).
     pub expected: f64,
     pub accuracy: f64,
 }
@@ -153,6 +172,34 @@ pub fn weight_step(
     drop(logits);
     opt.step(gpu, &net.params, &grads, lr)?;
     Ok((l, correct))
+}
+
+/// The distribution the latency term of an architecture step is taken over: every op's
+/// probability in `full_v2`; in `two` mode the sampled pair's, renormalised over the two
+/// (official `MixedEdge.current_prob_over_ops`), and 0 for the other ops. Fed to
+/// `expected_latency`, the gradient p_k (LAT_k - E_layer) is then exact for either softmax and 0
+/// off the pair, so the rescale after the step keeps every other op's probability, and two
+/// candidates of equal latency are not pushed apart by the latency term.
+pub fn latency_probs(
+    alpha: &[Vec<f64>],
+    probs: &[Vec<f64>],
+    involved: &[Vec<usize>],
+    mode: GateMode,
+) -> Vec<Vec<f64>> {
+    match mode {
+        GateMode::FullV2 => probs.to_vec(),
+        GateMode::Two => alpha
+            .iter()
+            .zip(involved)
+            .map(|(a, inv)| {
+                let mut p = vec![0.0; a.len()];
+                let pair = softmax(&[a[inv[0]], a[inv[1]]]);
+                p[inv[0]] = pair[0];
+                p[inv[1]] = pair[1];
+                p
+            })
+            .collect(),
+    }
 }
 
 /// One gradient architecture step on a validation batch (weights frozen, BN on batch
@@ -248,14 +295,12 @@ pub fn arch_step_gradient(
     }
     let mut expected = 0.0;
     if let Some(c) = costs {
-        let (e, de) = c.expected(&probs);
+        let (e, de) = c.expected(&latency_probs(&arch.alpha, &probs, &involved, mode));
         expected = e;
         let (_, dce, dexp) = c.form.value(ce, e, c.target)?;
-        for (l, inv) in involved.iter().enumerate() {
+        for l in 0..grad.len() {
             for k in 0..grad[l].len() {
-                // In `two` mode only the pair moves, so that the rescale keeps the others.
-                let latency_part = if inv.contains(&k) { de[l][k] } else { 0.0 };
-                grad[l][k] = dce * grad[l][k] + dexp * latency_part;
+                grad[l][k] = dce * grad[l][k] + dexp * de[l][k];
             }
         }
     }

@@ -190,7 +190,45 @@ pub fn save_safetensors(
         .collect::<Result<_>>()?;
     let bytes = safetensors::tensor::serialize(views, metadata)
         .with_context(|| format!("{}: could not serialise", path.display()))?;
+    let bytes = sorted_header(&bytes)
+        .with_context(|| format!("{}: could not serialise", path.display()))?;
     write_atomic(path, &bytes)
+}
+
+/// The same file with its JSON header's keys in sorted order. `safetensors` writes the metadata
+/// map in hash order, which differs from one process to the next, so identical content gave
+/// different bytes. The header is 8 bytes of little-endian length, then JSON padded with spaces
+/// to a multiple of 8; the data after it is untouched (its offsets are relative to it).
+fn sorted_header(bytes: &[u8]) -> Result<Vec<u8>> {
+    use serde_json::{Map, Value};
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+        .context("no header length")?;
+    let json = bytes.get(8..8 + n).context("header cut short")?;
+    let Value::Object(header) = serde_json::from_slice(json)? else {
+        bail!("the header is not a JSON object");
+    };
+    // serde_json's map may keep insertion order (feature `preserve_order`): sort explicitly.
+    let sort = |m: Map<String, Value>| -> Map<String, Value> {
+        let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.into_iter().collect()
+    };
+    let header: Map<String, Value> = sort(header)
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::Object(m) if k == "__metadata__" => (k, Value::Object(sort(m))),
+            v => (k, v),
+        })
+        .collect();
+    let mut text = serde_json::to_vec(&Value::Object(header))?;
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Reads every f32 tensor of a safetensors file, with its metadata.

@@ -99,7 +99,6 @@ pub(crate) struct Totals {
     loss: Tensor,
     correct: Tensor,
     images: usize,
-    batches: usize,
 }
 
 impl Totals {
@@ -108,15 +107,16 @@ impl Totals {
             loss: gpu.zeros(&[1]),
             correct: gpu.zeros(&[1]),
             images: 0,
-            batches: 0,
         }
     }
 
+    /// Adds a batch of `n` images: its mean loss weighs `n`, so a short last batch counts
+    /// for its images only.
     pub(crate) fn add(&mut self, gpu: &Gpu, s: &StepOutput, n: usize) -> Result<()> {
-        elementwise::add_assign(gpu, &self.loss, &s.loss)?;
+        let summed = elementwise::scale(gpu, &s.loss, n as f32)?;
+        elementwise::add_assign(gpu, &self.loss, &summed)?;
         elementwise::add_assign(gpu, &self.correct, &s.correct)?;
         self.images += n;
-        self.batches += 1;
         Ok(())
     }
 
@@ -157,14 +157,12 @@ impl Totals {
         Ok(())
     }
 
-    /// (mean loss per batch, accuracy).
+    /// (mean loss per image, accuracy).
     pub(crate) fn read(&self, gpu: &Gpu) -> Result<(f64, f64)> {
         let v = gpu.read_many(&[&self.loss, &self.correct])?;
         let (l, c) = (v[0][0] as f64, v[1][0] as f64);
-        Ok((
-            l / self.batches.max(1) as f64,
-            c / self.images.max(1) as f64,
-        ))
+        let images = self.images.max(1) as f64;
+        Ok((l / images, c / images))
     }
 }
 

@@ -181,6 +181,9 @@ pub fn search(
             cfg.batch
         );
     }
+    if let Some(c) = &cfg.costs {
+        c.check()?;
+    }
     std::fs::create_dir_all(&out.0)
         .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
     let sizes: Vec<usize> = net.layers.iter().map(|l| l.ops.len()).collect();
