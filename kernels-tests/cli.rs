@@ -332,3 +332,116 @@ fn search_on_the_synthetic_set_writes_every_output() {
     assert!(!ok && err.contains("--train-images"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Search resume is exact: a short search killed with SIGKILL at 6 random moments, and resumed
+/// after each (reloading the latency table it measured), writes the same checkpoint bytes,
+/// `arch_history.jsonl`, `log.jsonl` epochs and `net.config` as one uninterrupted run on that
+/// table. A changed flag is refused by name.
+#[test]
+fn search_killed_and_resumed_equals_an_uninterrupted_run() {
+    use rand::{Rng, SeedableRng};
+    let base = std::env::temp_dir().join(format!("proxyless-cli-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (killed, whole) = (base.join("killed"), base.join("whole"));
+    let args = |out: &std::path::Path| -> Vec<String> {
+        [
+            "search",
+            "--train-images",
+            "96",
+            "--valid",
+            "32",
+            "--batch",
+            "16",
+            "--warmup-epochs",
+            "2",
+            "--epochs",
+            "3",
+            "--arch-every",
+            "2",
+            "--latency-batch",
+            "1",
+            "--out",
+            &out.to_string_lossy(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    // (ms after the start, whether that start resumed): at least 6 kills, 4 of them of runs
+    // that resumed from a checkpoint.
+    let mut moments: Vec<(u64, bool)> = Vec::new();
+    while moments.len() < 6 || moments.iter().filter(|m| m.1).count() < 4 {
+        assert!(moments.len() < 40, "no progress: kills at {moments:?}");
+        let mut a = args(&killed);
+        // Killed before its first checkpoint, a run starts again (and measures again).
+        let resumed = killed.join("checkpoint.safetensors").exists();
+        if resumed {
+            a.push("--resume".into());
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_proxyless"))
+            .args(&a)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ms = rng.random_range(300..7000);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        if child.try_wait().unwrap().is_some() {
+            panic!("the search ended within {ms} ms of a start (kills so far {moments:?}): make it longer");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        moments.push((ms, resumed));
+    }
+    eprintln!("search killed at (ms after start, resumed): {moments:?}");
+    let mut a = args(&killed);
+    a.push("--resume".into());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (ok, _, err) = proxyless(&a);
+    assert!(
+        ok,
+        "killed at {moments:?} ms, the last resume failed: {err}"
+    );
+    let lut = killed.join("latency.yaml").to_string_lossy().into_owned();
+    let mut b = args(&whole);
+    b.extend(["--lut".to_string(), lut]);
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let (ok, _, err) = proxyless(&b);
+    assert!(ok, "{err}");
+    for f in ["checkpoint.safetensors", "arch_history.jsonl", "net.config"] {
+        let (x, y) = (
+            std::fs::read(killed.join(f)).unwrap(),
+            std::fs::read(whole.join(f)).unwrap(),
+        );
+        assert!(x == y, "{f} differs after kills at {moments:?} ms");
+    }
+    let epochs = |d: &std::path::Path| -> Vec<u64> {
+        std::fs::read_to_string(d.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(
+        epochs(&killed),
+        vec![1, 2, 3, 4, 5],
+        "kills at {moments:?} ms"
+    );
+    assert_eq!(epochs(&killed), epochs(&whole));
+    // A flag that alters the run is refused by name.
+    let mut c = args(&killed);
+    let at = c.iter().position(|s| s == "--arch-every").unwrap() + 1;
+    c[at] = "3".into();
+    c.push("--resume".into());
+    let c: Vec<&str> = c.iter().map(String::as_str).collect();
+    let (ok, _, err) = proxyless(&c);
+    assert!(
+        !ok && err.contains("--arch-every 2") && err.contains("--arch-every 3"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -122,11 +122,11 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let warmup = Warmup::parse(&a.warmup, a.anchor_fraction)?;
     // The synthetic set is a demonstration that must stay short.
     let synthetic = a.data.is_none();
-    let form = LossForm::parse(a.loss.as_deref().unwrap_or(if synthetic {
-        SYNTHETIC_LOSS
-    } else {
-        "mul#log"
-    }))?;
+    let loss_name = a
+        .loss
+        .as_deref()
+        .unwrap_or(if synthetic { SYNTHETIC_LOSS } else { "mul#log" });
+    let form = LossForm::parse(loss_name)?;
     let update = match a.arch_update.as_str() {
         "gradient" => ArchUpdate::Gradient(mode),
         "reinforce" => ArchUpdate::Reinforce {
@@ -179,6 +179,17 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         _ => {
             let table = match &a.lut {
                 Some(p) => LatencyTable::load(p)?,
+                // The table the run measured at its start: measuring again would bring new
+                // noise and a new default target.
+                None if a.resume => {
+                    let path = out.0.join("latency.yaml");
+                    LatencyTable::load(&path).with_context(|| {
+                        format!(
+                            "--resume reloads the latency table this search measured, {}; pass --lut FILE for another",
+                            path.display()
+                        )
+                    })?
+                }
                 None => {
                     let path = out.0.join("latency.yaml");
                     let t = latency_table(gpu, &space, a.latency_batch)?;
@@ -215,6 +226,39 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         (
             "train-images".to_string(),
             train_images.map_or("all".into(), |n| n.to_string()),
+        ),
+        ("epochs".to_string(), a.epochs.to_string()),
+        ("warmup-epochs".to_string(), a.warmup_epochs.to_string()),
+        ("lr".to_string(), a.lr.to_string()),
+        ("weight-decay".to_string(), a.weight_decay.to_string()),
+        ("arch-lr".to_string(), arch_lr.to_string()),
+        ("arch-every".to_string(), a.arch_every.to_string()),
+        ("loss".to_string(), loss_name.to_string()),
+        ("valid".to_string(), data.valid_indices.len().to_string()),
+        (
+            "reinforce-samples".to_string(),
+            a.reinforce_samples.to_string(),
+        ),
+        (
+            "reinforce-exponent".to_string(),
+            a.reinforce_exponent.to_string(),
+        ),
+        ("latency-batch".to_string(), a.latency_batch.to_string()),
+        (
+            "target-latency".to_string(),
+            costs
+                .as_ref()
+                .map_or("none".into(), |c| format!("{:?}", c.target)),
+        ),
+        // The table's content, not its path: a run's costs are what it searched against.
+        (
+            "lut".to_string(),
+            costs.as_ref().map_or("none".into(), |c| {
+                format!(
+                    "table {:016x}",
+                    digest(&format!("{:?} {:?}", c.fixed, c.per_candidate))
+                )
+            }),
         ),
     ];
     let cfg = SearchConfig {
@@ -278,6 +322,13 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         out.0.display()
     );
     Ok(())
+}
+
+/// FNV-1a, 64 bits: a fingerprint of a run's costs stored with its checkpoint.
+fn digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn uniform_expectation(c: &Costs) -> f64 {

@@ -285,6 +285,7 @@ pub fn train(
         let ck = load_checkpoint(gpu, &out.checkpoint(), net, &mut opt)?;
         start_epoch = ck.epochs_done;
         step = ck.step;
+        keep_lines(&out.log(), start_epoch)?;
         if ck.seed != cfg.seed {
             bail!(
                 "{}: the checkpoint was made with --seed {}, this run has {}; resume with the same seed",
@@ -383,6 +384,10 @@ pub fn train(
             "elapsed_seconds": run_start.elapsed().as_secs_f64(),
             "pool_high_water_bytes": high_water,
         });
+        // The line and the weights first, the checkpoint last: a kill in between redoes the
+        // epoch on resume (see `keep_lines`), and a finished run's weights are its last epoch's.
+        append_line(&out.log(), &record)?;
+        save_weights(gpu, net, &out.weights(), Some(data.norm))?;
         save_checkpoint(
             gpu,
             &out.checkpoint(),
@@ -394,8 +399,6 @@ pub fn train(
                 seed: cfg.seed,
             },
         )?;
-        save_weights(gpu, net, &out.weights(), Some(data.norm))?;
-        append_line(&out.log(), &record)?;
         observer.epoch_done(&record);
         summary = Some(Summary {
             valid_accuracy: valid.map(|v| v.1),
@@ -482,6 +485,24 @@ pub fn test_set(
 pub fn load_weights(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
     let (tensors, _) = crate::nn::params::load_safetensors(path)?;
     net.params.load_from(gpu, &tensors, path)
+}
+
+/// Cuts a per-epoch log to its first `n` complete lines (those of the epochs the checkpoint
+/// holds): a run killed after writing an epoch's line but before its checkpoint redoes that
+/// epoch on resume, and would otherwise log it twice. A missing file is left missing.
+pub(crate) fn keep_lines(path: &Path, n: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .take(n)
+        .collect();
+    if kept.len() != text.len() {
+        crate::nn::params::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 pub(crate) fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {

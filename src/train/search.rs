@@ -25,8 +25,8 @@ use crate::nn::params::seeded;
 use crate::ops::loss;
 
 use super::{
-    append_line, load_state, meta_number, save_state, save_weights, upload_batch, DataSource,
-    Observer, Position, RunDir, StepOutput, Totals,
+    append_line, keep_lines, load_state, meta_number, save_state, save_weights, upload_batch,
+    DataSource, Observer, Position, RunDir, StepOutput, Totals,
 };
 
 /// How alpha is updated.
@@ -208,6 +208,9 @@ pub fn search(
             }
         }
         start = meta_number(&meta, "epochs_done", &path)? as usize;
+        for f in [out.log(), out.arch_history()] {
+            keep_lines(&f, start)?;
+        }
         step = meta_number(&meta, "step", &path)? as usize;
         let parse = |k: &str| -> Result<Vec<Vec<f64>>> {
             serde_json::from_str(meta.get(k).map(String::as_str).unwrap_or(""))
@@ -352,12 +355,14 @@ pub fn search(
         for (k, v) in &cfg.flags {
             meta.insert(format!("flag.{k}"), v.clone());
         }
-        save_state(gpu, &out.checkpoint(), &net.params, &opt, meta)?;
+        // The epoch's lines first, then the checkpoint: a kill between the two leaves a line
+        // past the checkpoint, which the resume cuts (`keep_lines`) before redoing the epoch.
         append_line(&out.log(), &record)?;
         append_line(
             &out.arch_history(),
             &json!({"epoch": epoch + 1, "probs": probs}),
         )?;
+        save_state(gpu, &out.checkpoint(), &net.params, &opt, meta)?;
         observer.epoch_done(&record);
         write_plots(out)?;
     }
