@@ -124,9 +124,29 @@ fn train_then_eval_on_the_synthetic_set() {
         &weights,
         "--resolution",
         "12",
+        "--logits",
+        &format!("{out}/logits.npy"),
     ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("1000 images: accuracy"), "{stdout}");
+    // The logits as .npy: magic, version 1.0, a header that ends the 64-byte-aligned preamble
+    // and names float32 [1000, 10], then 1000 x 10 finite values.
+    let npy = std::fs::read(dir.join("logits.npy")).unwrap();
+    assert_eq!(&npy[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let header = std::str::from_utf8(&npy[10..10 + header_len]).unwrap();
+    assert!(
+        (10 + header_len) % 64 == 0
+            && header.ends_with('\n')
+            && header.contains("'descr': '<f4'")
+            && header.contains("'shape': (1000, 10)"),
+        "{header:?}"
+    );
+    let values: Vec<f32> = npy[10 + header_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert!(values.len() == 10_000 && values.iter().all(|v| v.is_finite()));
     // Nothing left to do: resuming a finished run says so.
     let mut again = args.to_vec();
     again.push("--resume");

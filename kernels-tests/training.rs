@@ -193,7 +193,7 @@ fn synthetic_training_reaches_95_percent_held_out() {
     // Weights reload into a fresh net and evaluate the same.
     let fresh = Network::new(gpu, &NetConfig::load(&out.join("net.config")).unwrap(), 99).unwrap();
     train::load_weights(gpu, &fresh, &out.join("weights.safetensors")).unwrap();
-    let (set, norm) = train::test_set(None, 16, 0, &out.join("weights.safetensors")).unwrap();
+    let (set, norm) = train::test_set(None, 16, 0, &out.join("weights.safetensors"), None).unwrap();
     let n = set.len();
     let (_, acc) = train::evaluate(
         gpu,
@@ -413,4 +413,129 @@ fn weights_of_another_net_are_refused() {
     let err = format!("{:#}", train::load_weights(gpu, &tiny, &junk).unwrap_err());
     assert!(err.contains("junk.safetensors"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A state_dict as PyTorch saves it: every BN's I64 `num_batches_tracked` is ignored, any other
+/// non-f32 tensor is refused by name; weights without normalisation metadata are refused by
+/// `test_set` unless a normalisation is named (`--normalize`), and bad names are refused.
+#[test]
+fn pytorch_state_dicts_load_and_normalisation_must_be_known() {
+    use proxyless::data::NormalizeChoice;
+    use safetensors::tensor::{Dtype, TensorView};
+    let gpu = gpu();
+    let dir = temp_dir("state-dict");
+    let tiny = Network::new(
+        gpu,
+        &NetConfig::load(&repo("data/nets/tiny.config")).unwrap(),
+        5,
+    )
+    .unwrap();
+    let host = tiny.params.to_host(gpu).unwrap();
+    let count = 7i64.to_le_bytes();
+    let write = |path: &Path, extra: &[String]| {
+        let mut views: Vec<(String, TensorView)> = host
+            .iter()
+            .map(|(n, shape, d)| {
+                let v = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(d));
+                (n.clone(), v.unwrap())
+            })
+            .collect();
+        for name in extra {
+            views.push((
+                name.clone(),
+                TensorView::new(Dtype::I64, vec![], &count).unwrap(),
+            ));
+        }
+        std::fs::write(path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+    };
+    let tracked: Vec<String> = host
+        .iter()
+        .filter_map(|(n, _, _)| n.strip_suffix(".running_mean"))
+        .map(|p| format!("{p}.num_batches_tracked"))
+        .collect();
+    assert!(tracked.len() >= 3);
+    let sd = dir.join("state_dict.safetensors");
+    write(&sd, &tracked);
+    let fresh = Network::new(gpu, &tiny.config, 9).unwrap();
+    train::load_weights(gpu, &fresh, &sd).unwrap();
+    assert_eq!(
+        fresh.params.to_host(gpu).unwrap(),
+        host,
+        "loaded as written"
+    );
+    // Any other integer tensor is named.
+    let bad = dir.join("int.safetensors");
+    write(&bad, &["classifier.linear.step".to_string()]);
+    let err = format!("{:#}", train::load_weights(gpu, &fresh, &bad).unwrap_err());
+    assert!(
+        err.contains("classifier.linear.step") && err.contains("I64"),
+        "{err}"
+    );
+    // No normalisation metadata: refused, unless named.
+    let err = format!("{:#}", train::test_set(None, 16, 0, &sd, None).unwrap_err());
+    assert!(
+        err.contains("state_dict.safetensors") && err.contains("--normalize"),
+        "{err}"
+    );
+    let imagenet = NormalizeChoice::parse("imagenet").unwrap();
+    let (_, n) = train::test_set(None, 16, 0, &sd, Some(imagenet)).unwrap();
+    assert_eq!(n, proxyless::data::Normalize::IMAGENET);
+    let (_, n) = train::test_set(None, 16, 0, &sd, Some(NormalizeChoice::Data)).unwrap();
+    assert!(n.usable() && n != proxyless::data::Normalize::IMAGENET);
+    let (_, n) = train::test_set(
+        None,
+        16,
+        0,
+        &sd,
+        Some(NormalizeChoice::parse("0.5,0.25").unwrap()),
+    )
+    .unwrap();
+    assert_eq!((n.mean, n.std), ([0.5; 3], [0.25; 3]));
+    // Metadata that is there but unusable (written as str(tensor)) is refused by key.
+    let mut meta = std::collections::HashMap::new();
+    meta.insert(
+        "normalize_mean".to_string(),
+        "tensor([0.4850, 0.4560, 0.4060])".to_string(),
+    );
+    meta.insert(
+        "normalize_std".to_string(),
+        "[0.229, 0.224, 0.225]".to_string(),
+    );
+    let odd = dir.join("odd.safetensors");
+    proxyless::nn::params::save_safetensors(&odd, &host, Some(meta)).unwrap();
+    let err = format!(
+        "{:#}",
+        train::test_set(None, 16, 0, &odd, None).unwrap_err()
+    );
+    assert!(
+        err.contains("normalize_mean") && err.contains("tensor(["),
+        "{err}"
+    );
+    for bad in ["", "imagenette", "0.5", "0.5,0", "1,2,3", "a,b", "0.5,-1"] {
+        assert!(
+            NormalizeChoice::parse(bad).is_err(),
+            "--normalize {bad:?} accepted"
+        );
+    }
+    assert_eq!(
+        NormalizeChoice::parse("0.1,0.2,0.3,0.4,0.5,0.6").unwrap(),
+        NormalizeChoice::Fixed(proxyless::data::Normalize {
+            mean: [0.1, 0.2, 0.3],
+            std: [0.4, 0.5, 0.6]
+        })
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A config without "bn" gets PyTorch's defaults (momentum 0.1, eps 1e-5), as the official
+/// `build_from_config` leaves them.
+#[test]
+fn a_config_without_bn_gets_the_official_defaults() {
+    let text = std::fs::read_to_string(repo("data/nets/tiny.config")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let given = NetConfig::parse(&text).unwrap();
+    assert!(v.as_object_mut().unwrap().remove("bn").is_some());
+    let c = NetConfig::parse(&v.to_string()).unwrap();
+    assert_eq!((c.bn_momentum, c.bn_eps), (0.1, 1e-5));
+    assert_ne!(given.bn_eps, c.bn_eps, "tiny.config gives its own eps");
 }

@@ -260,29 +260,49 @@ pub struct EvalArgs {
     /// Seed of the synthetic set (as given to `train`).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Input normalisation for weights that carry none (a PyTorch state_dict): data (the
+    /// training images' statistics), imagenet, MEAN,STD or m1,m2,m3,s1,s2,s3 on pixels in
+    /// [0, 1]. Given, it overrides the weights' own.
+    #[arg(long)]
+    normalize: Option<String>,
+    /// Also write every test image's logits, in file order, as a float32 .npy [images,
+    /// classes], to compare with another implementation image by image.
+    #[arg(long)]
+    logits: Option<PathBuf>,
 }
 
 pub fn eval(gpu: &Gpu, a: EvalArgs) -> Result<()> {
+    let choice = a
+        .normalize
+        .as_deref()
+        .map(proxyless::data::NormalizeChoice::parse)
+        .transpose()?;
     let config = NetConfig::load(&a.net)?;
     let net = Network::new(gpu, &config, 0)?;
     train::load_weights(gpu, &net, &a.weights)?;
-    let (data, norm) = train::test_set(a.data.as_deref(), a.resolution, a.seed, &a.weights)?;
+    let (data, norm) =
+        train::test_set(a.data.as_deref(), a.resolution, a.seed, &a.weights, choice)?;
     check_classes(&config, data.classes(), &a.net)?;
     let t = Instant::now();
     let n = data.len();
-    let (loss, acc) = train::evaluate(
+    let (loss, acc, logits) = train::evaluate_logits(
         gpu,
         &net,
         &std::sync::Arc::new(data),
         (0..n).collect(),
         norm,
         a.batch,
+        a.logits.is_some(),
     )
     .context("evaluation failed")?;
     println!(
-        "{n} images: accuracy {:.2}%, loss {loss:.4} ({:.1} s)",
+        "{n} images: accuracy {:.2}%, loss {loss:.6} ({:.1} s)",
         100.0 * acc,
         t.elapsed().as_secs_f64()
     );
+    if let Some(p) = &a.logits {
+        train::npy::write_npy_f32(p, &[n, config.classes()], &logits)?;
+        println!("logits written to {}", p.display());
+    }
     Ok(())
 }

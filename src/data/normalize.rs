@@ -1,5 +1,7 @@
 //! Per-channel normalisation `(x / 255 - mean) / std`, so inputs are centred whatever the data.
 
+use anyhow::{bail, Result};
+
 use super::Dataset;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,5 +77,53 @@ impl Normalize {
     /// One value, for callers that normalise outside the loader.
     pub fn apply(&self, channel: usize, byte: u8) -> f32 {
         (byte as f32 / 255.0 - self.mean[channel]) / self.std[channel]
+    }
+}
+
+/// What `--normalize` asks for when weights carry no usable normalisation of their own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NormalizeChoice {
+    /// The statistics of the training images of `--data`.
+    Data,
+    /// Fixed constants: `imagenet`, or given as MEAN,STD (every channel) or m1,m2,m3,s1,s2,s3.
+    Fixed(Normalize),
+}
+
+impl NormalizeChoice {
+    pub fn parse(s: &str) -> Result<NormalizeChoice> {
+        let forms = "data, imagenet, MEAN,STD or m1,m2,m3,s1,s2,s3 (on pixels scaled to [0, 1])";
+        match s {
+            "data" => return Ok(NormalizeChoice::Data),
+            "imagenet" => return Ok(NormalizeChoice::Fixed(Normalize::IMAGENET)),
+            _ => {}
+        }
+        let v: Vec<f32> = s
+            .split(',')
+            .map(|t| t.trim().parse::<f32>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("--normalize {s:?}: expected {forms}"))?;
+        let n = match v[..] {
+            [m, d] => Normalize {
+                mean: [m; 3],
+                std: [d; 3],
+            },
+            [m0, m1, m2, d0, d1, d2] => Normalize {
+                mean: [m0, m1, m2],
+                std: [d0, d1, d2],
+            },
+            _ => bail!("--normalize {s:?}: {} numbers; expected {forms}", v.len()),
+        };
+        if !n.usable() {
+            bail!("--normalize {s:?}: means must be finite and standard deviations above 0");
+        }
+        Ok(NormalizeChoice::Fixed(n))
+    }
+}
+
+impl Normalize {
+    /// Finite means and positive, finite standard deviations.
+    pub fn usable(&self) -> bool {
+        self.mean.iter().all(|m| m.is_finite())
+            && self.std.iter().all(|d| d.is_finite() && *d > 0.0)
     }
 }

@@ -97,7 +97,9 @@ impl NetConfig {
             bail!("\"name\" is {name:?}; expected \"ProxylessNASNets\"");
         }
         let (bn_momentum, bn_eps) = match v.get("bn") {
-            None | Some(Value::Null) => (0.1, 1e-3),
+            // PyTorch's BatchNorm2d defaults, which the official `build_from_config` keeps
+            // when a config has no "bn" (its own configs all give one, with eps 1e-3).
+            None | Some(Value::Null) => (0.1, 1e-5),
             Some(bn) => (
                 num(bn, "momentum", "bn")? as f32,
                 num(bn, "eps", "bn")? as f32,

@@ -240,9 +240,14 @@ pub fn load_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, Strin
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
+        // PyTorch's BatchNorm counts its batches in an I64 buffer that inference never reads
+        // (momentum is set): a state_dict saved as it is loads without it.
+        if name.ends_with(".num_batches_tracked") {
+            continue;
+        }
         if view.dtype() != safetensors::Dtype::F32 {
             bail!(
-                "{}: tensor {name} is {:?}; only f32 is supported",
+                "{}: tensor {name} is {:?}; only f32 is supported (convert it, e.g. with .float(), before saving)",
                 path.display(),
                 view.dtype()
             );

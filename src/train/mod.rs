@@ -3,6 +3,7 @@
 //! display on top through [`Observer`].
 
 mod checkpoint;
+pub mod npy;
 pub mod plot;
 pub mod search;
 mod source;
@@ -15,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::autograd::Tape;
-use crate::data::{Augment, Dataset, Loader, Normalize};
+use crate::data::{Augment, Dataset, Loader, Normalize, NormalizeChoice};
 use crate::gpu::{Gpu, Tensor};
 use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::nn::Network;
@@ -175,6 +176,22 @@ pub fn evaluate(
     norm: Normalize,
     batch: usize,
 ) -> Result<(f64, f64)> {
+    let (loss, acc, _) = evaluate_logits(gpu, net, data, indices, norm, batch, false)?;
+    Ok((loss, acc))
+}
+
+/// [`evaluate`], with every image's logits as well when `keep_logits` (row i: `indices[i]`),
+/// read back batch by batch: `eval --logits`, to compare with another implementation image by
+/// image.
+pub fn evaluate_logits(
+    gpu: &Gpu,
+    net: &Network,
+    data: &Arc<Dataset>,
+    indices: Vec<usize>,
+    norm: Normalize,
+    batch: usize,
+    keep_logits: bool,
+) -> Result<(f64, f64, Vec<f32>)> {
     if indices.is_empty() {
         bail!("evaluate: no images to evaluate on");
     }
@@ -190,6 +207,7 @@ pub fn evaluate(
         0,
     );
     let mut totals = Totals::new(gpu);
+    let mut kept = Vec::new();
     for b in loader {
         let (x, y) = upload_batch(gpu, &b)?;
         let tape = Tape::new(gpu, 0);
@@ -199,9 +217,13 @@ pub fn evaluate(
         let (loss, dlogits) = loss::softmax_cross_entropy(gpu, logits.value(), &y, 0.0)?;
         drop(dlogits);
         let correct = loss::count_correct(gpu, logits.value(), &y)?;
+        if keep_logits {
+            kept.extend(gpu.read_many(&[logits.value()])?.remove(0));
+        }
         totals.add(gpu, &StepOutput { loss, correct }, b.n)?;
     }
-    totals.read(gpu)
+    let (loss, acc) = totals.read(gpu)?;
+    Ok((loss, acc, kept))
 }
 
 /// Progress of a run, for display.
@@ -430,39 +452,69 @@ pub fn save_weights(gpu: &Gpu, net: &Network, path: &Path, norm: Option<Normaliz
     crate::nn::params::save_safetensors(path, &net.params.to_host(gpu)?, meta)
 }
 
-/// The normalisation stored by [`save_weights`], if any.
+/// The normalisation stored by [`save_weights`]: None when the weights carry none; an error
+/// naming the key when it is there but not three numbers (with positive deviations).
 pub fn stored_normalization(path: &Path) -> Result<Option<Normalize>> {
     let (_, meta) = crate::nn::params::load_safetensors(path)?;
-    let parse = |k: &str| -> Option<[f32; 3]> { serde_json::from_str(meta.get(k)?).ok() };
-    Ok(match (parse("normalize_mean"), parse("normalize_std")) {
-        (Some(mean), Some(std)) => Some(Normalize { mean, std }),
-        _ => None,
-    })
+    let keys = ["normalize_mean", "normalize_std"];
+    if keys.iter().all(|k| !meta.contains_key(*k)) {
+        return Ok(None);
+    }
+    let mut v = [[0.0f32; 3]; 2];
+    for (k, out) in keys.iter().zip(&mut v) {
+        let raw = meta.get(*k).map(String::as_str).unwrap_or("(missing)");
+        *out = serde_json::from_str(raw).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: metadata {k} is {raw:?}, not three numbers like [0.5, 0.5, 0.5]: pass --normalize data|imagenet|MEAN,STD",
+                path.display()
+            )
+        })?;
+    }
+    let n = Normalize {
+        mean: v[0],
+        std: v[1],
+    };
+    if !n.usable() {
+        bail!(
+            "{}: stored normalisation {n:?} is not usable: pass --normalize data|imagenet|MEAN,STD",
+            path.display()
+        );
+    }
+    Ok(Some(n))
 }
 
 /// The test images of `dir` (CIFAR's test batch, an image folder's `val/` or `test/`, or the
 /// whole folder when it has none; the synthetic test set without `dir`) and the normalisation
-/// to apply: the one stored with `weights`, else that of the training images.
+/// to apply: `choice` when given, else the one stored with `weights`. Weights without one
+/// (a PyTorch state_dict, say) are refused rather than guessed for: a wrong normalisation
+/// costs accuracy silently.
 pub fn test_set(
     dir: Option<&Path>,
     size: usize,
     seed: u64,
     weights: &Path,
+    choice: Option<NormalizeChoice>,
 ) -> Result<(Dataset, Normalize)> {
     use crate::data::CifarSplit;
-    let stored = stored_normalization(weights)?;
-    let norm_of_train = |d: &Path| -> Result<Normalize> {
-        Ok(Normalize::of(&crate::data::load(
-            d,
-            CifarSplit::Train,
-            size,
-        )?))
+    let stored = match choice {
+        Some(_) => None,
+        None => Some(stored_normalization(weights)?.with_context(|| {
+            format!(
+                "{} has no normalisation metadata (normalize_mean, normalize_std): pass \
+                 --normalize data (the training images' statistics), imagenet, or MEAN,STD",
+                weights.display()
+            )
+        })?),
+    };
+    let fixed = match (stored, choice) {
+        (Some(n), _) | (None, Some(NormalizeChoice::Fixed(n))) => Some(n),
+        _ => None,
     };
     match dir {
         None => {
             let s = DataSource::open(None, size, Some(0), seed)?;
             let test = s.test.context("the synthetic source has a test set")?;
-            Ok(((*test).clone(), stored.unwrap_or(s.norm)))
+            Ok(((*test).clone(), fixed.unwrap_or(s.norm)))
         }
         Some(d) => {
             let split_dirs =
@@ -472,9 +524,9 @@ pub fn test_set(
             } else {
                 crate::data::load(d, CifarSplit::Train, size)?
             };
-            let norm = match stored {
+            let norm = match fixed {
                 Some(n) => n,
-                None => norm_of_train(d)?,
+                None => Normalize::of(&crate::data::load(d, CifarSplit::Train, size)?),
             };
             Ok((test, norm))
         }
