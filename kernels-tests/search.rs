@@ -12,7 +12,7 @@ use proxyless::nas::space::{Candidate, SearchSpace};
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;
 use proxyless::nn::{NetConfig, Network};
-use proxyless::train::search::{search, ArchUpdate, SearchConfig};
+use proxyless::train::search::{search, spread_updates, ArchUpdate, LrSchedule, SearchConfig};
 use proxyless::train::{self, DataSource, Quiet, RunDir};
 
 use crate::common::{gpu, proxyless};
@@ -71,6 +71,10 @@ fn config(update: ArchUpdate, costs: Option<Costs>, flags: Vec<(String, String)>
         costs,
         seed: 1,
         flags,
+        lr_schedule: LrSchedule::Cosine,
+        decay_all: false,
+        reinforce_batch: None,
+        reinforce_updates: None,
     }
 }
 
@@ -141,6 +145,33 @@ fn two_mode_latency_term_is_over_the_pair() {
         &latency_probs(&alpha, &probs, &pairs, GateMode::FullV2),
     );
     assert!(full[1][0].abs() > 1e-3 && full[1][1].abs() > 1e-3);
+}
+
+/// `--lr-schedule official`: a cosine from lr to 0 over the warm-up, then one from lr / 2 over
+/// the joint steps; `cosine` is one cosine over all. REINFORCE updates spread over an epoch as
+/// the official `get_split_list` does, and a count the epoch cannot hold is refused.
+#[test]
+fn official_schedule_and_reinforce_spread() {
+    let (warm, total) = (40, 100);
+    let official = LrSchedule::Official;
+    assert_eq!(official.lr(0.05, 0, warm, total), 0.05);
+    assert!(official.lr(0.05, warm - 1, warm, total) < 0.001);
+    assert_eq!(official.lr(0.05, warm, warm, total), 0.025);
+    let mid = official.lr(0.05, warm + 30, warm, total);
+    assert!((mid - 0.0125).abs() < 1e-6, "{mid}");
+    assert!(official.lr(0.05, total - 1, warm, total) < 0.0001);
+    let cosine = LrSchedule::Cosine;
+    assert_eq!(cosine.lr(0.05, 0, warm, total), 0.05);
+    assert!((cosine.lr(0.05, 50, warm, total) - 0.025).abs() < 1e-6);
+    assert!(LrSchedule::parse("step").is_err());
+    assert_eq!(spread_updates(10, 3).unwrap(), vec![3, 6, 9]);
+    assert_eq!(spread_updates(11, 3).unwrap(), vec![3, 7, 10]);
+    assert_eq!(spread_updates(5, 5).unwrap(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(spread_updates(7, 1).unwrap(), vec![6]);
+    for bad in [0, 6] {
+        let err = spread_updates(5, bad).unwrap_err().to_string();
+        assert!(err.contains("--reinforce-updates"), "{err}");
+    }
 }
 
 #[test]
@@ -273,8 +304,12 @@ fn two_mode_and_reinforce_run_and_resume_checks_flags() {
         let out = temp_dir(&format!("search-{name}"));
         let net = Supernet::new(gpu, &space, 2).unwrap();
         let flags = vec![("mode".to_string(), name.to_string())];
+        // REINFORCE with the official options: 3 updates an epoch on 24-image batches.
+        let reinforce = matches!(update, ArchUpdate::Reinforce { .. });
         let cfg = SearchConfig {
             epochs: 2,
+            reinforce_batch: reinforce.then_some(24),
+            reinforce_updates: reinforce.then_some(3),
             ..config(update, Some(costs.clone()), flags)
         };
         let r = search(
@@ -288,7 +323,9 @@ fn two_mode_and_reinforce_run_and_resume_checks_flags() {
         )
         .unwrap();
         assert_eq!(r.choice.len(), 21);
-        assert!(r.arch.t > 0, "{name}: no architecture step ran");
+        // One epoch with architecture steps, of 4 weight steps: one after each (arch_every
+        // 1), or the 3 REINFORCE updates asked for.
+        assert_eq!(r.arch.t, if reinforce { 3 } else { 4 }, "{name}");
         // Resuming with another flag value names the flag.
         let other = SearchConfig {
             epochs: 3,

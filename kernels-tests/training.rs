@@ -539,3 +539,55 @@ fn a_config_without_bn_gets_the_official_defaults() {
     assert_eq!((c.bn_momentum, c.bn_eps), (0.1, 1e-5));
     assert_ne!(given.bn_eps, c.bn_eps, "tiny.config gives its own eps");
 }
+
+/// `--decay all`: weight decay reaches BN scales and biases too (the official search's
+/// `no_decay_keys` None); by default only conv and linear weights decay. One SGD step without
+/// momentum and a zero gradient leaves w (1 - lr wd) where it decays, w where it does not.
+#[test]
+fn decay_all_reaches_bn_and_biases() {
+    use proxyless::nn::optim::{Optimizer, OptimizerKind};
+    let gpu = gpu();
+    let net = Network::new(
+        gpu,
+        &NetConfig::load(&repo("data/nets/tiny.config")).unwrap(),
+        2,
+    )
+    .unwrap();
+    let kind = OptimizerKind::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.1,
+    };
+    let p = &net.params;
+    let (gamma, weight) = (
+        (0..p.params.len())
+            .find(|&i| p.get(i).name.ends_with("bn.weight"))
+            .unwrap(),
+        (0..p.params.len())
+            .find(|&i| p.get(i).name.ends_with("conv.weight"))
+            .unwrap(),
+    );
+    for decay_all in [false, true] {
+        let mut opt = Optimizer::new(kind, p);
+        opt.decay_all = decay_all;
+        let before = p.to_host(gpu).unwrap();
+        let grads = proxyless::autograd::Gradients {
+            by_param: [gamma, weight]
+                .iter()
+                .map(|&i| (i, gpu.zeros(&p.get(i).value.shape)))
+                .collect(),
+        };
+        opt.step(gpu, p, &grads, 0.5).unwrap();
+        let after = p.to_host(gpu).unwrap();
+        for (i, decays) in [(gamma, decay_all), (weight, true)] {
+            for (b, a) in before[i].2.iter().zip(&after[i].2) {
+                let want = if decays { b * (1.0 - 0.05) } else { *b };
+                assert!(
+                    (a - want).abs() <= 1e-6 * b.abs().max(1.0),
+                    "{}: {a} vs {want}",
+                    before[i].0
+                );
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;
 use proxyless::nn::{NetConfig, Network};
-use proxyless::train::search::{search, ArchUpdate, SearchConfig};
+use proxyless::train::search::{search, ArchUpdate, LrSchedule, SearchConfig};
 use proxyless::train::{DataSource, RunDir};
 
 use super::train::Bar;
@@ -87,6 +87,22 @@ pub struct Args {
     reinforce_samples: usize,
     #[arg(long, default_value_t = 0.1)]
     reinforce_exponent: f64,
+    /// REINFORCE: valid images scored per update (default: --batch; official: 1000).
+    #[arg(long)]
+    reinforce_batch: Option<usize>,
+    /// REINFORCE: updates per epoch, spread evenly over its weight steps (default: one every
+    /// --arch-every weight steps; official: 300).
+    #[arg(long)]
+    reinforce_updates: Option<usize>,
+    /// The weights' learning rate: cosine (one cosine from --lr over all epochs) or official (a
+    /// cosine from --lr to 0 over the warm-up, then one from --lr / 2 over the joint epochs; the
+    /// reference run's 0.05 and 0.025).
+    #[arg(long, default_value = "cosine")]
+    lr_schedule: String,
+    /// Weight decay on: weights (conv and linear weights only) or all (every parameter, BN and
+    /// biases included: the official search's default).
+    #[arg(long, default_value = "weights")]
+    decay: String,
     /// Load this latency table instead of measuring one.
     #[arg(long)]
     lut: Option<PathBuf>,
@@ -119,6 +135,12 @@ pub const UPDATES: &[&str] = &["gradient", "reinforce"];
 
 pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let mode = GateMode::parse(&a.mode)?;
+    let lr_schedule = LrSchedule::parse(&a.lr_schedule)?;
+    let decay_all = match a.decay.as_str() {
+        "weights" => false,
+        "all" => true,
+        other => bail!("unknown --decay {other:?}; valid: weights, all"),
+    };
     let warmup = Warmup::parse(&a.warmup, a.anchor_fraction)?;
     // The synthetic set is a demonstration that must stay short.
     let synthetic = a.data.is_none();
@@ -138,6 +160,11 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
             UPDATES.join(", ")
         ),
     };
+    if matches!(update, ArchUpdate::Gradient(_))
+        && (a.reinforce_batch.is_some() || a.reinforce_updates.is_some())
+    {
+        bail!("--reinforce-batch and --reinforce-updates apply to --arch-update reinforce only");
+    }
     if !OBJECTIVES.contains(&a.objective.as_str()) {
         bail!(
             "unknown --objective {:?}; valid: {}",
@@ -245,6 +272,18 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         ),
         ("latency-batch".to_string(), a.latency_batch.to_string()),
         (
+            "reinforce-batch".to_string(),
+            a.reinforce_batch
+                .map_or("default".into(), |n| n.to_string()),
+        ),
+        (
+            "reinforce-updates".to_string(),
+            a.reinforce_updates
+                .map_or("default".into(), |n| n.to_string()),
+        ),
+        ("lr-schedule".to_string(), a.lr_schedule.clone()),
+        ("decay".to_string(), a.decay.clone()),
+        (
             "target-latency".to_string(),
             costs
                 .as_ref()
@@ -275,6 +314,10 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         costs: costs.clone(),
         seed: a.seed,
         flags,
+        lr_schedule,
+        decay_all,
+        reinforce_batch: a.reinforce_batch,
+        reinforce_updates: a.reinforce_updates,
     };
     let mut bar = Bar::new();
     let r = search(gpu, &net, &data, &cfg, &out, a.resume, &mut bar)?;

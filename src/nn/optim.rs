@@ -47,6 +47,9 @@ pub struct Optimizer {
     pub second: Vec<Option<Tensor>>,
     /// Updates applied to each parameter (Adam's bias correction counts per parameter).
     pub steps: Vec<u32>,
+    /// Weight decay on every trained parameter (the official search's `no_decay_keys` None),
+    /// not only on conv and linear weights.
+    pub decay_all: bool,
 }
 
 impl Optimizer {
@@ -57,6 +60,7 @@ impl Optimizer {
             first: (0..n).map(|_| None).collect(),
             second: (0..n).map(|_| None).collect(),
             steps: vec![0; n],
+            decay_all: false,
         }
     }
 
@@ -83,9 +87,10 @@ impl Optimizer {
         for (index, _) in &grads.by_param {
             self.steps[*index] += 1;
         }
-        // Weight decay on conv and linear weights only.
+        // Weight decay on conv and linear weights only, unless on all.
+        let decay_all = self.decay_all;
         let decay = |index: usize, wd: f32| {
-            if params.get(index).role == Role::Weight {
+            if decay_all || params.get(index).role == Role::Weight {
                 wd
             } else {
                 0.0

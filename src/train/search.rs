@@ -54,6 +54,71 @@ pub struct SearchConfig {
     pub seed: u64,
     /// Flags that must match on `--resume` (name -> value), saved in the checkpoint.
     pub flags: Vec<(String, String)>,
+    /// How the weights' learning rate moves.
+    pub lr_schedule: LrSchedule,
+    /// Weight decay on every parameter, BN and biases included (the official default),
+    /// instead of on conv and linear weights only.
+    pub decay_all: bool,
+    /// REINFORCE: valid images scored per update (default `batch`) and updates per epoch,
+    /// spread evenly over its weight steps as the official code does (default: one every
+    /// `arch_every` weight steps).
+    pub reinforce_batch: Option<usize>,
+    pub reinforce_updates: Option<usize>,
+}
+
+/// The weights' learning rate over a search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LrSchedule {
+    /// One cosine from `lr` to 0 over warm-up and joint epochs together.
+    Cosine,
+    /// The official run's: a cosine from `lr` to 0 over the warm-up, then a new one from
+    /// `lr / 2` over the joint epochs (official: 0.05, then `init_lr` 0.025).
+    Official,
+}
+
+impl LrSchedule {
+    pub fn parse(s: &str) -> Result<LrSchedule> {
+        match s {
+            "cosine" => Ok(LrSchedule::Cosine),
+            "official" => Ok(LrSchedule::Official),
+            other => bail!("unknown --lr-schedule {other:?}; valid: cosine, official"),
+        }
+    }
+
+    /// The learning rate of weight step `step` (counted from the search's first).
+    pub fn lr(&self, lr: f32, step: usize, warmup_steps: usize, total_steps: usize) -> f32 {
+        let cosine = |base: f32, total: usize| CosineSchedule {
+            base,
+            warmup: 0,
+            total,
+        };
+        match self {
+            LrSchedule::Cosine => cosine(lr, total_steps).lr(step),
+            LrSchedule::Official if step < warmup_steps => cosine(lr, warmup_steps).lr(step),
+            LrSchedule::Official => {
+                cosine(lr / 2.0, total_steps - warmup_steps).lr(step - warmup_steps)
+            }
+        }
+    }
+}
+
+/// The weight steps (0-based, within an epoch of `batches`) after which the `updates`
+/// REINFORCE updates of an epoch run: the epoch cut into `updates` runs of steps whose lengths
+/// differ by at most one, the longer ones first (official `get_split_list`), an update at the
+/// end of each.
+pub fn spread_updates(batches: usize, updates: usize) -> Result<Vec<usize>> {
+    if updates == 0 || updates > batches {
+        bail!(
+            "--reinforce-updates {updates}: an epoch has {batches} weight steps; give 1 to {batches}"
+        );
+    }
+    let mut at = 0;
+    Ok((0..updates)
+        .map(|j| {
+            at += batches / updates + usize::from(j < batches % updates);
+            at - 1
+        })
+        .collect())
 }
 
 /// What a search returns.
@@ -174,11 +239,17 @@ pub fn search(
     if cfg.batch == 0 || cfg.arch_every == 0 || cfg.warmup_epochs + cfg.epochs == 0 {
         bail!("--batch, --arch-every and the number of epochs must be at least 1");
     }
-    if data.valid_indices.len() < cfg.batch {
+    let arch_batch = match cfg.update {
+        ArchUpdate::Reinforce { .. } => cfg.reinforce_batch.unwrap_or(cfg.batch),
+        ArchUpdate::Gradient(_) => cfg.batch,
+    };
+    if arch_batch == 0 {
+        bail!("--reinforce-batch must be at least 1");
+    }
+    if data.valid_indices.len() < arch_batch {
         bail!(
-            "the valid split has {} images, fewer than one batch of {}: the architecture steps need it (raise --valid)",
+            "the valid split has {} images, fewer than one batch of {arch_batch}: the architecture steps need it (raise --valid)",
             data.valid_indices.len(),
-            cfg.batch
         );
     }
     if let Some(c) = &cfg.costs {
@@ -189,6 +260,7 @@ pub fn search(
     let sizes: Vec<usize> = net.layers.iter().map(|l| l.ops.len()).collect();
     let mut arch = ArchParams::new(&sizes, cfg.arch_lr, &mut seeded(cfg.seed ^ 0xA1FA));
     let mut opt = Optimizer::new(OptimizerKind::nesterov(cfg.weight_decay), &net.params);
+    opt.decay_all = cfg.decay_all;
     let mut baseline = Baseline::default();
     let mut start = 0;
     let mut step = 0usize;
@@ -233,10 +305,10 @@ pub fn search(
     let total_epochs = cfg.warmup_epochs + cfg.epochs;
     let per_epoch = data.batches_per_epoch(cfg.batch)?;
     let warmup_steps = cfg.warmup_epochs * per_epoch;
-    let schedule = CosineSchedule {
-        base: cfg.lr,
-        warmup: 0,
-        total: total_epochs * per_epoch,
+    let total_steps = total_epochs * per_epoch;
+    let reinforce_at = match (cfg.update, cfg.reinforce_updates) {
+        (ArchUpdate::Reinforce { .. }, Some(n)) => Some(spread_updates(per_epoch, n)?),
+        _ => None,
     };
     let mut epoch_seconds = Vec::new();
     let mut last_valid = f64::NAN;
@@ -247,13 +319,13 @@ pub fn search(
         let mut rng = seeded(cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64);
         let batches = loader.batches();
-        let mut valid = data.valid_loader(cfg.batch, cfg.seed ^ 0xA4C, epoch as u64);
+        let mut valid = data.valid_loader(arch_batch, cfg.seed ^ 0xA4C, epoch as u64);
         let mut totals = Totals::new(gpu);
         let mut arch_info = ArchStepInfo::default();
         let mut arch_steps = 0;
         let mut last_read = Instant::now();
         for (i, b) in loader.enumerate() {
-            let lr = schedule.lr(step);
+            let lr = cfg.lr_schedule.lr(cfg.lr, step, warmup_steps, total_steps);
             cfg.warmup.maybe_grow(gpu, net, step, warmup_steps)?;
             let active = cfg
                 .warmup
@@ -272,13 +344,17 @@ pub fn search(
             )?;
             totals.add(gpu, &StepOutput { loss: l, correct }, b.n)?;
             step += 1;
-            if arch_on && (i + 1) % cfg.arch_every == 0 {
+            let arch_now = match &reinforce_at {
+                Some(at) => at.binary_search(&i).is_ok(),
+                None => (i + 1) % cfg.arch_every == 0,
+            };
+            if arch_on && arch_now {
                 let vb = match valid.next() {
                     Some(v) => v,
                     None => {
                         // The split is used up: another pass, in another order.
                         valid = data.valid_loader(
-                            cfg.batch,
+                            arch_batch,
                             cfg.seed ^ 0xA4C ^ step as u64,
                             epoch as u64,
                         );
