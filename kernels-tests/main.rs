@@ -3,6 +3,7 @@
 //! the command line.
 
 mod autograd;
+mod bad_input_cli;
 mod bad_input_conv_bn;
 mod bad_input_core;
 mod bad_input_depthwise;

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 
+use super::values;
 use proxyless::bench::{describe, run as run_workload, WORKLOADS};
 use proxyless::gpu::Gpu;
 
@@ -14,7 +15,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Timed repetitions (after 3 warm-ups); the median is reported.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true, value_parser = values::count(1, 100000))]
     reps: usize,
 }
 

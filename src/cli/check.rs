@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long)]
     family: Option<String>,
     /// Seed of the random inputs (default: from the clock, printed).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     seed: Option<u64>,
 }
 

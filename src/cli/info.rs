@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::values;
 use proxyless::gpu::Gpu;
 use proxyless::nn::{NetConfig, Network};
 
@@ -13,7 +14,7 @@ pub struct Args {
     net: PathBuf,
     /// Input resolution (square). Default: 224 for a stem of stride 2 (the ImageNet layout),
     /// else 32.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(8, 4096))]
     resolution: Option<usize>,
 }
 

@@ -7,6 +7,7 @@ mod info;
 mod sample;
 mod search;
 mod train;
+mod values;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

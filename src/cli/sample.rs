@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use super::values;
 use proxyless::gpu::GpuOptions;
 use proxyless::nas::latency::LatencyTable;
 use proxyless::nas::measure::measure_net;
@@ -18,26 +19,26 @@ pub struct Args {
     /// The space to draw from: cifar or imagenet.
     #[arg(long, default_value = "cifar")]
     space: String,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true, value_parser = values::real(0.0, 8.0, true))]
     width: f64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true, value_parser = values::count(1, 100000))]
     classes: usize,
     /// Target latency in ms (of the table's unit and batch).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::real(0.0, 1e9, true))]
     latency: f64,
     /// The latency table the latency is predicted from (e.g. a search's latency.yaml).
     #[arg(long)]
     lut: PathBuf,
     /// Relative window around --latency: 0.05 draws a net within +-5%.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_hyphen_values = true, value_parser = values::real(0.0, 1.0, true))]
     tolerance: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     seed: u64,
     /// Where to write the net config.
     #[arg(long)]
     out: PathBuf,
     /// Also time the drawn net on this adapter, at this batch (the table's batch, usually 8).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
     measure_batch: Option<usize>,
 }
 

@@ -18,6 +18,7 @@ use proxyless::train::search::{search, ArchUpdate, LrSchedule, SearchConfig};
 use proxyless::train::{DataSource, RunDir};
 
 use super::train::Bar;
+use super::values;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value = "cifar")]
     space: String,
     /// Width multiplier (default 1, or 0.25 on the synthetic set to keep it short).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::real(0.0, 8.0, true))]
     width: Option<f64>,
     /// What the search trades against accuracy: latency (measured on this adapter, or --lut),
     /// flops, or none.
@@ -37,7 +38,7 @@ pub struct Args {
     objective: String,
     /// Target of the objective, in ms (latency) or millions of multiply-accumulates (flops).
     /// Default: 80% of the expected cost of the initial (uniform) distribution.
-    #[arg(long, alias = "target-flops")]
+    #[arg(long, alias = "target-flops", allow_hyphen_values = true, value_parser = values::real(0.0, 1e9, true))]
     target_latency: Option<f64>,
     /// mul#log (CE * 0.2 (log E / log T)^0.3), add#linear (CE + 0.1 (E - T) / T) or add#hinge
     /// (CE + 0.1 max(0, E - T) / T: no pull below the target, which the other two keep pushing
@@ -59,40 +60,40 @@ pub struct Args {
     #[arg(long, default_value = "grow")]
     warmup: String,
     /// With --warmup grow: the part of the warm-up's weight steps spent on the anchor path.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_hyphen_values = true, value_parser = values::real(0.0, 1.0, false))]
     anchor_fraction: f64,
     /// Epochs of weight steps only (alpha frozen).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = values::count(0, values::MAX_COUNT))]
     warmup_epochs: usize,
     /// Joint epochs (weights and architecture; the first has no architecture step).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_hyphen_values = true, value_parser = values::count(0, values::MAX_COUNT))]
     epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
     batch: usize,
     /// Peak learning rate of the weights (cosine decay).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_hyphen_values = true, value_parser = values::real32(0.0, 10.0, true))]
     lr: f32,
-    #[arg(long, default_value_t = 4e-5)]
+    #[arg(long, default_value_t = 4e-5, allow_hyphen_values = true, value_parser = values::real32(0.0, 1.0, false))]
     weight_decay: f32,
     /// Adam learning rate of the architecture logits (default 1e-3, the official value; 0.1 on
     /// the synthetic set, whose short search has too few architecture steps for 1e-3 to move
     /// the distribution).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::real(0.0, 10.0, true))]
     arch_lr: Option<f64>,
     /// An architecture step after every this many weight steps.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_hyphen_values = true, value_parser = values::count(1, values::MAX_COUNT))]
     arch_every: usize,
     /// REINFORCE: architectures sampled per step, and the latency exponent of the reward.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true, value_parser = values::count(1, 10000))]
     reinforce_samples: usize,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true, value_parser = values::real(0.0, 10.0, false))]
     reinforce_exponent: f64,
     /// REINFORCE: valid images scored per update (default: --batch; official: 1000).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
     reinforce_batch: Option<usize>,
     /// REINFORCE: updates per epoch, spread evenly over its weight steps (default: one every
     /// --arch-every weight steps; official: 300).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(1, values::MAX_COUNT))]
     reinforce_updates: Option<usize>,
     /// The weights' learning rate: cosine (one cosine from --lr over all epochs) or official (a
     /// cosine from --lr to 0 over the warm-up, then one from --lr / 2 over the joint epochs; the
@@ -107,17 +108,17 @@ pub struct Args {
     #[arg(long)]
     lut: Option<PathBuf>,
     /// Batch at which latencies are measured.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
     latency_batch: usize,
     /// Held-out images for the architecture steps (default: a tenth, at most 5000).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(1, values::MAX_COUNT))]
     valid: Option<usize>,
     /// Train on only this many of the training split's images (a random subset, the same for
     /// every run): for runs that must fit a time budget. Default: all (2560 on the synthetic
     /// set, so that the default search takes under 10 minutes on a CPU driver).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(1, values::MAX_COUNT))]
     train_images: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     seed: u64,
     #[arg(long)]
     out: PathBuf,
@@ -423,12 +424,12 @@ pub struct LatencyArgs {
     /// Measure every op of this space: cifar or imagenet.
     #[arg(long)]
     space: Option<String>,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true, value_parser = values::real(0.0, 8.0, true))]
     width: f64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true, value_parser = values::count(1, 100000))]
     classes: usize,
     /// Batch of the measurements.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
     batch: usize,
     /// Where to write the measured table (YAML, the official key format).
     #[arg(long)]
@@ -444,10 +445,10 @@ pub struct LatencyArgs {
     measure: bool,
     /// With --measure: rounds over all the nets in turn, so that a slow spell of a shared
     /// machine hits every net alike; each net's figure is the median over the rounds.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = values::count(1, 10000))]
     rounds: usize,
     /// Input resolution of --net (default: 224 for a stem of stride 2, else 32).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(8, 4096))]
     resolution: Option<usize>,
 }
 

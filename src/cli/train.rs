@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::values;
 use proxyless::gpu::Gpu;
 use proxyless::nn::{NetConfig, Network};
 use proxyless::train::{self, DataSource, Observer, Progress, RunDir, TrainConfig};
@@ -19,49 +20,49 @@ pub struct Args {
     /// without it, the built-in synthetic set.
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true, value_parser = values::count(1, values::MAX_COUNT))]
     epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
     batch: usize,
     /// Peak learning rate (cosine decay to 0 after the warm-up).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true, value_parser = values::real32(0.0, 10.0, true))]
     lr: f32,
     /// Epochs of linear learning-rate warm-up.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, value_parser = values::count(0, values::MAX_COUNT))]
     warmup_epochs: usize,
     /// sgd (momentum 0.9) or adam.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
     /// Weight decay of conv and linear weights (BN and biases are never decayed).
-    #[arg(long, default_value_t = 4e-5)]
+    #[arg(long, default_value_t = 4e-5, allow_hyphen_values = true, value_parser = values::real32(0.0, 1.0, false))]
     weight_decay: f32,
     /// Plain momentum instead of Nesterov.
     #[arg(long)]
     no_nesterov: bool,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true, value_parser = values::real32(0.0, 0.99, false))]
     label_smoothing: f32,
     /// Train on the images as they are (no random crop or flip): for short runs.
     #[arg(long)]
     no_augment: bool,
     /// Images held out of the training set for per-epoch validation (default: a tenth of it,
     /// at most 5000: CIFAR-10's usual split).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(0, values::MAX_COUNT))]
     valid: Option<usize>,
     /// Train on only this many of the training split's images (a random subset, the same for
     /// every run): for runs that must fit a time budget.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(1, values::MAX_COUNT))]
     train_images: Option<usize>,
     /// Input resolution for image folders and the synthetic set (CIFAR is always 32).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_hyphen_values = true, value_parser = values::count(8, 4096))]
     resolution: usize,
     /// Seed of the initial weights, the data order, augmentation and dropout.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     seed: u64,
     /// Output directory: log.jsonl, checkpoint.safetensors, weights.safetensors, net.config.
     #[arg(long)]
     out: PathBuf,
     /// Stop after this many epochs (of --epochs, whose schedule is kept); continue with --resume.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::count(1, values::MAX_COUNT))]
     stop_after: Option<usize>,
     /// Continue from OUT/checkpoint.safetensors.
     #[arg(long)]
@@ -253,12 +254,12 @@ pub struct EvalArgs {
     /// image folder without one is tested whole. Without it, the synthetic test set.
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_hyphen_values = true, value_parser = values::count(8, 4096))]
     resolution: usize,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
     batch: usize,
     /// Seed of the synthetic set (as given to `train`).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     seed: u64,
     /// Input normalisation for weights that carry none (a PyTorch state_dict): data (the
     /// training images' statistics), imagenet, MEAN,STD or m1,m2,m3,s1,s2,s3 on pixels in
