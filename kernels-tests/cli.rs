@@ -328,7 +328,10 @@ fn search_on_the_synthetic_set_writes_every_output() {
     let (ok, _, err) = sample(&["--latency", &target_arg, "--tolerance", "2"]);
     assert!(!ok && err.contains("tolerance"), "{err}");
     let (ok, _, err) = sample(&["--latency=-1"]);
-    assert!(!ok && err.contains("--latency") && err.contains("not in"), "{err}");
+    assert!(
+        !ok && err.contains("--latency") && err.contains("not in"),
+        "{err}"
+    );
     let (ok, _, err) = sample(&["--latency", "1e9"]);
     assert!(!ok && err.contains("its nets cost"), "{err}");
     let (ok, _, err) = proxyless(&[

@@ -7,6 +7,7 @@ mod bad_input_cli;
 mod bad_input_conv_bn;
 mod bad_input_core;
 mod bad_input_depthwise;
+mod bad_input_files;
 mod bad_input_misc;
 mod cli;
 mod common;
