@@ -1,6 +1,10 @@
 //! `cargo bench`: the same workloads as `proxyless bench`, printed as text and JSON lines.
 
 fn main() -> anyhow::Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let gpu = proxyless::gpu::Gpu::new(&Default::default())?;
     println!("adapter: {}", gpu.adapter_name());
     for w in proxyless::bench::WORKLOADS {

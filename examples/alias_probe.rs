@@ -11,6 +11,10 @@ mod probe;
 const ROWS: u32 = 1152; // 4.7 M floats
 
 fn main() {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let (device, queue) = probe::device();
     let pair = proxyless::gpu::aliased_buffer(&device, ROWS, true).expect("an aliased pair");
     let n = ROWS * 1024 * 4;

@@ -7,6 +7,10 @@
 use proxyless::gpu::Gpu;
 use proxyless::ops::batchnorm::{batchnorm_act_train_backward, batchnorm_act_train_forward, BnAct};
 fn main() -> anyhow::Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let gpu = Gpu::new(&Default::default())?;
     let shape: Vec<usize> = std::env::var("BT_SHAPE")
         .unwrap_or_else(|_| "32,16,16,240".into())
@@ -44,16 +48,14 @@ fn main() -> anyhow::Result<()> {
     }
     // Interleaved: every repetition runs each variant once, so the machine's drift hits all
     // variants alike; each variant warms up (compiles) first.
+    // Each variant's knobs as the tuning in force (`gpu::tuning`), then the base again.
+    let base = proxyless::gpu::tuning();
     let set = |envs: &[(String, String)]| {
-        for (k, v) in envs {
-            std::env::set_var(k, v);
-        }
+        let t =
+            proxyless::gpu::Tuning::from_vars(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        proxyless::gpu::set_tuning(t.unwrap_or_else(|e| panic!("{e:#}")));
     };
-    let unset = |envs: &[(String, String)]| {
-        for (k, _) in envs {
-            std::env::remove_var(k);
-        }
-    };
+    let unset = |_: &[(String, String)]| proxyless::gpu::set_tuning(base);
     let run = |timed: &mut Vec<(f64, f64)>| -> anyhow::Result<()> {
         let t0 = std::time::Instant::now();
         let (_y, mean, rstd) = batchnorm_act_train_forward(

@@ -10,6 +10,10 @@ use std::time::Instant;
 mod probe;
 
 fn main() {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

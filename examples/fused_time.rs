@@ -6,6 +6,10 @@ use proxyless::ops::bn_relu6_conv::{self, NextConv};
 use proxyless::ops::{batchnorm, depthwise};
 
 fn main() -> anyhow::Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let a: Vec<usize> = std::env::args()
         .skip(1)
         .map(|s| s.parse())

@@ -13,6 +13,10 @@ use proxyless::ops::gemm::{gemm, Gemm};
 use proxyless::ops::pointwise::{pointwise_backward, pointwise_forward, transposed_weight_product};
 
 fn main() -> Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
     let mut variants: Vec<(String, Vec<(String, String)>)> = args
@@ -99,9 +103,10 @@ fn main() -> Result<()> {
     let mut times = vec![vec![Vec::new(); 6]; variants.len()];
     for round in 0..rounds + 1 {
         for (vi, (_, kv)) in variants.iter().enumerate() {
-            for (k, v) in kv {
-                std::env::set_var(k, v);
-            }
+            let base = proxyless::gpu::tuning();
+            proxyless::gpu::set_tuning(proxyless::gpu::Tuning::from_vars(
+                kv.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )?);
             let only: Option<usize> = std::env::var("GT_ONLY").ok().and_then(|s| s.parse().ok());
             for (pi, _) in names.iter().enumerate() {
                 if only.is_some_and(|o| o != pi) {
@@ -134,9 +139,7 @@ fn main() -> Result<()> {
                     times[vi][pi].push(t0.elapsed().as_secs_f64() * 1e3);
                 }
             }
-            for (k, _) in kv {
-                std::env::remove_var(k);
-            }
+            proxyless::gpu::set_tuning(base);
         }
     }
     for (vi, (name, _)) in variants.iter().enumerate() {

@@ -11,6 +11,10 @@ use proxyless::nn::optim::{Optimizer, OptimizerKind};
 use proxyless::nn::{NetConfig, Network};
 
 fn main() -> Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let args: Vec<String> = std::env::args().collect();
     let reps: usize = args.get(1).map_or(Ok(50), |s| s.parse())?;
     let rounds: usize = args.get(2).map_or(Ok(3), |s| s.parse())?;
@@ -34,7 +38,10 @@ fn main() -> Result<()> {
     println!("{} tensors", grads.by_param.len());
     for _ in 0..rounds {
         for mode in ["per-tensor", "multi"] {
-            std::env::set_var("PROXYLESS_SGD", mode);
+            proxyless::gpu::set_tuning(proxyless::gpu::Tuning {
+                sgd_per_tensor: mode == "per-tensor",
+                ..proxyless::gpu::tuning()
+            });
             let t = gpu.time_median(3, reps, || opt.step(&gpu, &net.params, &grads, 1e-4))?;
             println!("{mode:>10}: {:.2} ms", t.as_secs_f64() * 1e3);
         }

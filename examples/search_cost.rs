@@ -29,6 +29,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let args: Vec<String> = std::env::args().collect();
     let Some(config) = args.get(1) else {
         bail!("usage: search_cost NET.config [WIDTH] [BATCH] [ROUNDS] [ARCH_EVERY]");

@@ -11,6 +11,10 @@ use proxyless::nn::{NetConfig, Network};
 use proxyless::ops::loss;
 
 fn main() -> Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)

@@ -10,6 +10,10 @@ mod probe;
 const N: u32 = 1024 * 1152;
 
 fn main() {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter =
         pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();

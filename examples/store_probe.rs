@@ -16,6 +16,10 @@ use std::time::Instant;
 const N_TEXELS: u32 = 1024 * 1152; // 4.7 M floats, [32,32,32,144]
 
 fn main() {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter =
         pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();

@@ -23,6 +23,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let args: Vec<String> = std::env::args().collect();
     let width: f64 = args.get(1).map_or(Ok(0.5), |s| s.parse())?;
     let batch: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;

@@ -17,6 +17,10 @@ use proxyless::nn::params::seeded;
 use std::sync::Arc;
 
 fn main() -> Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("fixed3", String::as_str);
     let random = mode == "random";

@@ -13,6 +13,10 @@ const M: u32 = 32768;
 const K: u32 = 40;
 
 fn main() {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let (device, queue) = probe::device();
     // A as a storage texture [M*K/4 texels] 1024 wide; B as texture and as uniform.
     let values = |texels: u32| -> Vec<f32> {

@@ -7,6 +7,10 @@ use anyhow::{Context, Result};
 use proxyless::gpu::{Gpu, GpuOptions};
 
 fn main() -> Result<()> {
+    // lavapipe's threads, before any other thread starts (`gpu::cpu_driver_threads`).
+    if let Some(n) = proxyless::gpu::cpu_driver_threads() {
+        std::env::set_var("LP_NUM_THREADS", n);
+    }
     let args: Vec<String> = std::env::args().collect();
     let workload = args
         .get(1)

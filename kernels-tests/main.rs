@@ -15,6 +15,7 @@ mod data;
 mod gpu_kernels;
 mod nas;
 mod pool;
+mod profiles;
 mod reference_fd;
 mod search;
 mod texture_alias;

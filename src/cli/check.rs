@@ -29,7 +29,15 @@ pub fn run(gpu: &Gpu, args: Args) -> Result<()> {
         Some(f) => bail!("unknown kernel family {f:?}; valid: {}", names.join(", ")),
         None => names.clone(),
     };
-    println!("seed {seed}, tolerance {TOLERANCE:e} (relative, ||out - ref|| / ||ref||)");
+    println!(
+        "seed {seed}, tolerance {TOLERANCE:e} (relative, ||out - ref|| / ||ref||), profile {}{}",
+        gpu.profile().name(),
+        if gpu.cpu_like() {
+            " (CPU adapter decisions)"
+        } else {
+            " (GPU decisions: buffer operands, no aliasing)"
+        }
+    );
     println!(
         "{:<14} {:<44} {:<8} {:>10}  result",
         "kernel", "shape", "output", "rel error"

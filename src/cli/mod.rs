@@ -12,7 +12,7 @@ mod values;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use proxyless::gpu::{Gpu, GpuOptions};
+use proxyless::gpu::{load_tuning, Gpu, GpuOptions, Profile};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,10 @@ struct Cli {
     /// WGPU_BACKEND (vulkan, metal, dx12, gl) limits the backends searched.
     #[arg(long, global = true)]
     adapter: Option<String>,
+    /// native (kernel choices follow the adapter) or gpu (a CPU adapter takes every decision a
+    /// discrete GPU would: the variants a real GPU runs, testable here); also PROXYLESS_PROFILE.
+    #[arg(long, global = true)]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +57,9 @@ enum Command {
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    // Every PROXYLESS_* knob is read and checked here, once (`gpu::tuning`).
+    let profile = cli.profile.as_deref().map(Profile::parse).transpose()?;
+    load_tuning(profile)?;
     let opts = GpuOptions {
         adapter: cli.adapter,
         ..Default::default()

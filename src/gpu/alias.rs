@@ -58,10 +58,8 @@ impl Aliaser {
         storage: bool,
         max_rows: u32,
     ) -> Option<Aliaser> {
-        if std::env::var("PROXYLESS_ALIAS").as_deref() == Ok("off")
-            || info.device_type != wgpu::DeviceType::Cpu
-            || info.backend != wgpu::Backend::Vulkan
-        {
+        // PROXYLESS_ALIAS=off and the `gpu` profile are handled by the caller (`Gpu::new`).
+        if info.device_type != wgpu::DeviceType::Cpu || info.backend != wgpu::Backend::Vulkan {
             return None;
         }
         let a = Aliaser {

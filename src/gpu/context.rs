@@ -19,7 +19,7 @@ mod kernels;
 mod textures;
 
 use adapters::{backends, instance, type_rank, NO_ADAPTER};
-pub use adapters::{describe_adapters, AdapterSummary};
+pub use adapters::{cpu_driver_threads, describe_adapters, AdapterSummary};
 
 /// How to pick the adapter.
 #[derive(Clone, Debug, Default)]
@@ -102,6 +102,8 @@ pub struct Gpu {
     reuse_textures: usize,
     /// PROXYLESS_SUBGROUPS=off, read once (`subgroup_size` is asked on every product).
     subgroups_off: bool,
+    /// Whether kernels take a CPU adapter's decisions (`Tuning::cpu_like`).
+    cpu_like: bool,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     batch: Mutex<Batch>,
     /// Per-kernel wall time while `profile_kernels` is on (each dispatch and texture copy
@@ -150,6 +152,8 @@ impl Gpu {
     /// Opens the best adapter (discrete > integrated > virtual > CPU), or the first whose name
     /// contains `opts.adapter` / `WGPU_ADAPTER_NAME`.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        // A malformed knob stops here, before any work (`gpu::tuning`).
+        let tuning = super::tuning::load_tuning(None)?;
         let inst = instance();
         let adapters = pollster::block_on(inst.enumerate_adapters(backends()));
         if adapters.is_empty() {
@@ -213,8 +217,9 @@ impl Gpu {
             && rgba32
                 .flags
                 .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY)
-            && std::env::var_os("PROXYLESS_NO_STORAGE_TEXTURES").is_none();
-        let aliaser = (!opts.copy_textures).then(|| {
+            && tuning.storage_textures_allowed();
+        let cpu_like = tuning.cpu_like(info.device_type);
+        let aliaser = (!opts.copy_textures && tuning.alias_allowed()).then(|| {
             Aliaser::new(
                 &device,
                 &info,
@@ -233,12 +238,9 @@ impl Gpu {
             pool,
             textures,
             storage_texture_reads,
-            reuse_textures: match std::env::var("PROXYLESS_TEXTURE_REUSE").as_deref() {
-                Ok("off") => 0,
-                Ok(v) => v.parse().unwrap_or(KEEP_TEXTURES_UP_TO),
-                _ => KEEP_TEXTURES_UP_TO,
-            },
-            subgroups_off: std::env::var("PROXYLESS_SUBGROUPS").as_deref() == Ok("off"),
+            reuse_textures: tuning.texture_reuse.unwrap_or(KEEP_TEXTURES_UP_TO),
+            subgroups_off: tuning.subgroups_off,
+            cpu_like,
             kernels: Mutex::new(HashMap::new()),
             kernel_profile: Mutex::new(None),
             profiling: std::sync::atomic::AtomicBool::new(false),
@@ -280,20 +282,27 @@ impl Gpu {
         self.storage_texture_reads
     }
 
+    /// Whether kernel choices follow a CPU adapter's measurements: a CPU adapter under the
+    /// `native` profile (`gpu::tuning`); under `gpu`, every adapter decides as a GPU.
+    pub fn cpu_like(&self) -> bool {
+        self.cpu_like
+    }
+
+    /// The tuning profile kernels run under.
+    pub fn profile(&self) -> super::Profile {
+        super::tuning().profile
+    }
+
     /// Workgroups a dispatch should have to keep the whole device busy. A CPU driver such as
     /// lavapipe runs whole workgroups on a few threads, so a few per core balance them; a GPU
     /// needs many. Kernels that split a reduction for parallelism (split-K slices, partial
     /// sums) aim for this, and no more: every extra slice costs a stored and re-read partial.
-    /// `PROXYLESS_PARALLEL_GROUPS=N` overrides it (read at each call, for A/B runs).
+    /// `PROXYLESS_PARALLEL_GROUPS=N` overrides it.
     pub fn parallel_groups(&self) -> usize {
-        if let Some(n) = std::env::var("PROXYLESS_PARALLEL_GROUPS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-        {
+        if let Some(n) = super::tuning().parallel_groups {
             return n;
         }
-        if self.info.device_type == wgpu::DeviceType::Cpu {
+        if self.cpu_like {
             4 * std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
             64

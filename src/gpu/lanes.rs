@@ -37,10 +37,10 @@ pub fn lane_order(gpu: &Gpu) -> LaneOrder {
     if let Some(order) = FORCED.with(|o| o.get()) {
         return order;
     }
-    match std::env::var("PROXYLESS_LANES").as_deref() {
-        Ok("coalesced") => LaneOrder::Coalesced,
-        Ok("spread") => LaneOrder::Spread,
-        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => LaneOrder::Spread,
-        _ => LaneOrder::Coalesced,
+    match super::tuning().lanes {
+        Some(super::Lanes::Coalesced) => LaneOrder::Coalesced,
+        Some(super::Lanes::Spread) => LaneOrder::Spread,
+        None if gpu.cpu_like() => LaneOrder::Spread,
+        None => LaneOrder::Coalesced,
     }
 }

@@ -97,14 +97,14 @@ impl BatchNorm {
 /// Whether training fuses an MBConv's BN + ReLU6 pairs into the convs that follow them
 /// (default); `PROXYLESS_NO_FUSION=1` runs them as separate ops, for comparisons.
 pub fn fuse_bn_into_convs() -> bool {
-    std::env::var_os("PROXYLESS_NO_FUSION").is_none()
+    !crate::gpu::tuning().no_fusion
 }
 
 /// Whether an MBConv's depthwise conv computes its output's batch statistics for the BN after
 /// it (default); `PROXYLESS_BN_STATS=separate` leaves them to the BN's own pass, for
 /// comparisons.
 fn output_stats_in_depthwise() -> bool {
-    std::env::var("PROXYLESS_BN_STATS").as_deref() != Ok("separate")
+    !crate::gpu::tuning().bn_stats_separate
 }
 
 /// The three kinds of convolution the nets use, each with its own kernel family.

@@ -118,10 +118,10 @@ enum Operands {
 /// load (benches/NOTES.md); `PROXYLESS_BN_OPERANDS=buffers|textures` overrides.
 fn textures_for(gpu: &Gpu, c: usize, numel: usize) -> bool {
     let max_floats = TEX_WIDTH as usize * gpu.limits.max_texture_dimension_2d as usize * 4;
-    let wanted = match std::env::var("PROXYLESS_BN_OPERANDS").as_deref() {
-        Ok("buffers") => false,
-        Ok("textures") => true,
-        _ => gpu.info.device_type == wgpu::DeviceType::Cpu,
+    let wanted = match crate::gpu::tuning().bn_operands {
+        Some(crate::gpu::BnOperands::Buffers) => false,
+        Some(crate::gpu::BnOperands::Textures) => true,
+        None => gpu.cpu_like(),
     };
     wanted && c.is_multiple_of(4) && numel <= max_floats
 }

@@ -194,18 +194,6 @@ fn geometry(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Resul
     Ok(g)
 }
 
-/// A register tile from `var` (`AxB`: rows x quads for the forward, rows x input channels for
-/// dx, quads x taps for dw), for experiments; `default` otherwise.
-fn tile(var: &str, default: (usize, usize)) -> (usize, usize) {
-    let parse = || -> Option<(usize, usize)> {
-        let s = std::env::var(var).ok()?;
-        let (a, b) = s.split_once('x')?;
-        let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
-        ((1..=8).contains(&a) && (1..=8).contains(&b)).then_some((a, b))
-    };
-    parse().unwrap_or(default)
-}
-
 /// Pixel rows of a tile: several once there are enough pixels to keep the workgroups up.
 fn tile_rows(pixels: usize, rows: usize) -> usize {
     if pixels < 64 * rows * 8 {
@@ -538,7 +526,9 @@ pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: usize) -> Resul
     let op = "conv2d_forward";
     let g = geometry(gpu, x, w, stride, op)?;
     let npix = g.npix();
-    let (rows, quads) = tile("PROXYLESS_CONV_FWD_TILE", (8, 8));
+    // Register tiles (rows x quads for the forward, rows x input channels for dx, quads x taps
+    // for dw): `PROXYLESS_CONV_*_TILE` for experiments.
+    let (rows, quads) = crate::gpu::tuning().conv_fwd_tile.unwrap_or((8, 8));
     let rows = tile_rows(npix, rows);
     let quads = quads.min(g.cout4() / 4);
     let blocks = u32_of(npix.div_ceil(64 * rows), op)?;
@@ -634,7 +624,7 @@ fn backward_input_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<Plan> {
     let (hq, wq) = (g.h.div_ceil(s), g.w.div_ceil(s));
     let (phases_y, phases_x) = (s.min(g.h), s.min(g.w));
     let count = g.n * hq * wq;
-    let (rows, cols) = tile("PROXYLESS_CONV_DX_TILE", (4, 4));
+    let (rows, cols) = crate::gpu::tuning().conv_dx_tile.unwrap_or((4, 4));
     let rows = tile_rows(count, rows);
     let cols = cols.min(g.cin);
     let blocks = count.div_ceil(64 * rows);
@@ -665,7 +655,7 @@ fn backward_input_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<Plan> {
 fn backward_weight_plan(gpu: &Gpu, g: &Geometry, op: &str) -> Result<(Plan, usize)> {
     let taps = g.taps();
     let npix = g.npix();
-    let (quads, tile_taps) = tile("PROXYLESS_CONV_DW_TILE", (8, 6));
+    let (quads, tile_taps) = crate::gpu::tuning().conv_dw_tile.unwrap_or((8, 6));
     let quads = quads.min(g.cout4() / 4);
     let tile_taps = tile_taps.min(taps);
     let tiles = taps.div_ceil(tile_taps) * (g.cout4() / 4).div_ceil(quads);

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::{ensure, reduce, u32_of};
-use crate::gpu::{Access, Binding, Gpu, GpuBuffer, GpuTexture, KernelSpec};
+use crate::gpu::{tuning, Access, Binding, GemmOperands, Gpu, GpuBuffer, GpuTexture, KernelSpec};
 
 mod codegen;
 
@@ -66,7 +66,7 @@ pub struct GemmPre<'a> {
 /// kernel with A read along k or along its rows (`PreOn::A`) or B read along its columns
 /// (`PreOn::B`).
 pub fn takes_pre(g: &Gemm, on: PreOn) -> bool {
-    if std::env::var_os("PROXYLESS_GEMM_SCALAR").is_some() {
+    if tuning().gemm_scalar {
         return false;
     }
     matches!(
@@ -137,11 +137,11 @@ fn operands_for(gpu: &Gpu) -> Operands {
     } else {
         Operands::Textures
     };
-    match std::env::var("PROXYLESS_GEMM_OPERANDS").as_deref() {
-        Ok("buffers") => Operands::Buffers,
-        Ok("textures") => Operands::Textures,
-        Ok("storage") => textures,
-        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => textures,
+    match tuning().gemm_operands {
+        Some(GemmOperands::Buffers) => Operands::Buffers,
+        Some(GemmOperands::Textures) => Operands::Textures,
+        Some(GemmOperands::Storage) => textures,
+        None if gpu.cpu_like() => textures,
         _ => Operands::Buffers,
     }
 }
@@ -204,18 +204,8 @@ fn tile_vec4(
     k_major: bool,
     shared_b: bool,
 ) -> (u32, u32) {
-    if let Ok(s) = std::env::var("PROXYLESS_GEMM4_TILE") {
-        if let Some((r, c)) = s.split_once('x') {
-            if let (Ok(r), Ok(c)) = (r.parse::<u32>(), c.parse::<u32>()) {
-                if r.is_multiple_of(4)
-                    && c.is_multiple_of(4)
-                    && (4..=32).contains(&r)
-                    && (4..=32).contains(&c)
-                {
-                    return (r, c);
-                }
-            }
-        }
+    if let Some(t) = tuning().gemm4_tile {
+        return t;
     }
     // Columns in groups of at most `most`, n split evenly (n = 24: two groups of 12).
     let even_cols = |most: usize| {
@@ -261,12 +251,8 @@ fn tile_vec4(
 /// needs (not a power of two: m = 40 in 4-row tiles takes 10 lanes and 6 slices of k, so 60 of
 /// 64 lanes work where 16 lanes x 4 slices kept 40 of 64), the 64 % lanes left over idle.
 fn lanes_along_m(m: usize, rows: u32, k: usize) -> u32 {
-    if let Ok(v) = std::env::var("PROXYLESS_GEMM_LANES_M") {
-        if let Ok(l) = v.parse::<u32>() {
-            if (1..=64).contains(&l) {
-                return l;
-            }
-        }
+    if let Some(l) = tuning().gemm_lanes_m {
+        return l;
     }
     let needed = m.div_ceil(rows as usize).max(1);
     // Only worth it where k is long enough to give every slice real work.
@@ -314,16 +300,7 @@ pub struct Gemm {
 /// Outputs per invocation (rows x columns). Overridable for experiments with
 /// `PROXYLESS_GEMM_TILE=RxC`.
 fn tile() -> (u32, u32) {
-    if let Ok(s) = std::env::var("PROXYLESS_GEMM_TILE") {
-        if let Some((r, c)) = s.split_once('x') {
-            if let (Ok(r), Ok(c)) = (r.parse(), c.parse()) {
-                if (1..=16).contains(&r) && (1..=32).contains(&c) {
-                    return (r, c);
-                }
-            }
-        }
-    }
-    (4, 8)
+    tuning().gemm_tile.unwrap_or((4, 8))
 }
 
 /// Generates the unrolled ROWS x COLS body of the kernel.
@@ -392,7 +369,7 @@ pub fn reads_storage_textures(gpu: &Gpu) -> bool {
 /// The vec4 kernel's operand modes for `g` (None: the scalar kernel) and how the product
 /// reads its operands.
 fn kernel_family(gpu: &Gpu, g: &Gemm) -> (Option<(Vec4Along, Vec4Along)>, Operands) {
-    let modes = if std::env::var_os("PROXYLESS_GEMM_SCALAR").is_some() {
+    let modes = if tuning().gemm_scalar {
         None
     } else {
         vec4_modes(g)

@@ -193,7 +193,7 @@ pub fn sgd_step_multi(
         }
     }
     // `PROXYLESS_SGD=per-tensor`: every tensor alone, for comparisons.
-    let batch = std::env::var("PROXYLESS_SGD").as_deref() != Ok("per-tensor");
+    let batch = !crate::gpu::tuning().sgd_per_tensor;
     let (batched, alone): (Vec<&SgdUpdate>, Vec<&SgdUpdate>) = updates
         .iter()
         .partition(|u| batch && u.w.numel().is_multiple_of(4) && u.w.numel() <= MULTI_LARGEST);

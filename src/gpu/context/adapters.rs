@@ -20,26 +20,25 @@ pub struct AdapterSummary {
 }
 
 pub(super) fn instance() -> wgpu::Instance {
-    static CPU_DRIVER_THREADS: std::sync::Once = std::sync::Once::new();
-    CPU_DRIVER_THREADS.call_once(set_cpu_driver_threads);
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
 
-/// Threads of Mesa's CPU driver (llvmpipe / lavapipe), read when its device is created:
-/// twice the cores unless the user set `LP_NUM_THREADS`. lavapipe cuts each dispatch's
-/// workgroups into one contiguous share per thread and the dispatch ends with its slowest
-/// share; with one thread per core, any other runnable thread (ours encoding the next
-/// commands, the driver's queue thread copying) delays a share and the other core idles
-/// meanwhile. With two per core the scheduler keeps both busy: the training step took
-/// 1117-1135 ms against 1366-1627 with one per core (benches/NOTES.md). Other drivers
-/// ignore the variable. Set before the first instance, so no driver thread reads the
-/// environment meanwhile.
-fn set_cpu_driver_threads() {
-    if std::env::var_os("LP_NUM_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // llvmpipe caps the count at 16 (LP_MAX_THREADS).
-        std::env::set_var("LP_NUM_THREADS", (2 * cores).min(16).to_string());
+/// The `LP_NUM_THREADS` a program should set for Mesa's CPU driver (llvmpipe / lavapipe)
+/// before its first adapter, unless the user set one (then None): twice the cores. lavapipe
+/// cuts each dispatch's workgroups into one contiguous share per thread and the dispatch ends
+/// with its slowest share; with one thread per core, any other runnable thread (ours encoding
+/// the next commands, the driver's queue thread copying) delays a share and the other core
+/// idles meanwhile. With two per core the scheduler keeps both busy: the training step took
+/// 1117-1135 ms against 1366-1627 with one per core (benches/NOTES.md). Other drivers ignore
+/// the variable. The library never sets it: changing the environment is only sound before
+/// other threads start, which only a program's `main` knows (`proxyless`'s does).
+pub fn cpu_driver_threads() -> Option<String> {
+    if std::env::var_os("LP_NUM_THREADS").is_some() {
+        return None;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // llvmpipe caps the count at 16 (LP_MAX_THREADS).
+    Some((2 * cores).min(16).to_string())
 }
 
 pub(super) fn backends() -> wgpu::Backends {

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 
 use super::Gpu;
 use crate::gpu::kernel::{instantiate, Access, Kernel, KernelSpec};
+use crate::gpu::tuning::{tuning, ShaderChecks};
 
 impl Gpu {
     /// The compiled kernel for `spec` with template values filled in (compiled on first use).
@@ -29,7 +30,7 @@ impl Gpu {
         variant: &str,
         values: impl FnOnce() -> Vec<(&'v str, String)>,
     ) -> Result<Arc<Kernel>> {
-        let checks = shader_checks();
+        let checks = tuning().shader_checks;
         let key = format!(
             "{}::{}{variant}{}",
             spec.file,
@@ -195,19 +196,6 @@ impl Gpu {
     }
 }
 
-/// Which of wgpu's run-time checks our shaders are compiled with. The checks wgpu injects
-/// (loop counters that break infinite loops, guards on integer division, index clamps
-/// where the driver has no robust access of its own) cost instructions in every loop
-/// iteration; our kernels are verified by the test suite, so by default only the bounds
-/// checks stay. `PROXYLESS_SHADER_CHECKS=all` keeps every check, `none` drops the bounds
-/// checks too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShaderChecks {
-    All,
-    Bounds,
-    None,
-}
-
 impl ShaderChecks {
     fn runtime_checks(self) -> wgpu::ShaderRuntimeChecks {
         match self {
@@ -227,15 +215,5 @@ impl ShaderChecks {
             ShaderChecks::Bounds => "",
             ShaderChecks::None => " checks=none",
         }
-    }
-}
-
-/// The checks chosen by `PROXYLESS_SHADER_CHECKS` (read at each kernel lookup, so that
-/// benchmarks can alternate settings in one process).
-pub fn shader_checks() -> ShaderChecks {
-    match std::env::var("PROXYLESS_SHADER_CHECKS").as_deref() {
-        Ok("all") => ShaderChecks::All,
-        Ok("none") => ShaderChecks::None,
-        _ => ShaderChecks::Bounds,
     }
 }
