@@ -237,6 +237,7 @@ fn latency_tables_round_trip_and_the_official_one_loads() {
         adapter: "test adapter".into(),
         driver: "d 1".into(),
         batch: 8,
+        timing: "timestamp queries".into(),
         ..Default::default()
     };
     for l in &space.layers {

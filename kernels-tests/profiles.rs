@@ -128,3 +128,53 @@ fn tuning_knobs_are_checked_and_documented() {
         "{err}"
     );
 }
+
+/// `time_on_device` (the latency tables' clock where the adapter has timestamp queries):
+/// the device time of a piece of work lies inside the wall-clock interval around it, grows
+/// with the work, and is zero for no work.
+#[test]
+fn device_time_lies_inside_the_wall_clock() {
+    let gpu = crate::common::gpu();
+    if !gpu.has_timestamps() {
+        eprintln!("no timestamp queries on this adapter: wall clock only");
+        assert_eq!(gpu.time_on_device(|| Ok(())).unwrap(), None);
+        return;
+    }
+    let x = gpu
+        .upload(
+            &crate::common::values(3, 64 * 16 * 16 * 32),
+            &[64, 16, 16, 32],
+        )
+        .unwrap();
+    let w = gpu
+        .upload(&crate::common::values(4, 96 * 32), &[96, 32])
+        .unwrap();
+    let run = |times: usize| {
+        let t0 = std::time::Instant::now();
+        let d = gpu
+            .time_on_device(|| {
+                for _ in 0..times {
+                    proxyless::ops::pointwise::pointwise_forward(gpu, &x, &w)?;
+                }
+                Ok(())
+            })
+            .unwrap()
+            .expect("timestamps");
+        (d, t0.elapsed())
+    };
+    run(1);
+    let (one, wall_one) = run(1);
+    let (eight, wall_eight) = run(8);
+    assert!(
+        one > std::time::Duration::ZERO && one <= wall_one,
+        "{one:?} vs {wall_one:?}"
+    );
+    assert!(
+        eight <= wall_eight && eight > one * 2,
+        "{eight:?} for 8 against {one:?} for 1"
+    );
+    assert_eq!(
+        gpu.time_on_device(|| Ok(())).unwrap(),
+        Some(std::time::Duration::ZERO)
+    );
+}

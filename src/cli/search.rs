@@ -222,7 +222,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
                     let path = out.0.join("latency.yaml");
                     let t = latency_table(gpu, &space, a.latency_batch)?;
                     t.save(&path)?;
-                    eprintln!("latency table written to {}", path.display());
+                    eprintln!("latency table ({}) written to {}", t.timing, path.display());
                     t
                 }
             };
@@ -344,6 +344,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         let measured = measure_net(gpu, &derived, a.latency_batch, space.resolution)?;
         summary["measured_ms"] = measured.into();
         summary["latency_batch"] = a.latency_batch.into();
+        summary["latency_timing"] = proxyless::nas::measure::timing_source(gpu).into();
         summary["adapter"] = gpu.adapter_name().into();
     }
     proxyless::nn::params::write_atomic(
@@ -463,10 +464,11 @@ pub fn latency(gpu: &Gpu, a: LatencyArgs) -> Result<()> {
             let table = latency_table(gpu, &space, a.batch)?;
             table.save(out)?;
             println!(
-                "{} entries measured at batch {} on {}: {}",
+                "{} entries measured at batch {} on {} ({}): {}",
                 table.entries.len(),
                 a.batch,
                 table.adapter,
+                table.timing,
                 out.display()
             );
             Ok(())

@@ -60,6 +60,9 @@ struct Batch {
     pass: Option<wgpu::ComputePass<'static>>,
     params: Vec<u8>,
     slots_used: u64,
+    /// While `time_on_device` runs: the query set whose entry 0 gets the first pass's start
+    /// and entry 1 every pass's end (the last one stays), and whether a pass has begun.
+    timestamps: Option<(wgpu::QuerySet, bool)>,
 }
 
 impl Batch {
@@ -74,10 +77,23 @@ impl Batch {
     /// The open compute pass (begun if needed).
     fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
         if self.pass.is_none() {
+            let stamps = self.timestamps.take();
+            let timestamp_writes =
+                stamps
+                    .as_ref()
+                    .map(|(set, began)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: (!began).then_some(0),
+                        end_of_pass_write_index: Some(1),
+                    });
             let pass = self
                 .encoder(device)
-                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes,
+                })
                 .forget_lifetime();
+            self.timestamps = stamps.map(|(set, _)| (set, true));
             self.pass = Some(pass);
         }
         self.pass.as_mut().expect("pass just opened")
@@ -249,6 +265,7 @@ impl Gpu {
                 pass: None,
                 params: Vec::new(),
                 slots_used: 0,
+                timestamps: None,
             }),
             ring,
             slot_bytes,
@@ -735,6 +752,76 @@ impl Gpu {
     /// Returns the pool's free buffers to the device.
     pub fn trim_pool(&self) {
         self.pool.trim()
+    }
+
+    /// Whether `time_on_device` can use timestamp queries here.
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// The device's own time for the work `f` records, from its first compute pass's start to
+    /// its last one's end (timestamp queries; None where the adapter has none). Copies
+    /// recorded between passes count; work before `f` does not (the device is synchronised
+    /// first), nor does the host's time between submissions when nothing runs.
+    pub fn time_on_device(&self, f: impl FnOnce() -> Result<()>) -> Result<Option<Duration>> {
+        if !self.has_timestamps() {
+            f()?;
+            return Ok(None);
+        }
+        self.sync()?;
+        let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("time_on_device"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        self.lock_batch().timestamps = Some((set.clone(), false));
+        let ran = f();
+        let began = {
+            let mut b = self.lock_batch();
+            let began = b.timestamps.take().is_some_and(|(_, began)| began);
+            // A pass still open keeps its end write: submitted below, before the resolve.
+            Self::submit_batch(&self.queue, &self.ring, &mut b);
+            began
+        };
+        ran?;
+        if !began {
+            return Ok(Some(Duration::ZERO));
+        }
+        let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps readback"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.resolve_query_set(&set, 0..2, &resolved, 0);
+        enc.copy_buffer_to_buffer(&resolved, 0, &staging, 0, Some(16));
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.sync()?;
+        rx.recv()
+            .map_err(|_| anyhow!("timestamps: map callback never ran"))?
+            .map_err(|e| anyhow!("timestamps: readback failed: {e}"))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| anyhow!("timestamps: {e}"))?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&view[..]);
+        drop(view);
+        staging.unmap();
+        let ns =
+            ticks[1].saturating_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
+        Ok(Some(Duration::from_nanos(ns as u64)))
     }
 
     /// Median wall-clock time of `f` over `reps` runs after `warmup`, the device synchronised

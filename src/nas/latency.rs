@@ -24,6 +24,9 @@ pub struct LatencyTable {
     pub adapter: String,
     pub driver: String,
     pub batch: usize,
+    /// How it was timed: "timestamp queries" or "wall clock" (empty when the table does not
+    /// say).
+    pub timing: String,
     pub entries: BTreeMap<String, Stat>,
 }
 
@@ -150,6 +153,9 @@ impl LatencyTable {
         let _ = writeln!(s, "# adapter: {}", self.adapter);
         let _ = writeln!(s, "# driver: {}", self.driver);
         let _ = writeln!(s, "# batch: {}", self.batch);
+        if !self.timing.is_empty() {
+            let _ = writeln!(s, "# timing: {}", self.timing);
+        }
         for (k, v) in &self.entries {
             let _ = writeln!(
                 s,
@@ -179,6 +185,7 @@ impl LatencyTable {
                         "adapter" => t.adapter = v,
                         "driver" => t.driver = v,
                         "batch" => t.batch = v.parse().unwrap_or(0),
+                        "timing" => t.timing = v,
                         _ => {}
                     }
                 }
@@ -225,6 +232,13 @@ impl LatencyTable {
         finish(&mut current, &mut t);
         if let Some((k, _)) = t.entries.iter().find(|(_, s)| !s.mean.is_finite()) {
             bail!("{origin}: entry {k} has no mean");
+        }
+        if let Some((k, s)) = t.entries.iter().find(|(_, s)| s.mean < 0.0 || s.var < 0.0) {
+            bail!(
+                "{origin}: entry {k} has a negative mean or variance ({} and {})",
+                s.mean,
+                s.var
+            );
         }
         if t.entries.is_empty() {
             bail!("{origin}: no latency entries");

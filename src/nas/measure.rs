@@ -1,6 +1,9 @@
 //! Measuring a latency table on the current adapter: every candidate of every mixed layer and
 //! the fixed layers, each timed alone at its input shape (inference: BN on running
 //! statistics), median of repeats after warm-up, the device synchronised around each run.
+//! The time is the device's own (timestamp queries: from the first kernel's start to the last
+//! one's end, without the host's encoding and submission) where the adapter has them, else the
+//! wall clock around the synchronised run; the table records which (`timing_source`).
 
 use std::time::Duration;
 
@@ -19,6 +22,15 @@ use super::space::{Candidate, SearchSpace};
 pub const REPS: usize = 10;
 const WARMUP: usize = 3;
 
+/// How `stat` times on `gpu`: "timestamp queries" or "wall clock".
+pub fn timing_source(gpu: &Gpu) -> &'static str {
+    if gpu.has_timestamps() {
+        "timestamp queries"
+    } else {
+        "wall clock"
+    }
+}
+
 /// Times `f` and returns its statistics in ms.
 fn stat(gpu: &Gpu, mut f: impl FnMut() -> Result<()>) -> Result<Stat> {
     for _ in 0..WARMUP {
@@ -28,9 +40,9 @@ fn stat(gpu: &Gpu, mut f: impl FnMut() -> Result<()>) -> Result<Stat> {
     let mut times = Vec::with_capacity(REPS);
     for _ in 0..REPS {
         let t0 = std::time::Instant::now();
-        f()?;
+        let on_device = gpu.time_on_device(&mut f)?;
         gpu.sync()?;
-        times.push(t0.elapsed());
+        times.push(on_device.unwrap_or_else(|| t0.elapsed()));
     }
     times.sort();
     let ms: Vec<f64> = times
@@ -66,6 +78,7 @@ pub fn measure_table(
         adapter: gpu.adapter_name(),
         driver: format!("{} {}", gpu.info.driver, gpu.info.driver_info),
         batch,
+        timing: timing_source(gpu).to_string(),
         ..Default::default()
     };
     let mut store = ParamStore::default();
