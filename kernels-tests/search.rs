@@ -414,3 +414,50 @@ fn one_path_memory_stays_at_one_network() {
         activations(supernet)
     );
 }
+
+/// The search, too, ends on a lost device with an error naming its last checkpoint, intact,
+/// and `--resume` from it finishes the search.
+#[test]
+fn a_lost_device_ends_the_search_with_the_last_checkpoint_intact() {
+    struct LoseAfterEpoch<'a>(&'a proxyless::gpu::Gpu);
+    impl train::Observer for LoseAfterEpoch<'_> {
+        fn epoch_done(&mut self, _: &serde_json::Value) {
+            self.0.inject_device_loss_after(2);
+        }
+    }
+    let gpu = proxyless::gpu::Gpu::new(&Default::default()).unwrap();
+    let space = SearchSpace::new("cifar", 0.25, 3).unwrap();
+    let costs = toy_costs(&space, LossForm::parse("add#linear").unwrap());
+    let cfg = config(ArchUpdate::Gradient(GateMode::Two), Some(costs), vec![]);
+    let out = temp_dir("search-lost");
+    let net = Supernet::new(&gpu, &space, 0).unwrap();
+    let err = search(
+        &gpu,
+        &net,
+        &source(),
+        &cfg,
+        &RunDir(out.clone()),
+        false,
+        &mut LoseAfterEpoch(&gpu),
+    )
+    .err()
+    .expect("the injected loss ends the search");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("device lost") && msg.contains("1 epochs done"),
+        "{msg}"
+    );
+    let net = Supernet::new(&gpu, &space, 0).unwrap();
+    let r = search(
+        &gpu,
+        &net,
+        &source(),
+        &cfg,
+        &RunDir(out.clone()),
+        true,
+        &mut Quiet,
+    )
+    .unwrap();
+    assert_eq!(r.choice.len(), 21);
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -591,3 +591,77 @@ fn decay_all_reaches_bn_and_biases() {
         }
     }
 }
+
+/// A lost device (or memory exhausted: both reach a run as an error from the next sync) in the
+/// middle of epoch 2, injected right after epoch 1's checkpoint: training ends with an error
+/// naming the device failure and the last checkpoint, which is intact (byte for byte what a
+/// run stopped after epoch 1 wrote), and `--resume` from it finishes the run.
+#[test]
+fn a_lost_device_ends_the_run_with_the_last_checkpoint_intact() {
+    struct LoseAfterEpoch<'a>(&'a proxyless::gpu::Gpu);
+    impl train::Observer for LoseAfterEpoch<'_> {
+        fn epoch_done(&mut self, _: &serde_json::Value) {
+            self.0.inject_device_loss_after(3);
+        }
+    }
+    let gpu = proxyless::gpu::Gpu::new(&Default::default()).unwrap();
+    let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let data = small_source(320, 16);
+    let cfg = config(2, 0.1);
+    let (lost, clean) = (temp_dir("lost-device"), temp_dir("lost-device-clean"));
+    let net = Network::new(&gpu, &c, 1).unwrap();
+    let err = train::train(
+        &gpu,
+        &net,
+        &data,
+        &cfg,
+        &RunDir(lost.clone()),
+        false,
+        &mut LoseAfterEpoch(&gpu),
+    )
+    .err()
+    .expect("the injected loss ends the run");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("device lost") && msg.contains("1 epochs done") && msg.contains("--resume"),
+        "{msg}"
+    );
+    let net = Network::new(&gpu, &c, 1).unwrap();
+    let stop = TrainConfig {
+        stop_after: Some(1),
+        ..cfg
+    };
+    train::train(
+        &gpu,
+        &net,
+        &data,
+        &stop,
+        &RunDir(clean.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
+    let (a, b) = (
+        std::fs::read(lost.join("checkpoint.safetensors")).unwrap(),
+        std::fs::read(clean.join("checkpoint.safetensors")).unwrap(),
+    );
+    assert!(
+        a == b,
+        "the checkpoint left by the failure differs from epoch 1's"
+    );
+    let net = Network::new(&gpu, &c, 1).unwrap();
+    let s = train::train(
+        &gpu,
+        &net,
+        &data,
+        &cfg,
+        &RunDir(lost.clone()),
+        true,
+        &mut Quiet,
+    )
+    .unwrap();
+    assert!(s.test_accuracy.is_some());
+    for d in [lost, clean] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -130,6 +130,8 @@ pub struct Gpu {
     ring: wgpu::Buffer,
     slot_bytes: u64,
     device_error: Arc<Mutex<Option<String>>>,
+    /// Syncs left before an injected device loss (`inject_device_loss_after`); 0: none.
+    injected_loss: std::sync::atomic::AtomicUsize,
     /// Number of live poison scopes (verification runs may overlap on one device).
     poison: std::sync::atomic::AtomicUsize,
     poison_source: Mutex<Option<wgpu::Buffer>>,
@@ -270,6 +272,7 @@ impl Gpu {
             ring,
             slot_bytes,
             device_error,
+            injected_loss: std::sync::atomic::AtomicUsize::new(0),
             poison: std::sync::atomic::AtomicUsize::new(0),
             poison_source: Mutex::new(None),
         })
@@ -687,6 +690,14 @@ impl Gpu {
     /// the last sync.
     pub fn sync(&self) -> Result<()> {
         self.flush();
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = self.injected_loss.load(Relaxed);
+        if left > 0 {
+            self.injected_loss.store(left - 1, Relaxed);
+            if left == 1 {
+                bail!("device error: device lost (injected by inject_device_loss_after)");
+            }
+        }
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| anyhow!("device poll failed: {e}"))?;
@@ -752,6 +763,14 @@ impl Gpu {
     /// Returns the pool's free buffers to the device.
     pub fn trim_pool(&self) {
         self.pool.trim()
+    }
+
+    /// Makes the `n`-th sync from now fail as a lost device would (for tests of what a run
+    /// does when the device goes away or runs out of memory mid-epoch: both reach the caller
+    /// as an error from the next sync).
+    pub fn inject_device_loss_after(&self, n: usize) {
+        self.injected_loss
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether `time_on_device` can use timestamp queries here.

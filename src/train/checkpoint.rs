@@ -143,3 +143,21 @@ pub fn load_checkpoint(
         seed: meta_number(&meta, "seed", path)?,
     })
 }
+
+/// `e`, from a run that had started, with what is left: the last checkpoint (intact, since it
+/// is written atomically) and how many epochs it holds, or that there is none yet.
+pub(crate) fn stopped(e: anyhow::Error, path: &Path) -> anyhow::Error {
+    let held = load_safetensors(path)
+        .ok()
+        .and_then(|(_, meta)| meta.get("epochs_done").cloned());
+    match held {
+        Some(n) => e.context(format!(
+            "stopped; the last checkpoint, {} ({n} epochs done), is intact: --resume continues from it",
+            path.display()
+        )),
+        None => e.context(format!(
+            "stopped before the first checkpoint ({} not written): start again",
+            path.display()
+        )),
+    }
+}

@@ -121,28 +121,22 @@ impl Totals {
         Ok(())
     }
 
-    /// Reads the running loss and accuracy, stops the run on a non-finite loss (naming the
-    /// last good checkpoint) and shows progress.
+    /// Reads the running loss and accuracy, stops the run on a non-finite loss and shows
+    /// progress.
     pub(crate) fn report(
         &self,
         gpu: &Gpu,
         observer: &mut dyn Observer,
-        out: &RunDir,
         at: &Position,
         epoch_start: Instant,
     ) -> Result<()> {
         let (loss, accuracy) = self.read(gpu)?;
         if !loss.is_finite() {
+            // The caller adds where the last good checkpoint is (`checkpoint::stopped`).
             bail!(
-                "the training loss became {loss} in epoch {} (step {}); stopped. The last good \
-                 checkpoint is {} (lower --lr and --resume)",
+                "the training loss became {loss} in epoch {} (step {}): lower --lr",
                 at.epoch + 1,
                 at.step,
-                if out.checkpoint().exists() {
-                    out.checkpoint().display().to_string()
-                } else {
-                    "not written yet".into()
-                }
             );
         }
         observer.progress(&Progress {
@@ -286,6 +280,8 @@ const READ_EVERY_S: f64 = 0.5;
 /// Trains `net` for `cfg.epochs` on `data`, writing into `out`. With `resume`, continues from
 /// `out/checkpoint.safetensors`. A checkpoint is written (atomically) after every epoch; a
 /// non-finite loss stops the run with an error and leaves the last good checkpoint alone.
+/// An error once training has begun (a lost device, memory exhausted, a non-finite loss) names
+/// the last checkpoint and the epochs it holds.
 pub fn train(
     gpu: &Gpu,
     net: &Network,
@@ -294,6 +290,27 @@ pub fn train(
     out: &RunDir,
     resume: bool,
     observer: &mut dyn Observer,
+) -> Result<Summary> {
+    let mut started = false;
+    train_epochs(gpu, net, data, cfg, out, resume, observer, &mut started).map_err(|e| {
+        if started {
+            checkpoint::stopped(e, &out.checkpoint())
+        } else {
+            e
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_epochs(
+    gpu: &Gpu,
+    net: &Network,
+    data: &DataSource,
+    cfg: &TrainConfig,
+    out: &RunDir,
+    resume: bool,
+    observer: &mut dyn Observer,
+    started: &mut bool,
 ) -> Result<Summary> {
     if cfg.epochs == 0 || cfg.batch == 0 {
         bail!("--epochs and --batch must be at least 1");
@@ -334,6 +351,7 @@ pub fn train(
     let run_start = Instant::now();
     let end = cfg.stop_after.unwrap_or(cfg.epochs).min(cfg.epochs);
     for epoch in start_epoch..end {
+        *started = true;
         let t0 = Instant::now();
         gpu.reset_high_water();
         let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64);
@@ -358,7 +376,7 @@ pub fn train(
                     step,
                     lr,
                 };
-                totals.report(gpu, observer, out, &at, t0)?;
+                totals.report(gpu, observer, &at, t0)?;
             }
         }
         gpu.sync()?;

@@ -227,6 +227,8 @@ pub fn write_plots(out: &RunDir) -> Result<()> {
 
 /// Runs the search. With `resume`, continues from `out/checkpoint.safetensors`, which must
 /// have been written with the same flags.
+/// An error once the search has begun (a lost device, memory exhausted, a non-finite loss)
+/// names the last checkpoint and the epochs it holds.
 pub fn search(
     gpu: &Gpu,
     net: &Supernet,
@@ -235,6 +237,27 @@ pub fn search(
     out: &RunDir,
     resume: bool,
     observer: &mut dyn Observer,
+) -> Result<SearchResult> {
+    let mut started = false;
+    search_epochs(gpu, net, data, cfg, out, resume, observer, &mut started).map_err(|e| {
+        if started {
+            super::checkpoint::stopped(e, &out.checkpoint())
+        } else {
+            e
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn search_epochs(
+    gpu: &Gpu,
+    net: &Supernet,
+    data: &DataSource,
+    cfg: &SearchConfig,
+    out: &RunDir,
+    resume: bool,
+    observer: &mut dyn Observer,
+    started: &mut bool,
 ) -> Result<SearchResult> {
     if cfg.batch == 0 || cfg.arch_every == 0 || cfg.warmup_epochs + cfg.epochs == 0 {
         bail!("--batch, --arch-every and the number of epochs must be at least 1");
@@ -313,6 +336,7 @@ pub fn search(
     let mut epoch_seconds = Vec::new();
     let mut last_valid = f64::NAN;
     for epoch in start..total_epochs {
+        *started = true;
         let t0 = Instant::now();
         let joint = epoch.checked_sub(cfg.warmup_epochs);
         let arch_on = matches!(joint, Some(j) if j >= 1);
@@ -396,7 +420,7 @@ pub fn search(
                     step,
                     lr,
                 };
-                totals.report(gpu, observer, out, &at, t0)?;
+                totals.report(gpu, observer, &at, t0)?;
             }
         }
         gpu.sync()?;
