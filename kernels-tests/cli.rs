@@ -136,7 +136,7 @@ fn train_then_eval_on_the_synthetic_set() {
     let header_len = u16::from_le_bytes([npy[8], npy[9]]) as usize;
     let header = std::str::from_utf8(&npy[10..10 + header_len]).unwrap();
     assert!(
-        (10 + header_len) % 64 == 0
+        (10 + header_len).is_multiple_of(64)
             && header.ends_with('\n')
             && header.contains("'descr': '<f4'")
             && header.contains("'shape': (1000, 10)"),

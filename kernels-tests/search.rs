@@ -250,7 +250,7 @@ fn the_hinge_loss_stops_pulling_under_the_target() {
 fn mul_log_preconditions_are_checked_before_any_training() {
     let gpu = gpu();
     let space = SearchSpace::new("cifar", 0.25, 3).unwrap();
-    let net = Supernet::new(&gpu, &space, 0).unwrap();
+    let net = Supernet::new(gpu, &space, 0).unwrap();
     let mut costs = toy_costs(&space, LossForm::parse("mul#log").unwrap());
     costs.check().expect("costs above 1");
     costs.fixed = 0.01;
@@ -264,7 +264,7 @@ fn mul_log_preconditions_are_checked_before_any_training() {
     cfg.warmup_epochs = 1;
     let out = temp_dir("search-mullog");
     let err = search(
-        &gpu,
+        gpu,
         &net,
         &source(),
         &cfg,

@@ -610,7 +610,7 @@ fn a_lost_device_ends_the_run_with_the_last_checkpoint_intact() {
     let cfg = config(2, 0.1);
     let (lost, clean) = (temp_dir("lost-device"), temp_dir("lost-device-clean"));
     let net = Network::new(&gpu, &c, 1).unwrap();
-    let err = train::train(
+    let Err(err) = train::train(
         &gpu,
         &net,
         &data,
@@ -618,9 +618,9 @@ fn a_lost_device_ends_the_run_with_the_last_checkpoint_intact() {
         &RunDir(lost.clone()),
         false,
         &mut LoseAfterEpoch(&gpu),
-    )
-    .err()
-    .expect("the injected loss ends the run");
+    ) else {
+        panic!("the injected loss did not end the run");
+    };
     let msg = format!("{err:#}");
     assert!(
         msg.contains("device lost") && msg.contains("1 epochs done") && msg.contains("--resume"),

@@ -48,7 +48,7 @@ enum Command {
     /// Accuracy of saved weights on a test set.
     Eval(train::EvalArgs),
     /// ProxylessNAS: search a space for an accurate and fast net on this adapter.
-    Search(search::Args),
+    Search(Box<search::Args>),
     /// Measure a latency table on this adapter, or predict a net's latency from a table.
     Latency(search::LatencyArgs),
     /// Draw a random architecture of a space near a latency (the random-search baseline).
@@ -71,7 +71,7 @@ pub fn run() -> Result<()> {
         Command::Info(a) => info::run(&open(&opts)?, a),
         Command::Train(a) => train::run(&open(&opts)?, a),
         Command::Eval(a) => train::eval(&open(&opts)?, a),
-        Command::Search(a) => search::run(&open(&opts)?, a),
+        Command::Search(a) => search::run(&open(&opts)?, *a),
         Command::Latency(a) => search::latency(&open(&opts)?, a),
         Command::Sample(a) => sample::run(&opts, a),
     }
