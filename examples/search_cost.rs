@@ -83,7 +83,16 @@ fn main() -> Result<()> {
                     weight_step(&gpu, &net, &mut opt_super, (x, &y), &path, 0.0, 0.1, 0)?;
                 }
                 1 => {
-                    arch_step_gradient(&gpu, &net, &mut arch, (x, &y), mode, None, &mut rng)?;
+                    let y_arch = gpu.upload(&labels, &[batch])?;
+                    arch_step_gradient(
+                        &gpu,
+                        &net,
+                        &mut arch,
+                        vec![(x, y_arch)],
+                        mode,
+                        None,
+                        &mut rng,
+                    )?;
                 }
                 2 | 3 => {
                     let tape = Tape::new(&gpu, 0);

@@ -573,3 +573,97 @@ fn random_nets_are_drawn_inside_the_latency_window() {
         assert!(err.contains(what), "{target} {tol}: {err}");
     }
 }
+
+/// A batch in parts (where one part would be over a storage binding): the update applied is
+/// -lr times the parts' gradients of their mean losses weighed by their shares (3/8 and 5/8),
+/// each computed on its own; the reported loss is the share-weighed mean and the count the sum.
+/// And the parts a space needs: the cifar space at width 0.25 fits any batch here; the imagenet
+/// space at width 1 needs parts of at most 27 images under 128 MiB.
+#[test]
+fn a_weight_step_in_parts_applies_the_weighed_gradients() {
+    use proxyless::nas::search::weight_step_parts;
+    use proxyless::nn::optim::{Optimizer, OptimizerKind};
+    use proxyless::ops::loss;
+    let gpu = gpu();
+    let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
+    let path: Vec<usize> = space
+        .layers
+        .iter()
+        .map(|l| l.candidates.len() / 2)
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let batch = |n: usize, rng: &mut rand::rngs::StdRng| {
+        let x: Vec<f32> = (0..n * 32 * 32 * 3)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
+        (x, y)
+    };
+    let (a, b) = (batch(3, &mut rng), batch(5, &mut rng));
+    let up = |(x, y): &(Vec<f32>, Vec<u32>)| {
+        let n = y.len();
+        (
+            gpu.upload(x, &[n, 32, 32, 3]).unwrap(),
+            gpu.upload(y, &[n]).unwrap(),
+        )
+    };
+    // Each part's gradient on its own, on a copy of the same net.
+    let reference = Supernet::new(gpu, &space, 4).unwrap();
+    let mut want: std::collections::HashMap<usize, Vec<f64>> = Default::default();
+    let (mut want_loss, mut want_correct) = (0.0, 0.0);
+    for (part, share) in [(&a, 3.0 / 8.0), (&b, 5.0 / 8.0)] {
+        let (x, y) = up(part);
+        let tape = Tape::new(gpu, 0);
+        let xv = tape.constant(x);
+        let (logits, _) = reference.forward(&tape, &xv, &path, true).unwrap();
+        let (l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), &y, 0.1).unwrap();
+        let c = loss::count_correct(gpu, logits.value(), &y).unwrap();
+        want_loss += share * gpu.read_f32(&l).unwrap()[0] as f64;
+        want_correct += gpu.read_f32(&c).unwrap()[0] as f64;
+        for (p, g) in tape.backward(&logits, dl).unwrap().by_param {
+            let g = gpu.read_f32(&g).unwrap();
+            let acc = want.entry(p).or_insert_with(|| vec![0.0; g.len()]);
+            for (w, v) in acc.iter_mut().zip(g) {
+                *w += share * v as f64;
+            }
+        }
+    }
+    let net = Supernet::new(gpu, &space, 4).unwrap();
+    let before = net.params.to_host(gpu).unwrap();
+    let sgd = OptimizerKind::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    let mut opt = Optimizer::new(sgd, &net.params);
+    let lr = 0.5;
+    let (l, c) =
+        weight_step_parts(gpu, &net, &mut opt, vec![up(&a), up(&b)], &path, lr, 0.1, 0).unwrap();
+    let after = net.params.to_host(gpu).unwrap();
+    assert!(!want.is_empty());
+    // Over all parameters together (some gradients are ~1e-7, zero but for rounding: the
+    // projection BN's bias before the next block's BN).
+    let (mut all_got, mut all_want) = (Vec::new(), Vec::new());
+    for (p, g) in &want {
+        for (w0, w1) in before[*p].2.iter().zip(&after[*p].2) {
+            all_got.push((*w0 as f64 - *w1 as f64) / lr as f64);
+        }
+        all_want.extend_from_slice(g);
+    }
+    let err = proxyless::reference::rel_error(&all_got, &all_want);
+    assert!(
+        err < 1e-4,
+        "relative error {err} over {} values",
+        all_want.len()
+    );
+    let loss = gpu.read_f32(&l).unwrap()[0] as f64;
+    assert!(
+        (loss - want_loss).abs() < 1e-5 * want_loss,
+        "{loss} vs {want_loss}"
+    );
+    assert_eq!(gpu.read_f32(&c).unwrap()[0] as f64, want_correct);
+    let most = 128u64 << 20;
+    assert!(space.samples_per_binding(most) >= 256);
+    let imagenet = SearchSpace::new("imagenet", 1.0, 1000).unwrap();
+    assert_eq!(imagenet.samples_per_binding(most), 27);
+}

@@ -174,6 +174,53 @@ pub fn weight_step(
     Ok((l, correct))
 }
 
+/// [`weight_step`] on a batch given in parts (where one part's tensors would be over a storage
+/// binding): each part's gradient of its mean loss, weighed by its share of the batch, is
+/// added up, then one update; BN takes each part's statistics.
+#[allow(clippy::too_many_arguments)]
+pub fn weight_step_parts(
+    gpu: &Gpu,
+    net: &Supernet,
+    opt: &mut Optimizer,
+    parts: Vec<(Tensor, Tensor)>,
+    active: &[usize],
+    lr: f32,
+    smoothing: f32,
+    seed: u32,
+) -> Result<(Tensor, Tensor)> {
+    use crate::ops::elementwise::{add_assign, scale};
+    let n: usize = parts.iter().map(|(_, y)| y.numel()).sum();
+    let mut total: Option<(Tensor, Tensor, crate::autograd::Gradients)> = None;
+    for (i, (x, y)) in parts.into_iter().enumerate() {
+        let share = y.numel() as f32 / n as f32;
+        let tape = Tape::new(gpu, seed.wrapping_add(i as u32));
+        let xv = tape.constant(x);
+        let (logits, traces) = net.forward(&tape, &xv, active, true)?;
+        drop((xv, traces));
+        let (l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), &y, smoothing)?;
+        let correct = loss::count_correct(gpu, logits.value(), &y)?;
+        let grads = tape.backward(&logits, scale(gpu, &dl, share)?)?;
+        let l = scale(gpu, &l, share)?;
+        total = Some(match total {
+            None => (l, correct, grads),
+            Some((tl, tc, mut tg)) => {
+                add_assign(gpu, &tl, &l)?;
+                add_assign(gpu, &tc, &correct)?;
+                for (p, g) in grads.by_param {
+                    match tg.by_param.iter().find(|(q, _)| *q == p) {
+                        Some((_, acc)) => add_assign(gpu, acc, &g)?,
+                        None => tg.by_param.push((p, g)),
+                    }
+                }
+                (tl, tc, tg)
+            }
+        });
+    }
+    let (l, correct, grads) = total.context("a weight step needs at least one part")?;
+    opt.step(gpu, &net.params, &grads, lr)?;
+    Ok((l, correct))
+}
+
 /// The distribution the latency term of an architecture step is taken over: every op's
 /// probability in `full_v2`; in `two` mode the sampled pair's, renormalised over the two
 /// (official `MixedEdge.current_prob_over_ops`), and 0 for the other ops. Fed to
@@ -202,40 +249,19 @@ pub fn latency_probs(
     }
 }
 
-/// One gradient architecture step on a validation batch (weights frozen, BN on batch
-/// statistics, plain CE), then Adam on alpha (and the rescale in `two` mode).
-pub fn arch_step_gradient(
+/// One part of an architecture step's batch: its mean CE, its count of correct predictions and
+/// dL/dg of every involved candidate (0 elsewhere), with `active` on the path.
+fn gate_sums(
     gpu: &Gpu,
     net: &Supernet,
-    arch: &mut ArchParams,
     (x, y): (Tensor, &Tensor),
-    mode: GateMode,
-    costs: Option<&Costs>,
-    rng: &mut StdRng,
-) -> Result<ArchStepInfo> {
-    let probs = arch.probs();
-    // Active op per layer, and the candidates whose gate gradient is needed.
-    let mut active = Vec::new();
-    let mut involved: Vec<Vec<usize>> = Vec::new();
-    for (l, p) in probs.iter().enumerate() {
-        match mode {
-            GateMode::FullV2 => {
-                active.push(sample(p, rng));
-                involved.push((0..p.len()).collect());
-            }
-            GateMode::Two => {
-                let (a, b) = sample_two(p, rng);
-                let p2 = softmax(&[arch.alpha[l][a], arch.alpha[l][b]]);
-                active.push(if sample(&p2, rng) == 0 { a } else { b });
-                involved.push(vec![a, b]);
-            }
-        }
-    }
-    let n = y.numel();
+    active: &[usize],
+    involved: &[Vec<usize>],
+) -> Result<(f64, f64, Vec<Vec<f64>>)> {
     let tape = Tape::new(gpu, 0);
     tape.freeze_params();
     let xv = tape.constant(x);
-    let (logits, traces) = net.forward_from_leaf(&tape, &xv, &active)?;
+    let (logits, traces) = net.forward_from_leaf(&tape, &xv, active)?;
     let (ce_t, dl) = loss::softmax_cross_entropy(gpu, logits.value(), y, 0.0)?;
     let correct = loss::count_correct(gpu, logits.value(), y)?;
     let watch: Vec<&crate::autograd::Var> = traces.iter().map(|t| &t.output).collect();
@@ -265,8 +291,6 @@ pub fn arch_step_gradient(
     let mut wanted: Vec<&Tensor> = vec![&ce_t, &correct];
     wanted.extend(sums.iter().flatten().flatten());
     let values = gpu.read_many(&wanted)?;
-    let ce = values[0][0] as f64;
-    let accuracy = values[1][0] as f64 / n as f64;
     let mut next = values[2..].iter();
     let mut dg: Vec<Vec<f64>> = Vec::new();
     for s in &sums {
@@ -278,6 +302,55 @@ pub fn arch_step_gradient(
             });
         }
         dg.push(v);
+    }
+    Ok((values[0][0] as f64, values[1][0] as f64, dg))
+}
+
+/// One gradient architecture step on a validation batch, given in parts (weights frozen, BN on
+/// batch statistics, plain CE), then Adam on alpha (and the rescale in `two` mode).
+pub fn arch_step_gradient(
+    gpu: &Gpu,
+    net: &Supernet,
+    arch: &mut ArchParams,
+    parts: Vec<(Tensor, Tensor)>,
+    mode: GateMode,
+    costs: Option<&Costs>,
+    rng: &mut StdRng,
+) -> Result<ArchStepInfo> {
+    let probs = arch.probs();
+    // Active op per layer, and the candidates whose gate gradient is needed.
+    let mut active = Vec::new();
+    let mut involved: Vec<Vec<usize>> = Vec::new();
+    for (l, p) in probs.iter().enumerate() {
+        match mode {
+            GateMode::FullV2 => {
+                active.push(sample(p, rng));
+                involved.push((0..p.len()).collect());
+            }
+            GateMode::Two => {
+                let (a, b) = sample_two(p, rng);
+                let p2 = softmax(&[arch.alpha[l][a], arch.alpha[l][b]]);
+                active.push(if sample(&p2, rng) == 0 { a } else { b });
+                involved.push(vec![a, b]);
+            }
+        }
+    }
+    // The batch in parts (several where one part's tensors would be over a storage binding):
+    // each part's loss, count and gate sums, weighed by its share of the batch, add up to the
+    // batch's (BN takes each part's statistics).
+    let n: usize = parts.iter().map(|(_, y)| y.numel()).sum();
+    let (mut ce, mut accuracy) = (0.0, 0.0);
+    let mut dg: Vec<Vec<f64>> = probs.iter().map(|p| vec![0.0; p.len()]).collect();
+    for (x, y) in parts {
+        let share = y.numel() as f64 / n as f64;
+        let (part_ce, correct, part_dg) = gate_sums(gpu, net, (x, &y), &active, &involved)?;
+        ce += share * part_ce;
+        accuracy += correct / n as f64;
+        for (d, p) in dg.iter_mut().zip(&part_dg) {
+            for (d, p) in d.iter_mut().zip(p) {
+                *d += share * p;
+            }
+        }
     }
     // CE's gradient in alpha through the softmax (of all ops, or of the pair).
     let mut grad: Vec<Vec<f64>> = probs.iter().map(|p| vec![0.0; p.len()]).collect();

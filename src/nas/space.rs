@@ -103,6 +103,36 @@ pub struct SearchSpace {
     pub classifier: LinearSpec,
 }
 
+impl SearchSpace {
+    /// Floats of the largest tensor one image makes anywhere in the supernet: the stem's
+    /// output, and for every candidate its expanded input (at the layer's input size) and its
+    /// depthwise output. A batch is split so that a batch part times this fits one storage
+    /// binding (`samples_per_binding`).
+    pub fn largest_activation_floats(&self) -> usize {
+        let stem = self.resolution.div_ceil(self.first_conv.stride);
+        let mut most = stem
+            * stem
+            * self
+                .first_conv
+                .out_channels
+                .max(self.first_block.mid_channels);
+        for l in &self.layers {
+            for c in &l.candidates {
+                if let Candidate::MbConv { expand, .. } = *c {
+                    let mid = l.in_channels * expand;
+                    most = most.max(l.input_size * l.input_size * mid);
+                }
+            }
+        }
+        most
+    }
+
+    /// Images per batch part so that no tensor is over one storage binding of `max_bytes`.
+    pub fn samples_per_binding(&self, max_bytes: u64) -> usize {
+        ((max_bytes / (4 * self.largest_activation_floats() as u64)) as usize).max(1)
+    }
+}
+
 /// Rounds `v` to a multiple of `divisor`, never below 90% of `v` (the official
 /// `make_divisible` of the MobileNet code).
 pub fn make_divisible(v: f64, divisor: usize) -> usize {

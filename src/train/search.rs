@@ -13,10 +13,11 @@ use serde_json::json;
 
 use crate::autograd::Tape;
 use crate::data::{Augment, Loader};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Tensor};
 use crate::nas::arch::{ArchParams, GateMode};
 use crate::nas::search::{
-    arch_step_gradient, arch_step_reinforce, derive, weight_step, ArchStepInfo, Baseline, Costs,
+    arch_step_gradient, arch_step_reinforce, derive, weight_step, weight_step_parts, ArchStepInfo,
+    Baseline, Costs,
 };
 use crate::nas::supernet::Supernet;
 use crate::nas::warmup::Warmup;
@@ -162,16 +163,42 @@ fn layer_summary(net: &Supernet, arch: &ArchParams) -> Vec<serde_json::Value> {
 
 /// Accuracy of the most likely architecture on (up to 2000 of) the valid images, BN on each
 /// batch's statistics (a supernet's running statistics mix every path's inputs).
+/// The batch `b` on the device in as few parts of at most `most` images as can be, of sizes
+/// that differ by at most one (so that no part's BN statistics come from a handful).
+fn upload_parts(gpu: &Gpu, b: &crate::data::Batch, most: usize) -> Result<Vec<(Tensor, Tensor)>> {
+    let pixels = b.height * b.width * 3;
+    let k = b.n.div_ceil(most.max(1));
+    let mut start = 0;
+    (0..k)
+        .map(|j| {
+            let s = start;
+            let e = s + b.n / k + usize::from(j < b.n % k);
+            start = e;
+            let x = gpu.upload(
+                &b.images[s * pixels..e * pixels],
+                &[e - s, b.height, b.width, 3],
+            )?;
+            let y = gpu.upload(&b.labels[s..e], &[e - s])?;
+            Ok((x, y))
+        })
+        .collect()
+}
+
 fn valid_accuracy(gpu: &Gpu, net: &Supernet, data: &DataSource, arch: &ArchParams) -> Result<f64> {
     let idx: Vec<usize> = data.valid_indices.iter().take(2000).cloned().collect();
     if idx.is_empty() {
         return Ok(f64::NAN);
     }
     let choice = arch.argmax();
+    // Batches of 100, or fewer where 100 images would be over a storage binding.
+    let batch = net
+        .space
+        .samples_per_binding(gpu.max_binding_bytes())
+        .min(100);
     let loader = Loader::new(
         Arc::clone(&data.train),
         idx,
-        100,
+        batch,
         false,
         false,
         Augment::None,
@@ -329,6 +356,22 @@ fn search_epochs(
     let per_epoch = data.batches_per_epoch(cfg.batch)?;
     let warmup_steps = cfg.warmup_epochs * per_epoch;
     let total_steps = total_epochs * per_epoch;
+    // Images a batch part may hold so that no tensor is over one storage binding: batches
+    // over it are split (`weight_step_parts`, `arch_step_gradient`), BN then on each part.
+    let part = net.space.samples_per_binding(gpu.max_binding_bytes());
+    if part < cfg.batch.max(arch_batch) {
+        if let ArchUpdate::Reinforce { .. } = cfg.update {
+            if part < arch_batch {
+                bail!(
+                    "a REINFORCE batch of {arch_batch} images is over this adapter's storage-binding limit at this space (at most {part} an image batch): lower --reinforce-batch"
+                );
+            }
+        }
+        eprintln!(
+            "batches split into parts of at most {part} images (storage-binding limit {} MiB); BN takes each part's statistics",
+            gpu.max_binding_bytes() >> 20
+        );
+    }
     let reinforce_at = match (cfg.update, cfg.reinforce_updates) {
         (ArchUpdate::Reinforce { .. }, Some(n)) => Some(spread_updates(per_epoch, n)?),
         _ => None,
@@ -354,18 +397,32 @@ fn search_epochs(
             let active = cfg
                 .warmup
                 .path(net, arch.sample(&mut rng), step, warmup_steps);
-            let (x, y) = upload_batch(gpu, &b)?;
             let seed = super::step_seed(cfg.seed, step);
-            let (l, correct) = weight_step(
-                gpu,
-                net,
-                &mut opt,
-                (x, &y),
-                &active,
-                lr,
-                cfg.label_smoothing,
-                seed,
-            )?;
+            let (l, correct) = if b.n <= part {
+                let (x, y) = upload_batch(gpu, &b)?;
+                weight_step(
+                    gpu,
+                    net,
+                    &mut opt,
+                    (x, &y),
+                    &active,
+                    lr,
+                    cfg.label_smoothing,
+                    seed,
+                )?
+            } else {
+                let parts = upload_parts(gpu, &b, part)?;
+                weight_step_parts(
+                    gpu,
+                    net,
+                    &mut opt,
+                    parts,
+                    &active,
+                    lr,
+                    cfg.label_smoothing,
+                    seed,
+                )?
+            };
             totals.add(gpu, &StepOutput { loss: l, correct }, b.n)?;
             step += 1;
             let arch_now = match &reinforce_at {
@@ -385,28 +442,30 @@ fn search_epochs(
                         valid.next().context("the valid split yields no batch")?
                     }
                 };
-                let (vx, vy) = upload_batch(gpu, &vb)?;
                 arch_info = match cfg.update {
                     ArchUpdate::Gradient(mode) => arch_step_gradient(
                         gpu,
                         net,
                         &mut arch,
-                        (vx, &vy),
+                        upload_parts(gpu, &vb, part)?,
                         mode,
                         cfg.costs.as_ref(),
                         &mut rng,
                     )?,
-                    ArchUpdate::Reinforce { samples, exponent } => arch_step_reinforce(
-                        gpu,
-                        net,
-                        &mut arch,
-                        (vx, &vy),
-                        samples,
-                        exponent,
-                        cfg.costs.as_ref(),
-                        &mut baseline,
-                        &mut rng,
-                    )?,
+                    ArchUpdate::Reinforce { samples, exponent } => {
+                        let (vx, vy) = upload_batch(gpu, &vb)?;
+                        arch_step_reinforce(
+                            gpu,
+                            net,
+                            &mut arch,
+                            (vx, &vy),
+                            samples,
+                            exponent,
+                            cfg.costs.as_ref(),
+                            &mut baseline,
+                            &mut rng,
+                        )?
+                    }
                 };
                 arch_steps += 1;
             }
