@@ -79,3 +79,13 @@ pub fn proxyless(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Observes a run and, at the end of each epoch (after its checkpoint), makes the `.1`-th sync
+/// from then on fail as a lost device would (`Gpu::inject_device_loss_after`).
+pub struct LoseDeviceAfterEpoch<'a>(pub &'a Gpu, pub usize);
+
+impl proxyless::train::Observer for LoseDeviceAfterEpoch<'_> {
+    fn epoch_done(&mut self, _: &serde_json::Value) {
+        self.0.inject_device_loss_after(self.1);
+    }
+}

@@ -419,12 +419,6 @@ fn one_path_memory_stays_at_one_network() {
 /// and `--resume` from it finishes the search.
 #[test]
 fn a_lost_device_ends_the_search_with_the_last_checkpoint_intact() {
-    struct LoseAfterEpoch<'a>(&'a proxyless::gpu::Gpu);
-    impl train::Observer for LoseAfterEpoch<'_> {
-        fn epoch_done(&mut self, _: &serde_json::Value) {
-            self.0.inject_device_loss_after(2);
-        }
-    }
     let gpu = proxyless::gpu::Gpu::new(&Default::default()).unwrap();
     let space = SearchSpace::new("cifar", 0.25, 3).unwrap();
     let costs = toy_costs(&space, LossForm::parse("add#linear").unwrap());
@@ -438,7 +432,7 @@ fn a_lost_device_ends_the_search_with_the_last_checkpoint_intact() {
         &cfg,
         &RunDir(out.clone()),
         false,
-        &mut LoseAfterEpoch(&gpu),
+        &mut crate::common::LoseDeviceAfterEpoch(&gpu, 2),
     )
     .err()
     .expect("the injected loss ends the search");

@@ -598,12 +598,6 @@ fn decay_all_reaches_bn_and_biases() {
 /// run stopped after epoch 1 wrote), and `--resume` from it finishes the run.
 #[test]
 fn a_lost_device_ends_the_run_with_the_last_checkpoint_intact() {
-    struct LoseAfterEpoch<'a>(&'a proxyless::gpu::Gpu);
-    impl train::Observer for LoseAfterEpoch<'_> {
-        fn epoch_done(&mut self, _: &serde_json::Value) {
-            self.0.inject_device_loss_after(3);
-        }
-    }
     let gpu = proxyless::gpu::Gpu::new(&Default::default()).unwrap();
     let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
     let data = small_source(320, 16);
@@ -617,7 +611,7 @@ fn a_lost_device_ends_the_run_with_the_last_checkpoint_intact() {
         &cfg,
         &RunDir(lost.clone()),
         false,
-        &mut LoseAfterEpoch(&gpu),
+        &mut crate::common::LoseDeviceAfterEpoch(&gpu, 3),
     ) else {
         panic!("the injected loss did not end the run");
     };

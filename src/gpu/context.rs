@@ -728,18 +728,24 @@ impl Gpu {
             enc.copy_buffer_to_buffer(&raw, 0, &staging, 0, Some(bytes));
         }
         self.flush();
+        let raw = self.map_staging(&staging, "readback")?;
+        Ok(bytemuck::cast_slice::<u8, T>(&raw[..bytes as usize]).to_vec())
+    }
+
+    /// The bytes of a MAP_READ buffer once everything submitted has run (synchronises).
+    fn map_staging(&self, staging: &wgpu::Buffer, what: &str) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
         self.sync()?;
         rx.recv()
-            .map_err(|_| anyhow!("readback: map callback never ran"))?
-            .map_err(|e| anyhow!("readback: could not map the buffer: {e}"))?;
+            .map_err(|_| anyhow!("{what}: map callback never ran"))?
+            .map_err(|e| anyhow!("{what}: could not map the buffer: {e}"))?;
         let view = staging
             .get_mapped_range(..)
-            .map_err(|e| anyhow!("readback: {e}"))?;
-        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+            .map_err(|e| anyhow!("{what}: {e}"))?;
+        let out = view.to_vec();
         drop(view);
         staging.unmap();
         Ok(out)
@@ -824,20 +830,8 @@ impl Gpu {
         enc.resolve_query_set(&set, 0..2, &resolved, 0);
         enc.copy_buffer_to_buffer(&resolved, 0, &staging, 0, Some(16));
         self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.sync()?;
-        rx.recv()
-            .map_err(|_| anyhow!("timestamps: map callback never ran"))?
-            .map_err(|e| anyhow!("timestamps: readback failed: {e}"))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| anyhow!("timestamps: {e}"))?;
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&view[..]);
-        drop(view);
-        staging.unmap();
+        let ticks: Vec<u64> =
+            bytemuck::pod_collect_to_vec(&self.map_staging(&staging, "timestamps")?);
         let ns =
             ticks[1].saturating_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
         Ok(Some(Duration::from_nanos(ns as u64)))
