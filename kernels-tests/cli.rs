@@ -249,9 +249,26 @@ fn search_on_the_synthetic_set_writes_every_output() {
         "checkpoint.safetensors",
         "arch_probs.png",
         "curves.png",
+        "latency.png",
     ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
+    // `plot --run` redraws the three plots from the logs: text and lines, not a blank page.
+    for f in ["arch_probs.png", "curves.png", "latency.png"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let (ok, stdout, err) = proxyless(&["plot", "--run", &out]);
+    assert!(ok && stdout.contains("latency.png"), "{err}");
+    for f in ["arch_probs.png", "curves.png", "latency.png"] {
+        let img = image::open(dir.join(f)).unwrap().to_rgb8();
+        let inked = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+        assert!(
+            img.width() >= 600 && inked > 2000,
+            "{f}: {inked} inked pixels"
+        );
+    }
+    let (ok, _, err) = proxyless(&["plot", "--run", "/nonexistent/run"]);
+    assert!(!ok && err.contains("/nonexistent/run"), "{err}");
     let history = std::fs::read_to_string(dir.join("arch_history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
     let summary: serde_json::Value =

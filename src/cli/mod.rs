@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod devices;
 mod info;
+mod plot;
 mod sample;
 mod search;
 mod train;
@@ -53,6 +54,8 @@ enum Command {
     Latency(search::LatencyArgs),
     /// Draw a random architecture of a space near a latency (the random-search baseline).
     Sample(sample::Args),
+    /// Redraw a search's plots (architecture probabilities, curves, latency) from its logs.
+    Plot(plot::Args),
 }
 
 pub fn run() -> Result<()> {
@@ -74,6 +77,7 @@ pub fn run() -> Result<()> {
         Command::Search(a) => search::run(&open(&opts)?, *a),
         Command::Latency(a) => search::latency(&open(&opts)?, a),
         Command::Sample(a) => sample::run(&opts, a),
+        Command::Plot(a) => plot::run(a),
     }
 }
 

@@ -1,10 +1,17 @@
-//! Small PNG line plots (no text: colours are documented in the README): the probability of
-//! every op of every mixed layer over the epochs, and loss / accuracy curves.
+//! The search's PNG plots, drawn with `plotters` into a buffer (then written with `image`),
+//! in a bundled font (DejaVu Sans Mono, `data/fonts/`, its licence beside it) so that nothing
+//! is needed from the system:
+//! - `arch_probs.png`: one panel per mixed layer (titled with its index and shapes), each op's
+//!   probability against the epoch, one legend naming the ops in the official colours;
+//! - `curves.png`: training loss, and training and validation accuracy, against the epoch;
+//! - `latency.png`: the expected latency (or cost) against the epoch, with the target.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
-use image::{Rgb, RgbImage};
+use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
 /// Colours of candidates 0..7 in the official order (3x3_MBConv3, 3x3_MBConv6, 5x5_MBConv3,
 /// 5x5_MBConv6, 7x7_MBConv3, 7x7_MBConv6, Zero).
@@ -18,146 +25,278 @@ pub const OP_COLOURS: [[u8; 3]; 7] = [
     [120, 120, 120],
 ];
 
-const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
-const AXIS: Rgb<u8> = Rgb([60, 60, 60]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
+/// The op names in the order of [`OP_COLOURS`].
+pub const OP_NAMES: [&str; 7] = [
+    "3x3_MBConv3",
+    "3x3_MBConv6",
+    "5x5_MBConv3",
+    "5x5_MBConv6",
+    "7x7_MBConv3",
+    "7x7_MBConv6",
+    "Zero",
+];
 
-fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>) {
-    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-    loop {
-        for (ox, oy) in [(0, 0), (0, 1)] {
-            let (px, py) = (x + ox, y + oy);
-            if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                img.put_pixel(px as u32, py as u32, c);
-            }
-        }
-        if x == x1 && y == y1 {
-            break;
-        }
-        let e2 = 2 * err;
-        if e2 >= dy {
-            err += dy;
-            x += sx;
-        }
-        if e2 <= dx {
-            err += dx;
-            y += sy;
-        }
+const FONT: &str = "sans-serif";
+
+/// Registers the bundled font with plotters, once.
+fn font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        let bytes: &'static [u8] = include_bytes!("../../data/fonts/DejaVuSansMono.ttf");
+        plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok()
+    });
+    if !ok {
+        return Err(anyhow!(
+            "the bundled font data/fonts/DejaVuSansMono.ttf did not load"
+        ));
     }
+    Ok(())
 }
 
-/// One panel: a frame, grid lines at quarters, and each series (values in [lo, hi]) as a
-/// polyline across the panel's width.
-fn panel(
-    img: &mut RgbImage,
-    origin: (u32, u32),
-    size: (u32, u32),
-    series: &[(Vec<f64>, [u8; 3])],
-    lo: f64,
-    hi: f64,
-) {
-    let (ox, oy) = (origin.0 as i64, origin.1 as i64);
-    let (w, h) = (size.0 as i64, size.1 as i64);
-    for q in 1..4 {
-        let y = oy + h * q / 4;
-        line(img, (ox, y), (ox + w, y), GRID);
-    }
-    line(img, (ox, oy), (ox, oy + h), AXIS);
-    line(img, (ox, oy + h), (ox + w, oy + h), AXIS);
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    for (values, colour) in series {
-        let n = values.len();
-        let at = |i: usize, v: f64| {
-            let x = if n > 1 {
-                ox + w * i as i64 / (n as i64 - 1)
-            } else {
-                ox + w / 2
-            };
-            let t = ((v - lo) / span).clamp(0.0, 1.0);
-            (x, oy + h - (t * h as f64).round() as i64)
-        };
-        for i in 1..n {
-            if values[i - 1].is_finite() && values[i].is_finite() {
-                line(
-                    img,
-                    at(i - 1, values[i - 1]),
-                    at(i, values[i]),
-                    Rgb(*colour),
-                );
-            }
-        }
-    }
+fn colour(c: [u8; 3]) -> RGBColor {
+    RGBColor(c[0], c[1], c[2])
 }
 
-/// `history[epoch][layer][op]` as a grid of panels (7 per row), probabilities from 0 to 1.
-pub fn plot_arch_history(path: &Path, history: &[Vec<Vec<f64>>]) -> Result<()> {
-    let layers = history.first().map_or(0, |h| h.len());
-    let cols = 7u32;
-    let rows = (layers as u32).div_ceil(cols).max(1);
-    let (pw, ph, pad) = (160u32, 100u32, 16u32);
-    let mut img = RgbImage::from_pixel(cols * (pw + pad) + pad, rows * (ph + pad) + pad, WHITE);
-    for l in 0..layers {
-        let ops = history[0][l].len();
-        let series: Vec<(Vec<f64>, [u8; 3])> = (0..ops)
-            .map(|k| {
-                let colour = if ops < 7 {
-                    OP_COLOURS[k]
-                } else {
-                    OP_COLOURS[k.min(6)]
-                };
-                (history.iter().map(|e| e[l][k]).collect(), colour)
-            })
-            .collect();
-        let (c, r) = (l as u32 % cols, l as u32 / cols);
-        panel(
-            &mut img,
-            (pad + c * (pw + pad), pad + r * (ph + pad)),
-            (pw, ph),
-            &series,
-            0.0,
-            1.0,
-        );
+/// Draws into a white `w` x `h` picture with `draw`, then writes it as PNG.
+fn png(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
+) -> Result<()> {
+    font()?;
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        draw(&root)?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
     }
-    img.save(path)
+    image::RgbImage::from_raw(w, h, buf)
+        .context("plot buffer size")?
+        .save(path)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Two panels side by side: losses (train in blue, valid in orange) and accuracies (same
-/// colours) per epoch, each scaled to its own range (accuracy 0 to 1).
+/// Epoch numbers 1..=n against `values` (NaNs left out).
+fn points(values: &[f64]) -> Vec<(i32, f64)> {
+    values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(i, v)| (i as i32 + 1, *v))
+        .collect()
+}
+
+/// Epochs 1..=n on an integer axis (ticks on whole epochs).
+fn x_range(n: usize) -> std::ops::Range<i32> {
+    1..(n.max(2) as i32)
+}
+
+/// One panel per mixed layer: `history[epoch][layer][op]`, `ops[layer][op]` naming each
+/// candidate (as in [`OP_NAMES`]), `titles[layer]` its shapes.
+pub fn plot_arch_history(
+    path: &Path,
+    history: &[Vec<Vec<f64>>],
+    ops: &[Vec<String>],
+    titles: &[String],
+) -> Result<()> {
+    let layers = history.first().map_or(0, |h| h.len());
+    let cols = 4usize;
+    let rows = layers.div_ceil(cols).max(1);
+    let (pw, ph, legend) = (300u32, 190u32, 70u32);
+    let size = (cols as u32 * pw, rows as u32 * ph + legend);
+    png(path, size, |root| {
+        let (top, grid) = root.split_vertically(legend);
+        top.draw(&Text::new(
+            "Architecture probabilities per mixed layer (x: epoch, y: probability)",
+            (10, 8),
+            (FONT, 18).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+        for (k, name) in OP_NAMES.iter().enumerate() {
+            let (x, y) = (10 + (k as i32 % 4) * 260, 34 + (k as i32 / 4) * 18);
+            top.draw(&Rectangle::new(
+                [(x, y + 3), (x + 24, y + 11)],
+                colour(OP_COLOURS[k]).filled(),
+            ))
+            .map_err(|e| anyhow!("{e}"))?;
+            top.draw(&Text::new(*name, (x + 30, y), (FONT, 14).into_font()))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        let panels = grid.split_evenly((rows, cols));
+        for (l, area) in panels.iter().enumerate().take(layers) {
+            let title = titles
+                .get(l)
+                .map_or(format!("layer {l}"), |t| format!("{l}: {t}"));
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, (FONT, 13))
+                .margin(6)
+                .x_label_area_size(24)
+                .y_label_area_size(34)
+                .build_cartesian_2d(x_range(history.len()), 0.0..1.0)
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .x_labels(5)
+                .y_labels(3)
+                .y_label_formatter(&|v| format!("{v:.1}"))
+                .label_style((FONT, 11))
+                .light_line_style(WHITE)
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            for (k, _) in history[0][l].iter().enumerate() {
+                let name = ops.get(l).and_then(|o| o.get(k)).map(String::as_str);
+                let c = OP_NAMES
+                    .iter()
+                    .position(|n| Some(*n) == name)
+                    .unwrap_or(k.min(6));
+                let values: Vec<f64> = history.iter().map(|e| e[l][k]).collect();
+                chart
+                    .draw_series(LineSeries::new(
+                        points(&values),
+                        colour(OP_COLOURS[c]).stroke_width(2),
+                    ))
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Training loss (left axis) and training and validation accuracy (right panel) per epoch.
 pub fn plot_curves(
     path: &Path,
     train_loss: &[f64],
-    valid_loss: &[f64],
     train_acc: &[f64],
     valid_acc: &[f64],
 ) -> Result<()> {
-    let (pw, ph, pad) = (360u32, 240u32, 20u32);
-    let mut img = RgbImage::from_pixel(2 * (pw + pad) + pad, ph + 2 * pad, WHITE);
-    let finite = train_loss
+    let n = train_loss.len().max(valid_acc.len());
+    png(path, (960, 380), |root| {
+        let (left, right) = root.split_horizontally(480);
+        let hi = train_loss
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, |a, &b| a.max(b));
+        let mut chart = ChartBuilder::on(&left)
+            .caption("Training loss", (FONT, 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(x_range(n), 0.0..(hi * 1.1).max(1e-6))
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .label_style((FONT, 12))
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .draw_series(LineSeries::new(
+                points(train_loss),
+                colour(OP_COLOURS[0]).stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("train loss")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], colour(OP_COLOURS[0])));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 12))
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = ChartBuilder::on(&right)
+            .caption("Accuracy", (FONT, 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(x_range(n), 0.0..1.0)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("accuracy")
+            .label_style((FONT, 12))
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        for (values, name, c) in [
+            (train_acc, "train", OP_COLOURS[0]),
+            (valid_acc, "valid", OP_COLOURS[2]),
+        ] {
+            chart
+                .draw_series(LineSeries::new(points(values), colour(c).stroke_width(2)))
+                .map_err(|e| anyhow!("{e}"))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour(c)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font((FONT, 12))
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+}
+
+/// The expected cost per epoch against the target (a dashed-free horizontal line), in `unit`.
+pub fn plot_latency(path: &Path, expected: &[f64], target: Option<f64>, unit: &str) -> Result<()> {
+    let n = expected.len();
+    let finite = expected
         .iter()
-        .chain(valid_loss)
+        .chain(target.iter())
         .filter(|v| v.is_finite());
-    let hi = finite.clone().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lo = finite.cloned().fold(f64::INFINITY, f64::min).min(0.0);
-    let (blue, orange) = (OP_COLOURS[0], OP_COLOURS[2]);
-    panel(
-        &mut img,
-        (pad, pad),
-        (pw, ph),
-        &[(train_loss.to_vec(), blue), (valid_loss.to_vec(), orange)],
-        lo,
-        hi.max(lo + 1e-9),
-    );
-    panel(
-        &mut img,
-        (2 * pad + pw, pad),
-        (pw, ph),
-        &[(train_acc.to_vec(), blue), (valid_acc.to_vec(), orange)],
-        0.0,
-        1.0,
-    );
-    img.save(path)
-        .with_context(|| format!("cannot write {}", path.display()))
+    let hi = finite.clone().fold(0.0f64, |a, &b| a.max(b));
+    png(path, (640, 400), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("Expected cost of the distribution", (FONT, 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range(n), 0.0..(hi * 1.15).max(1e-6))
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(format!("expected {unit}"))
+            .label_style((FONT, 12))
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .draw_series(LineSeries::new(
+                points(expected),
+                colour(OP_COLOURS[0]).stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(format!("expected ({unit})"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], colour(OP_COLOURS[0])));
+        if let Some(t) = target {
+            let red = RGBColor(214, 39, 40);
+            let r = x_range(n);
+            chart
+                .draw_series(LineSeries::new(
+                    [(r.start, t), (r.end, t)],
+                    red.stroke_width(2),
+                ))
+                .map_err(|e| anyhow!("{e}"))?
+                .label(format!("target {t:.2} {unit}"))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], red));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .label_font((FONT, 12))
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
 }

@@ -220,8 +220,29 @@ fn valid_accuracy(gpu: &Gpu, net: &Supernet, data: &DataSource, arch: &ArchParam
     Ok(totals.read(gpu)?.1)
 }
 
-/// Renders `arch_probs.png` and `curves.png` from the run's logs (so a resumed run's plots
-/// cover all of it).
+/// Each mixed layer's candidate names, in order (for the plots' colours).
+fn op_names(net: &Supernet) -> Vec<Vec<String>> {
+    net.space
+        .layers
+        .iter()
+        .map(|l| l.candidates.iter().map(|c| c.name()).collect())
+        .collect()
+}
+
+/// Each mixed layer's input and output shapes, as panel titles.
+fn layer_shapes(net: &Supernet) -> Vec<String> {
+    net.space
+        .layers
+        .iter()
+        .map(|l| {
+            let (i, o) = (l.input_size, l.output_size());
+            format!("{i}x{i}x{} > {o}x{o}x{}", l.in_channels, l.out_channels)
+        })
+        .collect()
+}
+
+/// Renders `arch_probs.png`, `curves.png` and `latency.png` from the run's logs alone (so a
+/// resumed run's plots cover all of it, and `proxyless plot --run DIR` redraws them).
 pub fn write_plots(out: &RunDir) -> Result<()> {
     let read = |p: PathBuf| -> Result<Vec<serde_json::Value>> {
         let text =
@@ -230,25 +251,39 @@ pub fn write_plots(out: &RunDir) -> Result<()> {
             .map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line", p.display())))
             .collect()
     };
-    let history: Vec<Vec<Vec<f64>>> = read(out.arch_history())?
+    let lines = read(out.arch_history())?;
+    let history: Vec<Vec<Vec<f64>>> = lines
         .iter()
         .map(|r| serde_json::from_value(r["probs"].clone()))
         .collect::<std::result::Result<_, _>>()
         .context("arch_history.jsonl: bad probabilities")?;
-    super::plot::plot_arch_history(&out.0.join("arch_probs.png"), &history)?;
+    let last = lines.last().cloned().unwrap_or_default();
+    let ops: Vec<Vec<String>> = serde_json::from_value(last["ops"].clone()).unwrap_or_default();
+    let shapes: Vec<String> = serde_json::from_value(last["shapes"].clone()).unwrap_or_default();
+    super::plot::plot_arch_history(&out.0.join("arch_probs.png"), &history, &ops, &shapes)?;
     let log = read(out.log())?;
     let col = |k: &str| -> Vec<f64> {
         log.iter()
             .map(|r| r[k].as_f64().unwrap_or(f64::NAN))
             .collect()
     };
-    let nan = vec![f64::NAN; log.len()];
     super::plot::plot_curves(
         &out.0.join("curves.png"),
         &col("train_loss"),
-        &nan,
         &col("train_accuracy"),
         &col("valid_accuracy"),
+    )?;
+    let unit = log
+        .last()
+        .and_then(|r| r["cost_unit"].as_str())
+        .unwrap_or("ms")
+        .to_string();
+    let target = log.last().and_then(|r| r["target_cost"].as_f64());
+    super::plot::plot_latency(
+        &out.0.join("latency.png"),
+        &col("expected_cost"),
+        target,
+        &unit,
     )
 }
 
@@ -502,6 +537,7 @@ fn search_epochs(
             "arch_steps": arch_steps,
             "arch_valid_ce": if arch_steps > 0 { Some(arch_info.ce) } else { None },
             "expected_cost": expected,
+            "target_cost": cfg.costs.as_ref().map(|c| c.target),
             "cost_unit": cfg.costs.as_ref().map(|c| c.unit),
             "mean_entropy": arch.mean_entropy(),
             "layers": layer_summary(net, &arch),
@@ -519,7 +555,7 @@ fn search_epochs(
         append_line(&out.log(), &record)?;
         append_line(
             &out.arch_history(),
-            &json!({"epoch": epoch + 1, "probs": probs}),
+            &json!({"epoch": epoch + 1, "probs": probs, "ops": op_names(net), "shapes": layer_shapes(net)}),
         )?;
         save_state(gpu, &out.checkpoint(), &net.params, &opt, meta)?;
         observer.epoch_done(&record);
