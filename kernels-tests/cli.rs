@@ -485,3 +485,38 @@ fn search_killed_and_resumed_equals_an_uninterrupted_run() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `kernels --dump` writes the WGSL of every kernel variant a workload compiled, one file
+/// each, named by kernel, holding the kernel's cache key and its full source (header comment
+/// and entry point included); a workload it cannot run is refused.
+#[test]
+fn kernels_dump_writes_every_compiled_variant() {
+    let dir = std::env::temp_dir().join(format!("proxyless-cli-dump-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_string_lossy().into_owned();
+    let (ok, stdout, err) = proxyless(&["kernels", "--dump", &d, "--workload", "dw3s2"]);
+    assert!(ok, "{err}");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!files.is_empty());
+    assert!(
+        stdout.starts_with(&format!("{} kernel variants", files.len())),
+        "{stdout}"
+    );
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".wgsl") && text.starts_with("// kernel: ") && text.contains("@compute"),
+            "{name}"
+        );
+    }
+    assert!(files
+        .iter()
+        .any(|f| f.to_string_lossy().contains("depthwise__")));
+    let (ok, _, err) = proxyless(&["kernels", "--dump", &d, "--workload", "memory"]);
+    assert!(!ok && err.contains("--workload"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

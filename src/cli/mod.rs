@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod devices;
 mod info;
+mod kernels;
 mod plot;
 mod sample;
 mod search;
@@ -54,6 +55,8 @@ enum Command {
     Latency(search::LatencyArgs),
     /// Draw a random architecture of a space near a latency (the random-search baseline).
     Sample(sample::Args),
+    /// Write the exact WGSL of every kernel variant a workload compiles, one file each.
+    Kernels(kernels::Args),
     /// Redraw a search's plots (architecture probabilities, curves, latency) from its logs.
     Plot(plot::Args),
 }
@@ -78,6 +81,7 @@ pub fn run() -> Result<()> {
         Command::Latency(a) => search::latency(&open(&opts)?, a),
         Command::Sample(a) => sample::run(&opts, a),
         Command::Plot(a) => plot::run(a),
+        Command::Kernels(a) => kernels::run(&open(&opts)?, a),
     }
 }
 

@@ -38,6 +38,8 @@ pub const MAX_PARAM_WORDS: usize = 32;
 /// A compiled pipeline and its bind-group layout.
 pub struct Kernel {
     pub(crate) name: String,
+    /// The exact WGSL it was compiled from (`proxyless kernels --dump`).
+    pub(crate) source: String,
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) bindings: &'static [Access],
@@ -46,6 +48,11 @@ pub struct Kernel {
 impl Kernel {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The WGSL source this kernel was compiled from, template holes filled.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 }
 

@@ -13,6 +13,14 @@ use crate::gpu::tuning::{tuning, ShaderChecks};
 
 impl Gpu {
     /// The compiled kernel for `spec` with template values filled in (compiled on first use).
+    /// Every kernel compiled so far, by cache key (file, entry point and variant), in key order.
+    pub fn compiled_kernels(&self) -> Vec<Arc<Kernel>> {
+        let cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<Arc<Kernel>> = cache.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub fn kernel(&self, spec: &KernelSpec, values: &[(&str, String)]) -> Result<Arc<Kernel>> {
         let mut variant = String::new();
         for (k, v) in values {
@@ -46,7 +54,7 @@ impl Gpu {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let descriptor = wgpu::ShaderModuleDescriptor {
             label: Some(&key),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
         };
         // SAFETY: every kernel family is checked against a CPU reference by `kernels-tests/`
         // and `proxyless check`, on shapes that cover each variant's edges; their loops have
@@ -136,6 +144,7 @@ impl Gpu {
         }
         let k = Arc::new(Kernel {
             name: key.clone(),
+            source,
             pipeline,
             layout,
             bindings: spec.bindings,
