@@ -21,7 +21,7 @@ fn main() -> Result<()> {
     let gpu = Gpu::new(&GpuOptions::default())?;
     let net = Network::new(
         &gpu,
-        &NetConfig::parse(include_str!("../data/nets/cifar-mb6k5.config"))?,
+        &NetConfig::parse(include_str!("../../data/nets/cifar-mb6k5.config"))?,
         2019,
     )?;
     let mut opt = Optimizer::new(OptimizerKind::nesterov(4e-5), &net.params);
