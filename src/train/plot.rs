@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -163,6 +164,60 @@ pub fn plot_arch_history(
     })
 }
 
+/// The charts' type: epochs on an integer axis, values on a real one.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordi32, RangedCoordf64>>;
+
+/// A chart of `caption` over `area`: epochs 1..=n across, `y` up.
+fn chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    n: usize,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>> {
+    ChartBuilder::on(area)
+        .caption(caption, (FONT, 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_range(n), y)
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// Axes with their descriptions, and the light grid.
+fn axes(chart: &mut Chart, y_desc: &str) -> Result<()> {
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .label_style((FONT, 12))
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// A line of `values` against the epoch, named `label` in the legend.
+fn series(chart: &mut Chart, values: &[f64], c: RGBColor, label: &str) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(points(values), c.stroke_width(2)))
+        .map_err(|e| anyhow!("{e}"))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c));
+    Ok(())
+}
+
+/// The legend of the named lines, framed, at `at`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .label_font((FONT, 12))
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))
+}
+
 /// Training loss (left axis) and training and validation accuracy (right panel) per epoch.
 pub fn plot_curves(
     path: &Path,
@@ -171,132 +226,50 @@ pub fn plot_curves(
     valid_acc: &[f64],
 ) -> Result<()> {
     let n = train_loss.len().max(valid_acc.len());
+    let hi = train_loss
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |a, &b| a.max(b));
     png(path, (960, 380), |root| {
         let (left, right) = root.split_horizontally(480);
-        let hi = train_loss
-            .iter()
-            .filter(|v| v.is_finite())
-            .fold(0.0f64, |a, &b| a.max(b));
-        let mut chart = ChartBuilder::on(&left)
-            .caption("Training loss", (FONT, 18))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(x_range(n), 0.0..(hi * 1.1).max(1e-6))
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("loss")
-            .label_style((FONT, 12))
-            .light_line_style(WHITE)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .draw_series(LineSeries::new(
-                points(train_loss),
-                colour(OP_COLOURS[0]).stroke_width(2),
-            ))
-            .map_err(|e| anyhow!("{e}"))?
-            .label("train loss")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], colour(OP_COLOURS[0])));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        let mut chart = ChartBuilder::on(&right)
-            .caption("Accuracy", (FONT, 18))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(x_range(n), 0.0..1.0)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("accuracy")
-            .label_style((FONT, 12))
-            .light_line_style(WHITE)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        for (values, name, c) in [
-            (train_acc, "train", OP_COLOURS[0]),
-            (valid_acc, "valid", OP_COLOURS[2]),
-        ] {
-            chart
-                .draw_series(LineSeries::new(points(values), colour(c).stroke_width(2)))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour(c)));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(())
+        let mut c = chart(&left, "Training loss", n, 0.0..(hi * 1.1).max(1e-6))?;
+        axes(&mut c, "loss")?;
+        series(&mut c, train_loss, colour(OP_COLOURS[0]), "train loss")?;
+        legend(&mut c, SeriesLabelPosition::UpperRight)?;
+        let mut c = chart(&right, "Accuracy", n, 0.0..1.0)?;
+        axes(&mut c, "accuracy")?;
+        series(&mut c, train_acc, colour(OP_COLOURS[0]), "train")?;
+        series(&mut c, valid_acc, colour(OP_COLOURS[2]), "valid")?;
+        legend(&mut c, SeriesLabelPosition::LowerRight)
     })
 }
 
-/// The expected cost per epoch against the target (a dashed-free horizontal line), in `unit`.
+/// The expected cost per epoch against the target (a horizontal line), in `unit`.
 pub fn plot_latency(path: &Path, expected: &[f64], target: Option<f64>, unit: &str) -> Result<()> {
     let n = expected.len();
-    let finite = expected
+    let hi = expected
         .iter()
         .chain(target.iter())
-        .filter(|v| v.is_finite());
-    let hi = finite.clone().fold(0.0f64, |a, &b| a.max(b));
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |a, &b| a.max(b));
     png(path, (640, 400), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption("Expected cost of the distribution", (FONT, 18))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x_range(n), 0.0..(hi * 1.15).max(1e-6))
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(format!("expected {unit}"))
-            .label_style((FONT, 12))
-            .light_line_style(WHITE)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .draw_series(LineSeries::new(
-                points(expected),
-                colour(OP_COLOURS[0]).stroke_width(2),
-            ))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(format!("expected ({unit})"))
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], colour(OP_COLOURS[0])));
+        let title = "Expected cost of the distribution";
+        let mut c = chart(root, title, n, 0.0..(hi * 1.15).max(1e-6))?;
+        axes(&mut c, &format!("expected {unit}"))?;
+        series(
+            &mut c,
+            expected,
+            colour(OP_COLOURS[0]),
+            &format!("expected ({unit})"),
+        )?;
         if let Some(t) = target {
-            let red = RGBColor(214, 39, 40);
-            let r = x_range(n);
-            chart
-                .draw_series(LineSeries::new(
-                    [(r.start, t), (r.end, t)],
-                    red.stroke_width(2),
-                ))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(format!("target {t:.2} {unit}"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], red));
+            series(
+                &mut c,
+                &vec![t; n.max(2)],
+                RGBColor(214, 39, 40),
+                &format!("target {t:.2} {unit}"),
+            )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, 12))
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(())
+        legend(&mut c, SeriesLabelPosition::LowerLeft)
     })
 }
