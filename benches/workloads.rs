@@ -7,15 +7,15 @@ fn main() -> anyhow::Result<()> {
     }
     let gpu = proxyless::gpu::Gpu::new(&Default::default())?;
     println!("adapter: {}", gpu.adapter_name());
-    for w in proxyless::bench::WORKLOADS {
+    for w in proxyless::workloads::WORKLOADS {
         if *w == "memory" {
-            for r in proxyless::bench::memory::run(&gpu, "cifar", 1.0, 32)? {
+            for r in proxyless::workloads::memory::run(&gpu, "cifar", 1.0, 32)? {
                 println!("{}", serde_json::to_string(&r)?);
             }
             continue;
         }
-        let r = proxyless::bench::run(&gpu, w, 10)?;
-        println!("{}", proxyless::bench::describe(&gpu, &r));
+        let r = proxyless::workloads::run(&gpu, w, 10)?;
+        println!("{}", proxyless::workloads::describe(&gpu, &r));
         println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())

@@ -6,7 +6,7 @@ use anyhow::Result;
 use proxyless::gpu::{Gpu, GpuOptions};
 use proxyless::nas::arch::GateMode;
 use proxyless::nas::measure::measure_table;
-use proxyless::nas::search::{Costs, LossForm};
+use proxyless::nas::steps::{Costs, LossForm};
 use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;

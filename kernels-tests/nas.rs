@@ -277,7 +277,7 @@ fn latency_tables_round_trip_and_the_official_one_loads() {
 /// candidate off the path untouched. `PROXYLESS_CHURN` sets the number of churn steps.
 #[test]
 fn supernet_path_step_matches_the_derived_standalone_net() {
-    use proxyless::nas::search::{derive, weight_step};
+    use proxyless::nas::steps::{derive, weight_step};
     use proxyless::nn::optim::{Optimizer, OptimizerKind};
     let gpu = gpu();
     let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
@@ -516,7 +516,7 @@ fn frozen_weights_give_the_same_layer_gradients_without_weight_gradients() {
 #[test]
 fn random_nets_are_drawn_inside_the_latency_window() {
     use proxyless::nas::sample::sample_near;
-    use proxyless::nas::search::{Costs, LossForm};
+    use proxyless::nas::steps::{Costs, LossForm};
     let space = SearchSpace::new("cifar", 0.25, 10).unwrap();
     // Costs like a table's: kernel * expand per MBConv, Zero free, a fixed part.
     let per = crate::search::kernel_expand_costs(&space, 0.1);
@@ -581,7 +581,7 @@ fn random_nets_are_drawn_inside_the_latency_window() {
 /// space at width 1 needs parts of at most 27 images under 128 MiB.
 #[test]
 fn a_weight_step_in_parts_applies_the_weighed_gradients() {
-    use proxyless::nas::search::weight_step_parts;
+    use proxyless::nas::steps::weight_step_parts;
     use proxyless::nn::optim::{Optimizer, OptimizerKind};
     use proxyless::ops::loss;
     let gpu = gpu();

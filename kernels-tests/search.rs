@@ -7,7 +7,7 @@ use proxyless::data::{synthetic, Augment};
 use proxyless::nas::arch::softmax;
 use proxyless::nas::arch::GateMode;
 use proxyless::nas::latency::expected_latency;
-use proxyless::nas::search::{latency_probs, Costs, LossForm};
+use proxyless::nas::steps::{latency_probs, Costs, LossForm};
 use proxyless::nas::space::{Candidate, SearchSpace};
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;
@@ -396,7 +396,7 @@ fn search_bad_input_names_what_is_wrong() {
 fn one_path_memory_stays_at_one_network() {
     // A private device: other tests' buffers would move this pool's counters.
     let gpu = proxyless::gpu::Gpu::new(&Default::default()).expect("a wgpu adapter");
-    let r = proxyless::bench::memory::run(&gpu, "cifar", 0.25, 4).unwrap();
+    let r = proxyless::workloads::memory::run(&gpu, "cifar", 0.25, 4).unwrap();
     let (standalone, supernet, all) = (&r[0], &r[1], &r[2]);
     let others = supernet.resident_bytes - standalone.resident_bytes;
     assert!(
@@ -406,7 +406,7 @@ fn one_path_memory_stays_at_one_network() {
         standalone.peak_bytes,
         others
     );
-    let activations = |m: &proxyless::bench::memory::MemoryResult| m.peak_bytes - m.resident_bytes;
+    let activations = |m: &proxyless::workloads::memory::MemoryResult| m.peak_bytes - m.resident_bytes;
     assert!(
         activations(all) as f64 > 2.0 * activations(supernet) as f64,
         "all-paths {} vs one path {}",

@@ -9,7 +9,7 @@ use proxyless::autograd::Tape;
 use proxyless::data::{synthetic, Augment, Loader, Normalize};
 use proxyless::nas::arch::ArchParams;
 use proxyless::nas::grow::{default_anchor, grow_from_anchor};
-use proxyless::nas::search::weight_step;
+use proxyless::nas::steps::weight_step;
 use proxyless::nas::space::{Candidate, SearchSpace};
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::{anchors, identity_residuals, Warmup};

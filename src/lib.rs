@@ -5,7 +5,7 @@
 //! `verify` (GPU-vs-reference comparisons used by the tests and `proxyless check`).
 
 pub mod autograd;
-pub mod bench;
+pub mod workloads;
 pub mod data;
 pub mod gpu;
 pub mod nas;

@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use proxyless::autograd::Tape;
 use proxyless::gpu::{Gpu, GpuOptions};
 use proxyless::nas::arch::{ArchParams, GateMode};
-use proxyless::nas::search::{arch_step_gradient, derive, weight_step};
+use proxyless::nas::steps::{arch_step_gradient, derive, weight_step};
 use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
 use proxyless::nn::config::NetConfig;

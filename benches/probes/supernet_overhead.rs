@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 use proxyless::gpu::{Gpu, GpuOptions};
 use proxyless::nas::arch::ArchParams;
-use proxyless::nas::search::{derive, weight_step};
+use proxyless::nas::steps::{derive, weight_step};
 use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
 use proxyless::nn::config::NetConfig;

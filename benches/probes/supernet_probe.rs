@@ -9,7 +9,7 @@ use anyhow::Result;
 use proxyless::data::{synthetic, Augment, Loader, Normalize};
 use proxyless::gpu::{Gpu, GpuOptions};
 use proxyless::nas::arch::ArchParams;
-use proxyless::nas::search::weight_step;
+use proxyless::nas::steps::weight_step;
 use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
 use proxyless::nn::optim::{Optimizer, OptimizerKind};

@@ -17,11 +17,11 @@ fn main() -> Result<()> {
         .context("usage: workload_profile WORKLOAD [REPS]")?;
     let reps: usize = args.get(2).map_or(Ok(5), |s| s.parse())?;
     let gpu = Gpu::new(&GpuOptions::default())?;
-    let plain = proxyless::bench::run(&gpu, workload, reps)?;
+    let plain = proxyless::workloads::run(&gpu, workload, reps)?;
     gpu.profile_kernels();
-    proxyless::bench::run(&gpu, workload, reps)?;
+    proxyless::workloads::run(&gpu, workload, reps)?;
     let rows = gpu.kernel_profile_report();
-    // bench::run makes warm-up and measuring runs: scale the sums to one run by the calls of
+    // workloads::run makes warm-up and measuring runs: scale the sums to one run by the calls of
     // the most frequent kernel is fragile, so count runs from the benchmark's own structure.
     let runs = runs_of(workload, reps) as f64;
     let total: f64 = rows.iter().map(|r| r.1).sum::<f64>() / runs;
@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Runs of the workload's body in one `bench::run`: 3 warm-ups and `reps` timed, plus the
+/// Runs of the workload's body in one `workloads::run`: 3 warm-ups and `reps` timed, plus the
 /// two of the memory high-water measurement for mbconv and step.
 fn runs_of(workload: &str, reps: usize) -> usize {
     3 + reps.max(1)

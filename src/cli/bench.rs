@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::values;
-use proxyless::bench::{describe, run as run_workload, WORKLOADS};
+use proxyless::workloads::{describe, run as run_workload, WORKLOADS};
 use proxyless::gpu::Gpu;
 
 #[derive(clap::Args)]
@@ -26,7 +26,7 @@ pub fn run(gpu: &Gpu, args: Args) -> Result<()> {
     };
     for name in names {
         if name == "memory" {
-            let rs = proxyless::bench::memory::run(gpu, "cifar", 1.0, 32)?;
+            let rs = proxyless::workloads::memory::run(gpu, "cifar", 1.0, 32)?;
             let standalone = rs[0].peak_bytes as f64;
             for r in &rs {
                 if args.json {

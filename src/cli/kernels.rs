@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use proxyless::bench::{run as run_workload, WORKLOADS};
+use proxyless::workloads::{run as run_workload, WORKLOADS};
 use proxyless::gpu::Gpu;
 
 #[derive(clap::Args)]

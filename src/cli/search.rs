@@ -9,7 +9,7 @@ use proxyless::gpu::Gpu;
 use proxyless::nas::arch::GateMode;
 use proxyless::nas::latency::{net_latency, LatencyTable};
 use proxyless::nas::measure::{measure_net, measure_table};
-use proxyless::nas::search::{Costs, LossForm};
+use proxyless::nas::steps::{Costs, LossForm};
 use proxyless::nas::space::SearchSpace;
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;

@@ -12,7 +12,7 @@
 use anyhow::{bail, Result};
 use rand::Rng;
 
-use super::search::Costs;
+use super::steps::Costs;
 
 /// How many proposals the walk makes, per layer, to reach the window before giving up.
 const APPROACH_PER_LAYER: usize = 20_000;

@@ -15,7 +15,7 @@ use crate::autograd::Tape;
 use crate::data::{Augment, Loader};
 use crate::gpu::{Gpu, Tensor};
 use crate::nas::arch::{ArchParams, GateMode};
-use crate::nas::search::{
+use crate::nas::steps::{
     arch_step_gradient, arch_step_reinforce, derive, weight_step, weight_step_parts, ArchStepInfo,
     Baseline, Costs,
 };

@@ -1,5 +1,6 @@
-//! The search: weight steps on sampled paths, architecture steps (gradient through binary
-//! gates, or REINFORCE) with a latency-aware loss, and the derived net with inherited weights.
+//! One step of each kind the search takes: a weight step on a sampled path, an architecture
+//! step (gradient through binary gates, or REINFORCE) with a latency-aware loss, and the derived
+//! net with inherited weights. The loop that runs them is `train::search`.
 
 use std::collections::HashMap;
 
