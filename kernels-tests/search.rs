@@ -7,8 +7,8 @@ use proxyless::data::{synthetic, Augment};
 use proxyless::nas::arch::softmax;
 use proxyless::nas::arch::GateMode;
 use proxyless::nas::latency::expected_latency;
-use proxyless::nas::steps::{latency_probs, Costs, LossForm};
 use proxyless::nas::space::{Candidate, SearchSpace};
+use proxyless::nas::steps::{latency_probs, Costs, LossForm};
 use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;
 use proxyless::nn::{NetConfig, Network};
@@ -406,7 +406,8 @@ fn one_path_memory_stays_at_one_network() {
         standalone.peak_bytes,
         others
     );
-    let activations = |m: &proxyless::workloads::memory::MemoryResult| m.peak_bytes - m.resident_bytes;
+    let activations =
+        |m: &proxyless::workloads::memory::MemoryResult| m.peak_bytes - m.resident_bytes;
     assert!(
         activations(all) as f64 > 2.0 * activations(supernet) as f64,
         "all-paths {} vs one path {}",

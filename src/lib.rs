@@ -5,7 +5,6 @@
 //! `verify` (GPU-vs-reference comparisons used by the tests and `proxyless check`).
 
 pub mod autograd;
-pub mod workloads;
 pub mod data;
 pub mod gpu;
 pub mod nas;
@@ -14,3 +13,4 @@ pub mod ops;
 pub mod reference;
 pub mod train;
 pub mod verify;
+pub mod workloads;

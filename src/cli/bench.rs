@@ -3,8 +3,8 @@
 use anyhow::Result;
 
 use super::values;
-use proxyless::workloads::{describe, run as run_workload, WORKLOADS};
 use proxyless::gpu::Gpu;
+use proxyless::workloads::{describe, run as run_workload, WORKLOADS};
 
 #[derive(clap::Args)]
 pub struct Args {

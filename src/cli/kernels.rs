@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use proxyless::workloads::{run as run_workload, WORKLOADS};
 use proxyless::gpu::Gpu;
+use proxyless::workloads::{run as run_workload, WORKLOADS};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -10,8 +10,8 @@ use proxyless::gpu::GpuOptions;
 use proxyless::nas::latency::LatencyTable;
 use proxyless::nas::measure::measure_net;
 use proxyless::nas::sample::sample_near;
-use proxyless::nas::steps::{Costs, LossForm};
 use proxyless::nas::space::SearchSpace;
+use proxyless::nas::steps::{Costs, LossForm};
 use proxyless::nn::Network;
 
 #[derive(clap::Args)]

@@ -7,7 +7,7 @@ pub mod grow;
 pub mod latency;
 pub mod measure;
 pub mod sample;
-pub mod steps;
 pub mod space;
+pub mod steps;
 pub mod supernet;
 pub mod warmup;
