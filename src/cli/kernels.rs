@@ -36,9 +36,7 @@ fn file_name(key: &str) -> String {
     let (kernel, params) = key.split_once(' ').unwrap_or((key, ""));
     let kernel = clean(&kernel.replace(".wgsl::", "__"));
     let params: String = clean(params.trim()).chars().take(80).collect();
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = super::digest(key);
     format!("{kernel}__{params}__{:08x}.wgsl", hash as u32)
 }
 

@@ -85,6 +85,14 @@ pub fn run() -> Result<()> {
     }
 }
 
+/// FNV-1a, 64 bits: a short fingerprint of a text (a run's costs stored with its checkpoint, a
+/// kernel's cache key in its dump file name).
+fn digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn open(opts: &GpuOptions) -> Result<Gpu> {
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.adapter_name());

@@ -296,7 +296,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
             costs.as_ref().map_or("none".into(), |c| {
                 format!(
                     "table {:016x}",
-                    digest(&format!("{:?} {:?}", c.fixed, c.per_candidate))
+                    super::digest(&format!("{:?} {:?}", c.fixed, c.per_candidate))
                 )
             }),
         ),
@@ -367,13 +367,6 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         out.0.display()
     );
     Ok(())
-}
-
-/// FNV-1a, 64 bits: a fingerprint of a run's costs stored with its checkpoint.
-fn digest(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn uniform_expectation(c: &Costs) -> f64 {

@@ -97,9 +97,13 @@ pub(crate) struct Position {
 
 /// Sums of loss and correct predictions kept on the device, so a step needs no readback.
 pub(crate) struct Totals {
+    /// Batch mean losses, each weighed by its batch's size over `unit`.
     loss: Tensor,
     correct: Tensor,
     images: usize,
+    /// The first batch's size: batches of it (all but a short last one) are added as they
+    /// are, with no scaling dispatch.
+    unit: Option<usize>,
 }
 
 impl Totals {
@@ -108,14 +112,20 @@ impl Totals {
             loss: gpu.zeros(&[1]),
             correct: gpu.zeros(&[1]),
             images: 0,
+            unit: None,
         }
     }
 
     /// Adds a batch of `n` images: its mean loss weighs `n`, so a short last batch counts
     /// for its images only.
     pub(crate) fn add(&mut self, gpu: &Gpu, s: &StepOutput, n: usize) -> Result<()> {
-        let summed = elementwise::scale(gpu, &s.loss, n as f32)?;
-        elementwise::add_assign(gpu, &self.loss, &summed)?;
+        let unit = *self.unit.get_or_insert(n);
+        if n == unit {
+            elementwise::add_assign(gpu, &self.loss, &s.loss)?;
+        } else {
+            let weighed = elementwise::scale(gpu, &s.loss, n as f32 / unit as f32)?;
+            elementwise::add_assign(gpu, &self.loss, &weighed)?;
+        }
         elementwise::add_assign(gpu, &self.correct, &s.correct)?;
         self.images += n;
         Ok(())
@@ -157,7 +167,7 @@ impl Totals {
         let v = gpu.read_many(&[&self.loss, &self.correct])?;
         let (l, c) = (v[0][0] as f64, v[1][0] as f64);
         let images = self.images.max(1) as f64;
-        Ok((l / images, c / images))
+        Ok((l * self.unit.unwrap_or(1) as f64 / images, c / images))
     }
 }
 
