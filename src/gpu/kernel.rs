@@ -74,7 +74,107 @@ pub(crate) fn instantiate(spec: &KernelSpec, values: &[(&str, String)]) -> anyho
             &text[pos..end]
         );
     }
-    Ok(text)
+    unroll_loops(&text)
+}
+
+/// Loops of at most this many trips are unrolled by `unroll_loops`.
+const MAX_UNROLLED_TRIPS: u32 = 64;
+
+/// Unrolls every loop written `for (var X = 0u; X < N; X++) { BODY }` whose bound N is a
+/// literal (`4u`) or a constant of the text declared `const N: u32 = 8u;`, with at most
+/// `MAX_UNROLLED_TRIPS` trips, into `{ const X = 0u; BODY } { const X = 1u; BODY } ...`
+/// (inner loops first). Why: kernels keep per-invocation tiles in private arrays indexed by
+/// such loops, and lavapipe keeps an array in registers only where every index is a constant,
+/// while its compiler (NIR) unrolls a loop only below a size limit that an 8 x 16 tile
+/// already passes: left rolled, that tile's arrays go to memory, 3x slower
+/// (benches/NOTES.md, issue 23). GPU compilers unroll such loops themselves; doing it here
+/// changes nothing for them. X is a `const`, so that expressions of it are constant
+/// expressions where WGSL asks for one (`subgroupBroadcast`'s lane). The body must not
+/// `break` or `continue`.
+pub(crate) fn unroll_loops(text: &str) -> anyhow::Result<String> {
+    unroll_with(text, &constants_of(text))
+}
+
+fn unroll_with(text: &str, consts: &[(String, u32)]) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("for (var ") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let Some((var, trips, body_start)) = constant_loop(tail, consts) else {
+            out.push_str("for (var ");
+            rest = &tail["for (var ".len()..];
+            continue;
+        };
+        let body_end = matching_brace(tail, body_start).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unbalanced braces in the loop over {var} at {:?}",
+                &tail[..40]
+            )
+        })?;
+        let body = unroll_with(&tail[body_start + 1..body_end], consts)?;
+        for trip in 0..trips {
+            out.push_str(&format!("{{ const {var} = {trip}u;{body}}}"));
+        }
+        rest = &tail[body_end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The `const NAME: u32 = Nu;` declarations of a text whose value is a literal.
+fn constants_of(text: &str) -> Vec<(String, u32)> {
+    text.lines()
+        .filter_map(|line| {
+            let decl = line.trim().strip_prefix("const ")?;
+            let (name, value) = decl.split_once(": u32 = ")?;
+            let value = value.split(';').next()?.trim().strip_suffix('u')?;
+            Some((name.trim().to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// For a text starting `for (var X = 0u; X < N; X++) {` with N a known constant: X, N and
+/// the position of the body's opening brace.
+fn constant_loop<'a>(text: &'a str, consts: &[(String, u32)]) -> Option<(&'a str, u32, usize)> {
+    let header_end = text.find(')')?;
+    let header = &text["for (var ".len()..header_end];
+    let mut parts = header.split(';').map(str::trim);
+    let var = parts.next()?.strip_suffix("= 0u")?.trim();
+    let bound = parts
+        .next()?
+        .strip_prefix(var)?
+        .trim()
+        .strip_prefix('<')?
+        .trim();
+    if parts.next()? != format!("{var}++") || parts.next().is_some() {
+        return None;
+    }
+    let trips = match bound.strip_suffix('u').and_then(|n| n.parse().ok()) {
+        Some(n) => n,
+        None => consts.iter().find(|(name, _)| name == bound)?.1,
+    };
+    let brace = header_end + text[header_end..].find('{')?;
+    let between_ok = text[header_end + 1..brace].trim().is_empty();
+    (between_ok && trips <= MAX_UNROLLED_TRIPS).then_some((var, trips, brace))
+}
+
+/// The position of the `}` that closes the `{` at `open`.
+fn matching_brace(text: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, ch) in text[open..].char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(open + i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Workgroup counts for `n` workgroups along one logical axis, folded into x and y because a
@@ -113,5 +213,31 @@ mod tests {
         assert_eq!(ok, "const R = 4u; const C = 8u;");
         let err = instantiate(&spec, &[("ROWS", "4".into())]).unwrap_err();
         assert!(err.to_string().contains("{{COLS}}"), "{err}");
+    }
+
+    #[test]
+    fn constant_loops_are_unrolled_and_others_kept() {
+        let text = "const N: u32 = 2u;\nfn f() {\n    for (var i = 0u; i < N; i++) { for (var j = 0u; j < N; j++) { x[i][j] = 1.0; } }\n    for (var k = a; k < b; k++) { y(k); }\n    for (var w = 0u; w < M; w++) { z(w); }\n}";
+        let out = unroll_loops(text).unwrap();
+        // Each outer trip binds i, then holds the inner trips (whose bound is declared outside).
+        for i in 0..2 {
+            assert!(
+                out.contains(&format!("{{ const i = {i}u; {{ const j = 0u;")),
+                "{out}"
+            );
+        }
+        assert_eq!(out.matches("const j = 1u;").count(), 2, "{out}");
+        assert_eq!(out.matches("x[i][j] = 1.0;").count(), 4, "{out}");
+        assert!(!out.contains("for (var j"), "{out}");
+        // A loop of runtime bounds, or over an unknown constant, stays a loop.
+        assert!(
+            out.contains("for (var k = a; k < b; k++) { y(k); }"),
+            "{out}"
+        );
+        assert!(
+            out.contains("for (var w = 0u; w < M; w++) { z(w); }"),
+            "{out}"
+        );
+        assert!(!out.contains("for (var i"), "{out}");
     }
 }

@@ -94,16 +94,21 @@ fn ld_b(t: u32) -> vec4<f32> { return b[t]; }";
 /// Overwrite or accumulate is compiled in: a runtime branch around the store would put it
 /// under lavapipe's exec mask, whose per-lane masked stores cost (benches/NOTES.md).
 fn output_binding(vec4_out: bool, accumulate: bool) -> String {
-    let (ty, f, v) = if vec4_out {
-        ("vec4<f32>", "put4", "vec4<f32>")
-    } else {
-        ("f32", "put", "f32")
-    };
     let value = if accumulate { "c[idx] + v" } else { "v" };
-    format!(
-        "@group(0) @binding(3) var<storage, read_write> c: array<{ty}>;\n\
-         fn {f}(idx: u32, v: {v}) {{ c[idx] = {value}; }}"
-    )
+    // The writer of the other width is a stub: the kernel names both, one in dead code.
+    if vec4_out {
+        format!(
+            "@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;\n\
+             fn put4(idx: u32, v: vec4<f32>) {{ c[idx] = {value}; }}\n\
+             fn put(idx: u32, v: f32) {{}}"
+        )
+    } else {
+        format!(
+            "@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n\
+             fn put(idx: u32, v: f32) {{ c[idx] = {value}; }}\n\
+             fn put4(idx: u32, v: vec4<f32>) {{}}"
+        )
+    }
 }
 
 const OPERANDS_TEXTURES: &str = "@group(0) @binding(1) var a: texture_2d<f32>;
