@@ -80,17 +80,16 @@ pub(crate) fn instantiate(spec: &KernelSpec, values: &[(&str, String)]) -> anyho
 /// Loops of at most this many trips are unrolled by `unroll_loops`.
 const MAX_UNROLLED_TRIPS: u32 = 64;
 
-/// Unrolls every loop written `for (var X = 0u; X < N; X++) { BODY }` whose bound N is a
-/// literal (`4u`) or a constant of the text declared `const N: u32 = 8u;`, with at most
-/// `MAX_UNROLLED_TRIPS` trips, into `{ const X = 0u; BODY } { const X = 1u; BODY } ...`
-/// (inner loops first). Why: kernels keep per-invocation tiles in private arrays indexed by
-/// such loops, and lavapipe keeps an array in registers only where every index is a constant,
-/// while its compiler (NIR) unrolls a loop only below a size limit that an 8 x 16 tile
-/// already passes: left rolled, that tile's arrays go to memory, 3x slower
-/// (benches/NOTES.md, issue 23). GPU compilers unroll such loops themselves; doing it here
-/// changes nothing for them. X is a `const`, so that expressions of it are constant
-/// expressions where WGSL asks for one (`subgroupBroadcast`'s lane). The body must not
-/// `break` or `continue`.
+/// Unrolls every loop written `for (var X = A; X < B; X++) { BODY }` whose bounds A and B are
+/// constant (see `constant_value`), with at most `MAX_UNROLLED_TRIPS` trips, into
+/// `{ const X = Au; BODY } { const X = (A + 1)u; BODY } ...` (inner loops first). Why: kernels
+/// keep per-invocation tiles and windows in private arrays indexed by such loops, and lavapipe
+/// keeps an array in registers only where every index is a constant, while its compiler (NIR)
+/// unrolls a loop only below a size limit that an 8 x 16 GEMM tile already passes: left
+/// rolled, that tile's arrays go to memory, 3x slower (benches/NOTES.md, issue 23). GPU
+/// compilers unroll such loops themselves. X is a `const`, so that expressions of it are
+/// constant expressions where WGSL asks for one (`subgroupBroadcast`'s lane). The body must
+/// not `break` or `continue`.
 pub(crate) fn unroll_loops(text: &str) -> anyhow::Result<String> {
     unroll_with(text, &constants_of(text))
 }
@@ -113,7 +112,7 @@ fn unroll_with(text: &str, consts: &[(String, u32)]) -> anyhow::Result<String> {
             )
         })?;
         let body = unroll_with(&tail[body_start + 1..body_end], consts)?;
-        for trip in 0..trips {
+        for trip in trips {
             out.push_str(&format!("{{ const {var} = {trip}u;{body}}}"));
         }
         rest = &tail[body_end + 1..];
@@ -122,25 +121,65 @@ fn unroll_with(text: &str, consts: &[(String, u32)]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The `const NAME: u32 = Nu;` declarations of a text whose value is a literal.
+/// The `const NAME: u32 = EXPR;` declarations of a text whose EXPR is constant, in order (a
+/// declaration may use the ones before it).
 fn constants_of(text: &str) -> Vec<(String, u32)> {
-    text.lines()
-        .filter_map(|line| {
-            let decl = line.trim().strip_prefix("const ")?;
-            let (name, value) = decl.split_once(": u32 = ")?;
-            let value = value.split(';').next()?.trim().strip_suffix('u')?;
-            Some((name.trim().to_string(), value.parse().ok()?))
-        })
-        .collect()
+    let mut consts = Vec::new();
+    for line in text.lines() {
+        let Some(decl) = line.trim().strip_prefix("const ") else {
+            continue;
+        };
+        let Some((name, value)) = decl.split_once(": u32 = ") else {
+            continue;
+        };
+        let Some(expr) = value.split(';').next() else {
+            continue;
+        };
+        if let Some(v) = constant_value(expr, &consts) {
+            consts.push((name.trim().to_string(), v));
+        }
+    }
+    consts
 }
 
-/// For a text starting `for (var X = 0u; X < N; X++) {` with N a known constant: X, N and
-/// the position of the body's opening brace.
-fn constant_loop<'a>(text: &'a str, consts: &[(String, u32)]) -> Option<(&'a str, u32, usize)> {
+/// The value of a literal (`4u`), a known constant, or two of them joined by one of `+ - * /`
+/// (`K - S`); None for anything else.
+fn constant_value(expr: &str, consts: &[(String, u32)]) -> Option<u32> {
+    let term = |t: &str| -> Option<u32> {
+        match t.strip_suffix('u').unwrap_or(t).parse() {
+            Ok(v) => Some(v),
+            Err(_) => consts.iter().find(|(name, _)| name == t).map(|c| c.1),
+        }
+    };
+    let tokens: Vec<&str> = expr.split_whitespace().collect();
+    match tokens[..] {
+        [t] => term(t),
+        [a, op, b] => {
+            let (a, b) = (term(a)?, term(b)?);
+            match op {
+                "+" => a.checked_add(b),
+                "-" => a.checked_sub(b),
+                "*" => a.checked_mul(b),
+                "/" => a.checked_div(b),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// For a text starting `for (var X = A; X < B; X++) {` with constant A and B: X, the trips
+/// A..B and the position of the body's opening brace.
+fn constant_loop<'a>(
+    text: &'a str,
+    consts: &[(String, u32)],
+) -> Option<(&'a str, std::ops::Range<u32>, usize)> {
     let header_end = text.find(')')?;
     let header = &text["for (var ".len()..header_end];
     let mut parts = header.split(';').map(str::trim);
-    let var = parts.next()?.strip_suffix("= 0u")?.trim();
+    let (var, start) = parts.next()?.split_once('=')?;
+    let var = var.trim();
+    let start = constant_value(start.trim(), consts)?;
     let bound = parts
         .next()?
         .strip_prefix(var)?
@@ -150,13 +189,11 @@ fn constant_loop<'a>(text: &'a str, consts: &[(String, u32)]) -> Option<(&'a str
     if parts.next()? != format!("{var}++") || parts.next().is_some() {
         return None;
     }
-    let trips = match bound.strip_suffix('u').and_then(|n| n.parse().ok()) {
-        Some(n) => n,
-        None => consts.iter().find(|(name, _)| name == bound)?.1,
-    };
+    let end = constant_value(bound, consts)?;
     let brace = header_end + text[header_end..].find('{')?;
     let between_ok = text[header_end + 1..brace].trim().is_empty();
-    (between_ok && trips <= MAX_UNROLLED_TRIPS).then_some((var, trips, brace))
+    let trips = start..end.max(start);
+    (between_ok && trips.len() <= MAX_UNROLLED_TRIPS as usize).then_some((var, trips, brace))
 }
 
 /// The position of the `}` that closes the `{` at `open`.
@@ -217,7 +254,7 @@ mod tests {
 
     #[test]
     fn constant_loops_are_unrolled_and_others_kept() {
-        let text = "const N: u32 = 2u;\nfn f() {\n    for (var i = 0u; i < N; i++) { for (var j = 0u; j < N; j++) { x[i][j] = 1.0; } }\n    for (var k = a; k < b; k++) { y(k); }\n    for (var w = 0u; w < M; w++) { z(w); }\n}";
+        let text = "const N: u32 = 2u;\nconst M2: u32 = N * 3u;\nfn f() {\n    for (var i = 0u; i < N; i++) { for (var j = 0u; j < N; j++) { x[i][j] = 1.0; } }\n    for (var k = a; k < b; k++) { y(k); }\n    for (var w = 0u; w < M; w++) { z(w); }\n    for (var v = N - 1u; v < M2; v++) { u(v); }\n}";
         let out = unroll_loops(text).unwrap();
         // Each outer trip binds i, then holds the inner trips (whose bound is declared outside).
         for i in 0..2 {
@@ -239,5 +276,9 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("for (var i"), "{out}");
+        // Bounds from expressions of constants: v runs 1..6.
+        let trips: Vec<&str> = out.matches("const v = ").collect();
+        assert_eq!(trips.len(), 5, "{out}");
+        assert!(out.contains("{ const v = 1u; u(v); }") && out.contains("{ const v = 5u; u(v); }"));
     }
 }
