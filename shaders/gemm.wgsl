@@ -12,8 +12,8 @@
 // all lanes (uniform: one load on SIMD-per-lane CPUs like lavapipe, a broadcast on GPUs), and
 // A reads are one per row. Indices are clamped instead of branched on in the inner loop;
 // out-of-range results are simply not stored.
-// The ROWS x COLS body is generated (unrolled) by src/ops/gemm.rs into the DECL, LOAD, FMA
-// and STORE placeholders below.
+// ROWS and COLS are the holes (src/ops/gemm.rs); the loops over them are unrolled when the
+// kernel is loaded (`unroll_loops` in src/gpu/kernel.rs), so the tile stays in registers.
 
 struct Params {
     m: u32, n: u32, k: u32,
@@ -36,19 +36,50 @@ fn put(idx: u32, v: f32) {
     }
 }
 
+const ROWS: u32 = {{ROWS}}u;
+const COLS: u32 = {{COLS}}u;
+
 @compute @workgroup_size(64)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i_base = wid.x * (64u * {{ROWS}}u) + lid.x;
-    let j0 = wid.y * {{COLS}}u;
+    let i_base = wid.x * (64u * ROWS) + lid.x;
+    let j0 = wid.y * COLS;
     let k_begin = wid.z * p.k_chunk;
     let k_end = min(k_begin + p.k_chunk, p.k);
     let out_base = wid.z * p.m * p.n;
-{{DECL}}
+    var row_a: array<u32, ROWS>;  // where row r of the tile starts in A (clamped)
+    for (var r = 0u; r < ROWS; r++) {
+        row_a[r] = min(i_base + r * 64u, p.m - 1u) * p.a_si;
+    }
+    var col_b: array<u32, COLS>;  // where column c starts in B (clamped)
+    for (var c = 0u; c < COLS; c++) {
+        col_b[c] = min(j0 + c, p.n - 1u) * p.b_sj;
+    }
+    var acc: array<array<f32, COLS>, ROWS>;
     for (var k = k_begin; k < k_end; k = k + 1u) {
         let ka = k * p.a_sk;
         let kb = k * p.b_sk;
-{{LOAD}}
-{{FMA}}
+        var av: array<f32, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            av[r] = a[row_a[r] + ka];
+        }
+        var bv: array<f32, COLS>;
+        for (var c = 0u; c < COLS; c++) {
+            bv[c] = b[kb + col_b[c]];
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            for (var c = 0u; c < COLS; c++) {
+                acc[r][c] = fma(av[r], bv[c], acc[r][c]);
+            }
+        }
     }
-{{STORE}}
+    for (var r = 0u; r < ROWS; r++) {
+        let row = i_base + r * 64u;
+        if (row < p.m) {
+            for (var c = 0u; c < COLS; c++) {
+                if (j0 + c < p.n) {
+                    put(out_base + row * p.c_si + (j0 + c) * p.c_sj, acc[r][c]);
+                }
+            }
+        }
+    }
 }
