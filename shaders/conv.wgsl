@@ -15,9 +15,10 @@
 //
 // Taps in the zero padding read a clamped, valid address and are zeroed by a select, so lanes
 // never branch in the loops. Every invocation computes a register tile (pixels x channel quads,
-// or channel quads x taps for dw) so that each load feeds several FMAs. The tiles are generated
-// (unrolled) by src/ops/conv.rs into each entry point's placeholders; the placeholders of the
-// other entry points are left empty.
+// or channel quads x taps for dw) so that each load feeds several FMAs. The tile sizes are
+// constants (holes filled by src/ops/conv.rs: the compiled entry point's, 1 for the others),
+// and the loops over them are unrolled when the kernel is loaded (`unroll_loops` in
+// src/gpu/kernel.rs), so the tiles stay in registers.
 
 struct Params {
     n: u32, h: u32, w: u32, cin: u32,
@@ -41,6 +42,11 @@ struct Params {
 
 // Texels per texture row.
 const TW: u32 = {{TW}}u;
+const ROWS: u32 = {{ROWS}}u;    // forward, dx: pixels per invocation, 64 apart
+const COLS: u32 = {{COLS}}u;    // dx: input channels per invocation
+const QUADS: u32 = {{QUADS}}u;  // forward, dw: output-channel quads per invocation
+const TAPS: u32 = {{TAPS}}u;    // dw: taps per invocation
+const ALIGNED: bool = {{ALIGNED}};  // cout % 4 == 0: dy quads are texels, y takes vec4 stores
 
 @group(0) @binding(0) var<uniform> p: Params;
 // conv_pack_weights: wt -> wp
@@ -49,8 +55,9 @@ const TW: u32 = {{TW}}u;
 // conv_forward: x_tex, wp_tex -> y (scalar stores) or y4 (vec4 stores, cout % 4 == 0)
 @group(0) @binding(1) var x_tex: texture_2d<f32>;
 @group(0) @binding(2) var wp_tex: texture_2d<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y4: array<vec4<f32>>;
+// OUTPUT: y as array<vec4<f32>> with put_y4 (ALIGNED) or array<f32> with put_y, the other
+// writer a stub.
+{{OUTPUT}}
 // conv_backward_input: dy_tex, wp_tex -> dx
 @group(0) @binding(1) var dy_tex: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
@@ -72,12 +79,20 @@ fn ld_w4(t: u32, q: u32) -> vec4<f32> {
     return textureLoad(wp_tex, coords(t * (p.cout4 >> 2u) + q), 0);
 }
 
-// dy[pix, 4q .. 4q+3] (zero past cout) from dy bound as dy_tex; ld_dy4_w from dy_tex2.
-fn ld_dy4(pix: u32, q: u32) -> vec4<f32> {
-    {{LD_DY4}}
-}
-fn ld_dy4_w(pix: u32, q: u32) -> vec4<f32> {
-    {{LD_DY4_W}}
+// dy[pix, 4q .. 4q+3] (zero past cout) from dy bound as texture t: one texel when ALIGNED,
+// else four element loads (clamped to the tensor).
+fn ld_dy4(t: texture_2d<f32>, pix: u32, q: u32) -> vec4<f32> {
+    if (ALIGNED) {
+        return textureLoad(t, coords(pix * (p.cout >> 2u) + q), 0);
+    }
+    let i = pix * p.cout + 4u * q;
+    let last = p.npix * p.cout - 1u;
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let e = min(i + c, last);
+        v[c] = select(0.0, textureLoad(t, coords(e >> 2u), 0)[e & 3u], 4u * q + c < p.cout);
+    }
+    return v;
 }
 
 // Whether input row iy, column ix lies inside the image rather than in the padding.
@@ -113,20 +128,65 @@ fn conv_pack_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 // and not stored.
 @compute @workgroup_size(64)
 fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let pix_base = (wid.x + wid.y * p.groups_x) * (64u * {{ROWS}}u) + lid.x;
-    let q0 = wid.z * {{QUADS}}u;
-{{FWD_DECL}}
+    let pix_base = (wid.x + wid.y * p.groups_x) * (64u * ROWS) + lid.x;
+    let q0 = wid.z * QUADS;
+    let quads = p.cout4 >> 2u;
+    var qq: array<u32, QUADS>;  // channel quads (clamped)
+    for (var q = 0u; q < QUADS; q++) {
+        qq[q] = min(q0 + q, quads - 1u);
+    }
+    // Pixel r: its first input row and column (before the tap) and its image's first row.
+    var oy: array<i32, ROWS>;
+    var ox: array<i32, ROWS>;
+    var row0: array<u32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        let pix = min(pix_base + r * 64u, p.count - 1u);
+        oy[r] = i32((pix / p.wo) % p.ho * p.stride) - i32(p.pad);
+        ox[r] = i32(pix % p.wo * p.stride) - i32(p.pad);
+        row0[r] = pix / (p.ho * p.wo) * p.h;
+    }
+    var acc: array<array<vec4<f32>, QUADS>, ROWS>;
     for (var ky = 0u; ky < p.k; ky = ky + 1u) {
         for (var kx = 0u; kx < p.k; kx = kx + 1u) {
-{{FWD_TAP}}
+            var valid: array<bool, ROWS>;
+            var xb: array<u32, ROWS>;
+            for (var r = 0u; r < ROWS; r++) {
+                valid[r] = inside(oy[r] + i32(ky), ox[r] + i32(kx));
+                xb[r] = x_pixel(row0[r], oy[r] + i32(ky), ox[r] + i32(kx));
+            }
             for (var ci = 0u; ci < p.cin; ci = ci + 1u) {
                 let t = (ci * p.k + ky) * p.k + kx;
-{{FWD_LOAD}}
-{{FWD_FMA}}
+                var w: array<vec4<f32>, QUADS>;
+                for (var q = 0u; q < QUADS; q++) {
+                    w[q] = ld_w4(t, qq[q]);
+                }
+                for (var r = 0u; r < ROWS; r++) {
+                    let xv = vec4<f32>(select(0.0, ld_x(xb[r] + ci), valid[r]));
+                    for (var q = 0u; q < QUADS; q++) {
+                        acc[r][q] = fma(xv, w[q], acc[r][q]);
+                    }
+                }
             }
         }
     }
-{{FWD_STORE}}
+    for (var r = 0u; r < ROWS; r++) {
+        let pix = pix_base + r * 64u;
+        if (pix < p.count) {
+            for (var q = 0u; q < QUADS; q++) {
+                if (ALIGNED && q0 + q < quads) {
+                    put_y4(pix * (p.cout >> 2u) + q0 + q, acc[r][q]);
+                }
+                if (!ALIGNED) {
+                    for (var c = 0u; c < 4u; c++) {
+                        let co = 4u * (q0 + q) + c;
+                        if (co < p.cout) {
+                            put_y(pix * p.cout + co, acc[r][q][c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 // Input gradient, one stride phase at a time: input pixels (iy, ix) with iy = py + s*jy,
@@ -143,24 +203,66 @@ fn conv_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
     let phase = flat / p.blocks;
     let py = phase / p.phases_x;
     let px = phase % p.phases_x;
-    let j_base = (flat % p.blocks) * (64u * {{ROWS}}u) + lid.x;
-    let ci0 = wid.z * {{COLS}}u;
+    let j_base = (flat % p.blocks) * (64u * ROWS) + lid.x;
+    let ci0 = wid.z * COLS;
     let s = i32(p.stride);
     let quads = p.cout4 >> 2u;
-{{DX_DECL}}
+    var wt: array<u32, COLS>;  // input channel c's first packed row (clamped)
+    for (var c = 0u; c < COLS; c++) {
+        wt[c] = min(ci0 + c, p.cin - 1u) * p.k * p.k;
+    }
+    // Pixel r of the phase grid: its image, its coordinates in the grid and in the input.
+    var img: array<u32, ROWS>;
+    var jy: array<i32, ROWS>;
+    var jx: array<i32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        let j = min(j_base + r * 64u, p.count - 1u);
+        img[r] = j / (p.hq * p.wq);
+        jy[r] = i32((j / p.wq) % p.hq);
+        jx[r] = i32(j % p.wq);
+    }
+    var acc: array<array<f32, COLS>, ROWS>;
     for (var ky = (py + p.pad) % p.stride; ky < p.k; ky = ky + p.stride) {
         let oy_off = (i32(py + p.pad) - i32(ky)) / s;
         for (var kx = (px + p.pad) % p.stride; kx < p.k; kx = kx + p.stride) {
             let ox_off = (i32(px + p.pad) - i32(kx)) / s;
             let tap = ky * p.k + kx;
-{{DX_TAP}}
+            // Where pixel r's dy lies through this tap (clamped), and whether it exists.
+            var ok: array<bool, ROWS>;
+            var pd: array<u32, ROWS>;
+            for (var r = 0u; r < ROWS; r++) {
+                let oy = jy[r] + oy_off;
+                let ox = jx[r] + ox_off;
+                ok[r] = oy >= 0 && oy < i32(p.ho) && ox >= 0 && ox < i32(p.wo);
+                pd[r] = (img[r] * p.ho + u32(clamp(oy, 0, i32(p.ho) - 1))) * p.wo
+                    + u32(clamp(ox, 0, i32(p.wo) - 1));
+            }
             for (var q = 0u; q < quads; q = q + 1u) {
-{{DX_LOAD}}
-{{DX_FMA}}
+                var w: array<vec4<f32>, COLS>;
+                for (var c = 0u; c < COLS; c++) {
+                    w[c] = ld_w4(wt[c] + tap, q);
+                }
+                for (var r = 0u; r < ROWS; r++) {
+                    let g = select(vec4<f32>(0.0), ld_dy4(dy_tex, pd[r], q), ok[r]);
+                    for (var c = 0u; c < COLS; c++) {
+                        acc[r][c] = acc[r][c] + dot(g, w[c]);
+                    }
+                }
             }
         }
     }
-{{DX_STORE}}
+    for (var r = 0u; r < ROWS; r++) {
+        let iy = py + p.stride * u32(jy[r]);
+        let ix = px + p.stride * u32(jx[r]);
+        if (j_base + r * 64u < p.count && iy < p.h && ix < p.w) {
+            let xb = ((img[r] * p.h + iy) * p.w + ix) * p.cin + ci0;
+            for (var c = 0u; c < COLS; c++) {
+                if (ci0 + c < p.cin) {
+                    dx[xb + c] = acc[r][c];
+                }
+            }
+        }
+    }
 }
 
 // Weight gradient, split over chunks of output pixels and over the 64 lanes:
@@ -172,8 +274,8 @@ fn conv_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 // x values.
 @compute @workgroup_size(64)
 fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t0 = wid.x * {{TAPS}}u;
-    let q0 = wid.y * {{QUADS}}u;
+    let t0 = wid.x * TAPS;
+    let q0 = wid.y * QUADS;
     let kk = p.k * p.k;
     let q_end = min((wid.z + 1u) * p.chunk, p.npix);
     let first = wid.z * p.chunk + lid.x;
@@ -182,12 +284,38 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     var row0 = first / (p.ho * p.wo) * p.h;
     var oy = (first / p.wo) % p.ho;
     var ox = first % p.wo;
-{{DW_DECL}}
+    var qq: array<u32, QUADS>;  // output-channel quads (clamped)
+    for (var q = 0u; q < QUADS; q++) {
+        qq[q] = min(q0 + q, (p.cout4 >> 2u) - 1u);
+    }
+    // Tap t of the tile: its input channel and offsets (clamped to the last tap).
+    var ci: array<u32, TAPS>;
+    var ky: array<i32, TAPS>;
+    var kx: array<i32, TAPS>;
+    for (var t = 0u; t < TAPS; t++) {
+        let tc = min(t0 + t, p.taps - 1u);
+        ci[t] = tc / kk;
+        ky[t] = i32((tc % kk) / p.k) - i32(p.pad);
+        kx[t] = i32(tc % p.k) - i32(p.pad);
+    }
+    var acc: array<array<vec4<f32>, TAPS>, QUADS>;
     for (var q = first; q < q_end; q = q + 64u) {
         let iy = i32(oy * p.stride);
         let ix = i32(ox * p.stride);
-{{DW_LOAD}}
-{{DW_FMA}}
+        var g: array<vec4<f32>, QUADS>;
+        for (var j = 0u; j < QUADS; j++) {
+            g[j] = ld_dy4(dy_tex2, q, qq[j]);  // pixel q's dy, quad j of the tile
+        }
+        var xv: array<vec4<f32>, TAPS>;
+        for (var t = 0u; t < TAPS; t++) {
+            let v = ld_x(x_pixel(row0, iy + ky[t], ix + kx[t]) + ci[t]);
+            xv[t] = vec4<f32>(select(0.0, v, inside(iy + ky[t], ix + kx[t])));
+        }
+        for (var j = 0u; j < QUADS; j++) {
+            for (var t = 0u; t < TAPS; t++) {
+                acc[j][t] = fma(g[j], xv[t], acc[j][t]);
+            }
+        }
         ox = ox + p.step_x;
         let carry_x = ox >= p.wo;
         ox = select(ox, ox - p.wo, carry_x);
@@ -197,5 +325,14 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         row0 = row0 + (p.step_img + u32(carry_y)) * p.h;
     }
     let out_base = (wid.z * 64u + lid.x) * p.cout * p.taps;
-{{DW_STORE}}
+    for (var q = 0u; q < QUADS; q++) {
+        for (var t = 0u; t < TAPS; t++) {
+            for (var c = 0u; c < 4u; c++) {
+                let co = 4u * (q0 + q) + c;
+                if (co < p.cout && t0 + t < p.taps) {
+                    dw_part[out_base + co * p.taps + t0 + t] = acc[q][t][c];
+                }
+            }
+        }
+    }
 }

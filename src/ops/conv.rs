@@ -203,218 +203,7 @@ fn tile_rows(pixels: usize, rows: usize) -> usize {
     }
 }
 
-/// Lines of generated WGSL.
-#[derive(Default)]
-struct Code(String);
-
-impl Code {
-    fn line(&mut self, indent: usize, s: &str) {
-        self.0 += &" ".repeat(indent);
-        self.0 += s;
-        self.0.push('\n');
-    }
-}
-
-const LANES: [&str; 4] = ["x", "y", "z", "w"];
-
-/// The body of a dy quad loader from texture `tex`: one texel when cout is a multiple of 4,
-/// else four element loads (clamped to the tensor, zero past cout).
-fn dy_loader(tex: &str, aligned: bool) -> String {
-    if aligned {
-        return format!("return textureLoad({tex}, coords(pix * (p.cout >> 2u) + q), 0);");
-    }
-    let mut s = String::from("let i = pix * p.cout + 4u * q;\n");
-    s += "    let last = p.npix * p.cout - 1u;\n";
-    s += "    var v = vec4<f32>(0.0);\n";
-    for (c, l) in LANES.iter().enumerate() {
-        s += &format!(
-            "    let e{c} = min(i + {c}u, last);\n    v.{l} = select(0.0, textureLoad({tex}, coords(e{c} >> 2u), 0)[e{c} & 3u], 4u * q + {c}u < p.cout);\n"
-        );
-    }
-    s + "    return v;"
-}
-
-/// The forward's `rows x quads` tile: FWD_DECL, FWD_TAP, FWD_LOAD, FWD_FMA, FWD_STORE.
-fn forward_template(rows: usize, quads: usize, aligned: bool) -> [String; 5] {
-    let mut code: [Code; 5] = Default::default();
-    let [decl, tap, load, fma, store] = &mut code;
-    decl.line(4, "let quads = p.cout4 >> 2u;");
-    for q in 0..quads {
-        decl.line(4, &format!("let qq{q} = min(q0 + {q}u, quads - 1u);"));
-        load.line(16, &format!("let w{q} = ld_w4(t, qq{q});"));
-    }
-    for r in 0..rows {
-        let off = r * 64;
-        decl.line(
-            4,
-            &format!("let pix{r} = min(pix_base + {off}u, p.count - 1u);"),
-        );
-        decl.line(
-            4,
-            &format!("let oy{r} = i32((pix{r} / p.wo) % p.ho * p.stride) - i32(p.pad);"),
-        );
-        decl.line(
-            4,
-            &format!("let ox{r} = i32(pix{r} % p.wo * p.stride) - i32(p.pad);"),
-        );
-        decl.line(4, &format!("let row{r} = pix{r} / (p.ho * p.wo) * p.h;"));
-        tap.line(
-            12,
-            &format!("let in{r} = inside(oy{r} + i32(ky), ox{r} + i32(kx));"),
-        );
-        tap.line(
-            12,
-            &format!("let xb{r} = x_pixel(row{r}, oy{r} + i32(ky), ox{r} + i32(kx));"),
-        );
-        load.line(
-            16,
-            &format!("let xv{r} = vec4<f32>(select(0.0, ld_x(xb{r} + ci), in{r}));"),
-        );
-        store.line(4, &format!("if (pix_base + {off}u < p.count) {{"));
-        if aligned {
-            store.line(
-                8,
-                &format!("let yb = (pix_base + {off}u) * (p.cout >> 2u) + q0;"),
-            );
-        } else {
-            store.line(
-                8,
-                &format!("let yb = (pix_base + {off}u) * p.cout + 4u * q0;"),
-            );
-        }
-        for q in 0..quads {
-            decl.line(4, &format!("var acc{r}_{q} = vec4<f32>(0.0);"));
-            fma.line(16, &format!("acc{r}_{q} = fma(xv{r}, w{q}, acc{r}_{q});"));
-            if aligned {
-                store.line(
-                    8,
-                    &format!("if (q0 + {q}u < quads) {{ y4[yb + {q}u] = acc{r}_{q}; }}"),
-                );
-            } else {
-                for (c, l) in LANES.iter().enumerate() {
-                    let co = 4 * q + c;
-                    store.line(
-                        8,
-                        &format!(
-                            "if (4u * q0 + {co}u < p.cout) {{ y[yb + {co}u] = acc{r}_{q}.{l}; }}"
-                        ),
-                    );
-                }
-            }
-        }
-        store.line(4, "}");
-    }
-    code.map(|c| c.0)
-}
-
-/// The dx kernel's `rows x cols` tile: DX_DECL, DX_TAP, DX_LOAD, DX_FMA, DX_STORE.
-fn backward_input_template(rows: usize, cols: usize) -> [String; 5] {
-    let mut code: [Code; 5] = Default::default();
-    let [decl, tap, load, fma, store] = &mut code;
-    for c in 0..cols {
-        decl.line(
-            4,
-            &format!("let wt{c} = min(ci0 + {c}u, p.cin - 1u) * p.k * p.k;"),
-        );
-        load.line(16, &format!("let w{c} = ld_w4(wt{c} + tap, q);"));
-    }
-    for r in 0..rows {
-        let off = r * 64;
-        decl.line(
-            4,
-            &format!("let j{r} = min(j_base + {off}u, p.count - 1u);"),
-        );
-        decl.line(4, &format!("let img{r} = j{r} / (p.hq * p.wq);"));
-        decl.line(4, &format!("let jy{r} = i32((j{r} / p.wq) % p.hq);"));
-        decl.line(4, &format!("let jx{r} = i32(j{r} % p.wq);"));
-        decl.line(4, &format!("let iy{r} = py + p.stride * u32(jy{r});"));
-        decl.line(4, &format!("let ix{r} = px + p.stride * u32(jx{r});"));
-        tap.line(12, &format!("let oy{r} = jy{r} + oy_off;"));
-        tap.line(12, &format!("let ox{r} = jx{r} + ox_off;"));
-        tap.line(
-            12,
-            &format!(
-                "let ok{r} = oy{r} >= 0 && oy{r} < i32(p.ho) && ox{r} >= 0 && ox{r} < i32(p.wo);"
-            ),
-        );
-        tap.line(
-            12,
-            &format!(
-                "let pd{r} = (img{r} * p.ho + u32(clamp(oy{r}, 0, i32(p.ho) - 1))) * p.wo \
-                 + u32(clamp(ox{r}, 0, i32(p.wo) - 1));"
-            ),
-        );
-        load.line(
-            16,
-            &format!("let g{r} = select(vec4<f32>(0.0), ld_dy4(pd{r}, q), ok{r});"),
-        );
-        store.line(
-            4,
-            &format!("if (j_base + {off}u < p.count && iy{r} < p.h && ix{r} < p.w) {{"),
-        );
-        store.line(
-            8,
-            &format!("let xb = ((img{r} * p.h + iy{r}) * p.w + ix{r}) * p.cin + ci0;"),
-        );
-        for c in 0..cols {
-            decl.line(4, &format!("var acc{r}_{c} = 0.0;"));
-            fma.line(16, &format!("acc{r}_{c} = acc{r}_{c} + dot(g{r}, w{c});"));
-            store.line(
-                8,
-                &format!("if (ci0 + {c}u < p.cin) {{ dx[xb + {c}u] = acc{r}_{c}; }}"),
-            );
-        }
-        store.line(4, "}");
-    }
-    code.map(|c| c.0)
-}
-
-/// The dw kernel's `quads x taps` tile: DW_DECL, DW_LOAD, DW_FMA, DW_STORE.
-fn backward_weight_template(quads: usize, taps: usize) -> [String; 4] {
-    let mut code: [Code; 4] = Default::default();
-    let [decl, load, fma, store] = &mut code;
-    for q in 0..quads {
-        decl.line(
-            4,
-            &format!("let qq{q} = min(q0 + {q}u, (p.cout4 >> 2u) - 1u);"),
-        );
-        load.line(8, &format!("let g{q} = ld_dy4_w(q, qq{q});"));
-    }
-    for t in 0..taps {
-        decl.line(4, &format!("let tc{t} = min(t0 + {t}u, p.taps - 1u);"));
-        decl.line(4, &format!("let ci{t} = tc{t} / kk;"));
-        decl.line(
-            4,
-            &format!("let ky{t} = i32((tc{t} % kk) / p.k) - i32(p.pad);"),
-        );
-        decl.line(4, &format!("let kx{t} = i32(tc{t} % p.k) - i32(p.pad);"));
-        load.line(
-            8,
-            &format!(
-                "let xv{t} = vec4<f32>(select(0.0, ld_x(x_pixel(row0, iy + ky{t}, ix + kx{t}) + ci{t}), \
-                 inside(iy + ky{t}, ix + kx{t})));"
-            ),
-        );
-    }
-    for q in 0..quads {
-        for t in 0..taps {
-            decl.line(4, &format!("var acc{q}_{t} = vec4<f32>(0.0);"));
-            fma.line(8, &format!("acc{q}_{t} = fma(g{q}, xv{t}, acc{q}_{t});"));
-            for (c, l) in LANES.iter().enumerate() {
-                store.line(
-                    4,
-                    &format!(
-                        "if (4u * (q0 + {q}u) + {c}u < p.cout && t0 + {t}u < p.taps) {{ \
-                         dw_part[out_base + (4u * (q0 + {q}u) + {c}u) * p.taps + t0 + {t}u] = acc{q}_{t}.{l}; }}"
-                    ),
-                );
-            }
-        }
-    }
-    code.map(|c| c.0)
-}
-
-/// Which entry point a template is generated for, with its tile.
+/// Which entry point a kernel is compiled for, with its tile.
 #[derive(Clone, Copy, Debug)]
 enum Pass {
     Pack,
@@ -423,10 +212,8 @@ enum Pass {
     BackwardWeight { quads: usize, taps: usize },
 }
 
-/// Every placeholder of `shaders/conv.wgsl`: `pass`'s generated, the others empty. `aligned`:
-/// cout is a multiple of 4 (dy quads are whole texels, y takes vec4 stores).
-/// The compiled kernel of `pass`; its template is generated only on the first use of the
-/// variant.
+/// The compiled kernel of `pass`. `aligned`: cout is a multiple of 4 (dy quads are whole
+/// texels, y takes vec4 stores).
 fn kernel_for(
     gpu: &Gpu,
     spec: &KernelSpec,
@@ -438,55 +225,30 @@ fn kernel_for(
 }
 
 fn template(pass: Pass, aligned: bool) -> Vec<(&'static str, String)> {
-    let mut fwd: [String; 5] = Default::default();
-    let mut dxs: [String; 5] = Default::default();
-    let mut dws: [String; 4] = Default::default();
-    let (mut ld_dy4, mut ld_dy4_w) = ("return vec4<f32>(0.0);".to_string(), String::new());
     let (rows, cols, quads, taps) = match pass {
         Pass::Pack => (1, 1, 1, 1),
-        Pass::Forward { rows, quads } => {
-            fwd = forward_template(rows, quads, aligned);
-            (rows, 1, quads, 1)
-        }
-        Pass::BackwardInput { rows, cols } => {
-            dxs = backward_input_template(rows, cols);
-            ld_dy4 = dy_loader("dy_tex", aligned);
-            (rows, cols, 1, 1)
-        }
-        Pass::BackwardWeight { quads, taps } => {
-            dws = backward_weight_template(quads, taps);
-            ld_dy4_w = dy_loader("dy_tex2", aligned);
-            (1, 1, quads, taps)
-        }
+        Pass::Forward { rows, quads } => (rows, 1, quads, 1),
+        Pass::BackwardInput { rows, cols } => (rows, cols, 1, 1),
+        Pass::BackwardWeight { quads, taps } => (1, 1, quads, taps),
     };
-    if ld_dy4_w.is_empty() {
-        ld_dy4_w = "return vec4<f32>(0.0);".into();
-    }
-    let [fd, ft, fl, ff, fs] = fwd;
-    let [xd, xt, xl, xf, xs] = dxs;
-    let [wd, wl, wf, ws] = dws;
+    // y as vec4s or floats; the kernel names both writers, the other one a stub.
+    let output = if aligned {
+        "@group(0) @binding(3) var<storage, read_write> y4: array<vec4<f32>>;
+fn put_y4(i: u32, v: vec4<f32>) { y4[i] = v; }
+fn put_y(i: u32, v: f32) {}"
+    } else {
+        "@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+fn put_y(i: u32, v: f32) { y[i] = v; }
+fn put_y4(i: u32, v: vec4<f32>) {}"
+    };
     vec![
         ("TW", TEX_WIDTH.to_string()),
         ("ROWS", rows.to_string()),
         ("COLS", cols.to_string()),
         ("QUADS", quads.to_string()),
         ("TAPS", taps.to_string()),
-        ("LD_DY4", ld_dy4),
-        ("LD_DY4_W", ld_dy4_w),
-        ("FWD_DECL", fd),
-        ("FWD_TAP", ft),
-        ("FWD_LOAD", fl),
-        ("FWD_FMA", ff),
-        ("FWD_STORE", fs),
-        ("DX_DECL", xd),
-        ("DX_TAP", xt),
-        ("DX_LOAD", xl),
-        ("DX_FMA", xf),
-        ("DX_STORE", xs),
-        ("DW_DECL", wd),
-        ("DW_LOAD", wl),
-        ("DW_FMA", wf),
-        ("DW_STORE", ws),
+        ("ALIGNED", aligned.to_string()),
+        ("OUTPUT", output.to_string()),
     ]
 }
 
