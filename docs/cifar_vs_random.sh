@@ -8,9 +8,9 @@
 #    interleaved rounds, median; seeds outside +-5% of the derived net's measured latency are
 #    drawn once more at a latency corrected by their own measurement and measured again;
 # 3. keeps the first KEEP seeds inside the window (seed order: chosen by latency alone);
-# 4. trains the derived net and those random nets from scratch with one recipe, and prints
-#    their test accuracy.
-# Usage: docs/cifar_vs_random.sh DATA RUN [KEEP] [SEEDS] [ROUNDS]
+# 4. trains the derived net and those random nets from scratch with one recipe, once per
+#    training seed in TRAIN_SEEDS (default "0"), and prints their test accuracy.
+# Usage: [TRAIN_SEEDS="0 1"] docs/cifar_vs_random.sh DATA RUN [KEEP] [SEEDS] [ROUNDS]
 set -euo pipefail
 DATA=${1:?CIFAR-10 binary directory}
 RUN=${2:?the run directory holding search/}
@@ -20,7 +20,8 @@ ROUNDS=${5:-5}
 P=${PROXYLESS:-target/release/proxyless}
 LUT=$RUN/search/latency.yaml
 WIDTH=0.25
-RECIPE=(--data "$DATA" --train-images 20000 --valid 0 --epochs 5 --batch 64 --lr 0.1 --seed 0)
+RECIPE=(--data "$DATA" --train-images 20000 --valid 0 --epochs 5 --batch 64 --lr 0.1)
+TRAIN_SEEDS=${TRAIN_SEEDS:-0}
 HERE=$(dirname "$0")
 
 derived=$RUN/search/net.config
@@ -59,9 +60,14 @@ for pass in 1 2; do
     done < "$RUN/corrections.tsv"
 done
 cat "$RUN/chosen.txt"
-grep -E '^(derived|random)' "$RUN/chosen.txt" | while IFS=$'\t' read -r kind net ms _; do
-    name=$(basename "$net" .config)
-    [ "$kind" = derived ] && name=derived
-    "$P" train --net "$net" "${RECIPE[@]}" --out "$RUN/train-$name" > "$RUN/train-$name.out" 2>&1
-    echo "$kind $name measured $ms ms: $(grep -i 'test accuracy' "$RUN/train-$name.out" | tail -1)"
+for seed in $TRAIN_SEEDS; do
+    suffix=""
+    [ "$seed" != 0 ] && suffix="-s$seed"
+    grep -E '^(derived|random)' "$RUN/chosen.txt" | while IFS=$'\t' read -r kind net ms _; do
+        name=$(basename "$net" .config)
+        [ "$kind" = derived ] && name=derived
+        out=$RUN/train-$name$suffix
+        "$P" train --net "$net" "${RECIPE[@]}" --seed "$seed" --out "$out" > "$out.out" 2>&1
+        echo "$kind $name seed $seed measured $ms ms: $(grep -i 'test accuracy' "$out.out" | tail -1)"
+    done
 done

@@ -1,8 +1,9 @@
 //! Depthwise k x k convolution on NHWC tensors (`shaders/depthwise.wgsl`): k in {3, 5, 7},
 //! stride 1 or 2, padding k / 2, weights `[c, k, k]`.
 //!
-//! Each kernel is generated for its kernel size, stride, strip width and operand kind: the
-//! per-row body (every tap of a strip of columns) is unrolled by `codegen` and pasted into the WGSL.
+//! Each kernel is compiled for its kernel size, stride, strip width and operand kind, given to
+//! the WGSL as constants (`template`); the kernel's loops over them are unrolled when it is
+//! loaded, so every tap of a strip of columns is straight-line code.
 //! When the channel count is a multiple of 4 (every layer of the network) the operands are
 //! read through rgba32float texture copies, one texel (four channels) per invocation, because
 //! on lavapipe a texel fetch is a SIMD gather while a storage-buffer load is a loop over the
@@ -107,7 +108,7 @@ impl Entry {
     }
 }
 
-/// One generated variant of a kernel.
+/// One compiled variant of a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Variant {
     entry: Entry,
@@ -178,7 +179,7 @@ fn dims(x: &Tensor, w: &Tensor, stride: usize, op: &str) -> Result<Dims> {
 }
 
 /// The compiled kernel of a variant, named by it ("depthwise::dw_forward k5 s1 stex t4") in
-/// the cache key and in errors; its template is generated only on the variant's first use.
+/// the cache key and in errors; its holes are filled only on the variant's first use.
 fn kernel(gpu: &Gpu, v: Variant) -> Result<Arc<Kernel>> {
     let (kind, k) = match (v.tex, v.storage) {
         (false, _) => ("buf", 0),

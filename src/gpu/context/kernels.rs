@@ -30,8 +30,8 @@ impl Gpu {
     }
 
     /// The compiled kernel for `spec` in the variant named `variant`; `values` (the template
-    /// values) are only generated when the variant is not cached yet, so callers with large
-    /// generated bodies pay for them once.
+    /// values) are only made when the variant is not cached yet, so a call that finds it
+    /// cached costs a lookup.
     pub fn kernel_variant<'v>(
         &self,
         spec: &KernelSpec,
