@@ -373,10 +373,10 @@ fn search_on_the_synthetic_set_writes_every_output() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Search resume is exact: a short search killed with SIGKILL at 6 random moments, and resumed
-/// after each (reloading the latency table it measured), writes the same checkpoint bytes,
-/// `arch_history.jsonl`, `log.jsonl` epochs and `net.config` as one uninterrupted run on that
-/// table. A changed flag is refused by name.
+/// Search resume is exact: a short search killed with SIGKILL at 6 or more random moments of
+/// its progress, and resumed after each (reloading the latency table it measured), writes the
+/// same checkpoint bytes, `arch_history.jsonl`, `log.jsonl` epochs and `net.config` as one
+/// uninterrupted run on that table. A changed flag is refused by name.
 #[test]
 fn search_killed_and_resumed_equals_an_uninterrupted_run() {
     use rand::{Rng, SeedableRng};
@@ -407,9 +407,16 @@ fn search_killed_and_resumed_equals_an_uninterrupted_run() {
         .to_vec()
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let lines = |d: &std::path::Path| -> usize {
+        std::fs::read_to_string(d.join("log.jsonl")).map_or(0, |t| t.lines().count())
+    };
+    // Kills follow the run's own progress, not the clock, so that a loaded machine still sees
+    // kills after checkpoints: a start is killed after it logs one more epoch plus a random
+    // part of an epoch's time, or at a random moment of its first steps.
     // (ms after the start, whether that start resumed): at least 6 kills, 4 of them of runs
     // that resumed from a checkpoint.
     let mut moments: Vec<(u64, bool)> = Vec::new();
+    let mut epoch_ms = 100u64;
     while moments.len() < 6 || moments.iter().filter(|m| m.1).count() < 4 {
         assert!(moments.len() < 40, "no progress: kills at {moments:?}");
         let mut a = args(&killed);
@@ -418,20 +425,50 @@ fn search_killed_and_resumed_equals_an_uninterrupted_run() {
         if resumed {
             a.push("--resume".into());
         }
+        let before = lines(&killed);
+        let start = std::time::Instant::now();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_proxyless"))
             .args(&a)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let ms = rng.random_range(300..7000);
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-        if child.try_wait().unwrap().is_some() {
-            panic!("the search ended within {ms} ms of a start (kills so far {moments:?}): make it longer");
+        let sleep = |ms: u64| std::thread::sleep(std::time::Duration::from_millis(ms));
+        // The last of the 5 epochs is never waited for, so the run cannot end.
+        if before < 4 && rng.random_bool(0.7) {
+            let mut first_line = None;
+            while lines(&killed) <= before + usize::from(first_line.is_some()) {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the search ended before its kill (kills so far {moments:?})"
+                );
+                assert!(start.elapsed().as_secs() < 300, "no epoch logged in 300 s");
+                sleep(5);
+                if first_line.is_none() && lines(&killed) > before {
+                    first_line = Some(std::time::Instant::now());
+                    // Past epoch 4 the next line would end the run: stop at this one.
+                    if before + 1 >= 4 || rng.random_bool(0.5) {
+                        break;
+                    }
+                }
+            }
+            // Two lines seen: the time between them is an epoch's.
+            if let (Some(t), true) = (first_line, lines(&killed) > before + 1) {
+                epoch_ms = epoch_ms.max(t.elapsed().as_millis() as u64);
+            }
+            // Less after epoch 4's line: epoch 5 must not end before the kill.
+            let part = if lines(&killed) >= 4 { 3 } else { 8 };
+            sleep(rng.random_range(0..epoch_ms * part / 10));
+        } else {
+            sleep(rng.random_range(20..150));
         }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the search ended before its kill (kills so far {moments:?})"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
-        moments.push((ms, resumed));
+        moments.push((start.elapsed().as_millis() as u64, resumed));
     }
     eprintln!("search killed at (ms after start, resumed): {moments:?}");
     let mut a = args(&killed);
@@ -516,6 +553,28 @@ fn kernels_dump_writes_every_compiled_variant() {
     assert!(files
         .iter()
         .any(|f| f.to_string_lossy().contains("depthwise__")));
+    // As written, the depthwise kernel keeps its loops; --unrolled writes what was compiled,
+    // with none over a constant left, for the same variants.
+    let dw = |dir: &str| -> String {
+        let f = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|f| f.to_string_lossy().contains("depthwise__"))
+            .unwrap();
+        std::fs::read_to_string(f).unwrap()
+    };
+    let written = dw(&d);
+    assert!(written.contains("for (var ky = 0u; ky < K; ky++)") && !written.contains("{{"));
+    let u = format!("{d}-unrolled");
+    let (ok, stdout_u, err) =
+        proxyless(&["kernels", "--dump", &u, "--workload", "dw3s2", "--unrolled"]);
+    assert!(
+        ok && stdout_u.starts_with(&format!("{} kernel", files.len())),
+        "{err}"
+    );
+    let unrolled = dw(&u);
+    assert!(!unrolled.contains("ky < K;") && unrolled.contains("const ky = 2u;"));
+    let _ = std::fs::remove_dir_all(&u);
     let (ok, _, err) = proxyless(&["kernels", "--dump", &d, "--workload", "memory"]);
     assert!(!ok && err.contains("--workload"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

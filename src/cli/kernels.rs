@@ -16,6 +16,10 @@ pub struct Args {
     /// The workload whose kernels to dump (one run of it): pw, dw5, dw3s2, mbconv or step.
     #[arg(long, default_value = "step")]
     workload: String,
+    /// Write the text as compiled, loops over constants unrolled (long), instead of the
+    /// kernel as written with its holes filled.
+    #[arg(long)]
+    unrolled: bool,
 }
 
 /// A file name from a kernel's cache key (`file::entry k=v ...`): the file and entry point, the
@@ -53,7 +57,12 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let kernels = gpu.compiled_kernels();
     for k in &kernels {
         let path = a.dump.join(file_name(k.name()));
-        let text = format!("// kernel: {}\n{}", k.name(), k.source());
+        let body = if a.unrolled {
+            k.compiled_source()?
+        } else {
+            k.source().to_string()
+        };
+        let text = format!("// kernel: {}\n{body}", k.name());
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!(

@@ -223,7 +223,10 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
                     let t = latency_table(gpu, &space, a.latency_batch)?;
                     t.save(&path)?;
                     eprintln!("latency table ({}) written to {}", t.timing, path.display());
-                    t
+                    // The run goes on with the table as written (its numbers rounded to the
+                    // file's digits), so that a resumed run, or one given --lut with this file,
+                    // sees the same latencies to the bit.
+                    LatencyTable::load(&path)?
                 }
             };
             let fixed = table.fixed(&space)?;

@@ -38,7 +38,8 @@ pub const MAX_PARAM_WORDS: usize = 32;
 /// A compiled pipeline and its bind-group layout.
 pub struct Kernel {
     pub(crate) name: String,
-    /// The exact WGSL it was compiled from (`proxyless kernels --dump`).
+    /// Its WGSL with the holes filled (`proxyless kernels --dump`); compiled after
+    /// `unroll_loops`.
     pub(crate) source: String,
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
@@ -50,9 +51,14 @@ impl Kernel {
         &self.name
     }
 
-    /// The WGSL source this kernel was compiled from, template holes filled.
+    /// The kernel's WGSL with its holes filled, loops as written.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The exact WGSL compiled: `source` with its loops over constants unrolled.
+    pub fn compiled_source(&self) -> anyhow::Result<String> {
+        unroll_loops(&self.source)
     }
 }
 
@@ -74,7 +80,7 @@ pub(crate) fn instantiate(spec: &KernelSpec, values: &[(&str, String)]) -> anyho
             &text[pos..end]
         );
     }
-    unroll_loops(&text)
+    Ok(text)
 }
 
 /// Loops of at most this many trips are unrolled by `unroll_loops`.

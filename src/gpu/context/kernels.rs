@@ -8,7 +8,7 @@ use std::sync::{Arc, MutexGuard};
 use anyhow::{bail, Result};
 
 use super::Gpu;
-use crate::gpu::kernel::{instantiate, Access, Kernel, KernelSpec};
+use crate::gpu::kernel::{instantiate, unroll_loops, Access, Kernel, KernelSpec};
 use crate::gpu::tuning::{tuning, ShaderChecks};
 
 impl Gpu {
@@ -50,11 +50,12 @@ impl Gpu {
             return Ok(Arc::clone(k));
         }
         let source = instantiate(spec, &values())?;
+        let compiled = unroll_loops(&source)?;
         // Compile errors in our own WGSL are bugs; report them with the kernel's name.
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let descriptor = wgpu::ShaderModuleDescriptor {
             label: Some(&key),
-            source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
+            source: wgpu::ShaderSource::Wgsl(compiled.as_str().into()),
         };
         // SAFETY: every kernel family is checked against a CPU reference by `kernels-tests/`
         // and `proxyless check`, on shapes that cover each variant's edges; their loops have
