@@ -41,6 +41,7 @@ pub struct Kernel {
     /// Its WGSL with the holes filled (`proxyless kernels --dump`); compiled after
     /// `unroll_loops`.
     pub(crate) source: String,
+    pub(crate) entry: &'static str,
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) bindings: &'static [Access],
@@ -56,9 +57,10 @@ impl Kernel {
         &self.source
     }
 
-    /// The exact WGSL compiled: `source` with its loops over constants unrolled.
+    /// The exact WGSL compiled: `source` with its entry point alone, its branches on
+    /// constants taken and its loops over constants unrolled.
     pub fn compiled_source(&self) -> anyhow::Result<String> {
-        unroll_loops(&self.source)
+        unroll_loops(&only_entry(&self.source, self.entry)?)
     }
 }
 
@@ -83,6 +85,38 @@ pub(crate) fn instantiate(spec: &KernelSpec, values: &[(&str, String)]) -> anyho
     Ok(text)
 }
 
+/// `text` without its entry points other than `entry` (a `@compute` function and its body;
+/// the comments before it stay): a file holds a kernel family, a pipeline compiles one entry
+/// point, and the others, once unrolled, only lengthened what naga parses and checks.
+pub(crate) fn only_entry(text: &str, entry: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("@compute") {
+        let tail = &rest[at..];
+        let name = tail
+            .find("fn ")
+            .map(|f| &tail[f + 3..])
+            .and_then(|t| t.split('(').next())
+            .map(str::trim)
+            .ok_or_else(|| anyhow::anyhow!("an @compute without a function"))?;
+        let open = tail
+            .find('{')
+            .ok_or_else(|| anyhow::anyhow!("entry point {name} has no body"))?;
+        let close = matching(tail, open, '{', '}')
+            .ok_or_else(|| anyhow::anyhow!("unbalanced braces in entry point {name}"))?;
+        out.push_str(&rest[..at]);
+        if name == entry {
+            out.push_str(&tail[..=close]);
+        }
+        rest = &tail[close + 1..];
+    }
+    out.push_str(rest);
+    if !out.contains(&format!("fn {entry}(")) {
+        anyhow::bail!("no entry point {entry}");
+    }
+    Ok(out)
+}
+
 /// Loops of at most this many trips are unrolled by `unroll_loops`.
 const MAX_UNROLLED_TRIPS: u32 = 64;
 
@@ -96,8 +130,140 @@ const MAX_UNROLLED_TRIPS: u32 = 64;
 /// compilers unroll such loops themselves. X is a `const`, so that expressions of it are
 /// constant expressions where WGSL asks for one (`subgroupBroadcast`'s lane). The body must
 /// not `break` or `continue`.
+///
+/// First, every `if (COND) { A } else { B }` whose COND is decided by constants (see
+/// `constant_condition`) is replaced by the block taken: the kernels branch on their variant's
+/// flags (`if (A_ALONG_K)`), and unrolling the loops of a branch never taken only made the
+/// text longer to compile (the GEMM kernels' check took twice as long before this).
 pub(crate) fn unroll_loops(text: &str) -> anyhow::Result<String> {
-    unroll_with(text, &constants_of(text))
+    let folded = fold_constant_ifs(text, &flags_of(text))?;
+    unroll_with(&folded, &constants_of(&folded))
+}
+
+/// The `const NAME: bool = true;` (or false) declarations of a text.
+fn flags_of(text: &str) -> Vec<(String, bool)> {
+    text.lines()
+        .filter_map(|line| {
+            let decl = line.trim().strip_prefix("const ")?;
+            let (name, value) = decl.split_once(": bool = ")?;
+            let value = value.split(';').next()?.trim().parse().ok()?;
+            Some((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Whether COND, terms joined by `&&`, holds, where that is decided by constants: each term
+/// is a flag, `!flag`, or `NAME == N` (`!=`, `>`) of a u32 constant; one term known false
+/// decides it whatever the others are. None where it is not decided.
+fn constant_condition(
+    cond: &str,
+    flags: &[(String, bool)],
+    consts: &[(String, u32)],
+) -> Option<bool> {
+    let term = |t: &str| -> Option<bool> {
+        let t = t.trim();
+        if let Some(f) = flags.iter().find(|(n, _)| n == t) {
+            return Some(f.1);
+        }
+        if let Some(rest) = t.strip_prefix('!') {
+            return flags.iter().find(|(n, _)| n == rest.trim()).map(|f| !f.1);
+        }
+        let tokens: Vec<&str> = t.split_whitespace().collect();
+        let [a, op, b] = tokens[..] else {
+            return None;
+        };
+        let (a, b) = (constant_value(a, consts)?, constant_value(b, consts)?);
+        match op {
+            "==" => Some(a == b),
+            "!=" => Some(a != b),
+            ">" => Some(a > b),
+            _ => None,
+        }
+    };
+    if cond.contains("||") {
+        return None;
+    }
+    let terms: Vec<Option<bool>> = cond.split("&&").map(term).collect();
+    if terms.contains(&Some(false)) {
+        Some(false)
+    } else if terms.iter().all(|t| *t == Some(true)) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Replaces each `if` decided by constants by the block it takes (kept in braces, for its
+/// scope), or by nothing.
+fn fold_constant_ifs(text: &str, flags: &[(String, bool)]) -> anyhow::Result<String> {
+    let consts = constants_of(text);
+    fold_with(text, flags, &consts)
+}
+
+fn fold_with(
+    text: &str,
+    flags: &[(String, bool)],
+    consts: &[(String, u32)],
+) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("if (") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let skip = |out: &mut String| {
+            out.push_str("if (");
+            &tail["if (".len()..]
+        };
+        // Not part of a longer name (`elif (`), and not an `else if`.
+        let word_start =
+            at == 0 || !rest[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+        let Some(close) = matching(tail, 3, '(', ')') else {
+            anyhow::bail!(
+                "unbalanced parentheses at {:?}",
+                &tail[..tail.len().min(40)]
+            );
+        };
+        let cond = &tail[4..close];
+        let decided = if word_start && !out.trim_end().ends_with("else") {
+            constant_condition(cond, flags, consts)
+        } else {
+            None
+        };
+        let after_cond = &tail[close + 1..];
+        let open = after_cond.len() - after_cond.trim_start().len();
+        let Some(taken) = decided.filter(|_| after_cond[open..].starts_with('{')) else {
+            rest = skip(&mut out);
+            continue;
+        };
+        let then_end = matching(after_cond, open, '{', '}')
+            .ok_or_else(|| anyhow::anyhow!("unbalanced braces after if ({cond})"))?;
+        let then_body = &after_cond[open + 1..then_end];
+        let after_then = &after_cond[then_end + 1..];
+        let trimmed = after_then.trim_start();
+        let (else_body, end) = if let Some(e) = trimmed.strip_prefix("else") {
+            let e_open = e.len() - e.trim_start().len();
+            if !e[e_open..].starts_with('{') {
+                // `else if`: left to the compiler.
+                rest = skip(&mut out);
+                continue;
+            }
+            let e_end = matching(e, e_open, '{', '}')
+                .ok_or_else(|| anyhow::anyhow!("unbalanced braces after else of if ({cond})"))?;
+            let consumed = after_then.len() - e.len() + e_end + 1;
+            (Some(&e[e_open + 1..e_end]), consumed)
+        } else {
+            (None, 0)
+        };
+        let block = if taken { Some(then_body) } else { else_body };
+        if let Some(b) = block {
+            out.push('{');
+            out.push_str(&fold_with(b, flags, consts)?);
+            out.push('}');
+        }
+        rest = &after_then[end..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn unroll_with(text: &str, consts: &[(String, u32)]) -> anyhow::Result<String> {
@@ -111,7 +277,7 @@ fn unroll_with(text: &str, consts: &[(String, u32)]) -> anyhow::Result<String> {
             rest = &tail["for (var ".len()..];
             continue;
         };
-        let body_end = matching_brace(tail, body_start).ok_or_else(|| {
+        let body_end = matching(tail, body_start, '{', '}').ok_or_else(|| {
             anyhow::anyhow!(
                 "unbalanced braces in the loop over {var} at {:?}",
                 &tail[..40]
@@ -202,19 +368,17 @@ fn constant_loop<'a>(
     (between_ok && trips.len() <= MAX_UNROLLED_TRIPS as usize).then_some((var, trips, brace))
 }
 
-/// The position of the `}` that closes the `{` at `open`.
-fn matching_brace(text: &str, open: usize) -> Option<usize> {
+/// The position of the `close` that closes the `open_ch` at `open`.
+fn matching(text: &str, open: usize, open_ch: char, close: char) -> Option<usize> {
     let mut depth = 0usize;
     for (i, ch) in text[open..].char_indices() {
-        match ch {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(open + i);
-                }
+        if ch == open_ch {
+            depth += 1;
+        } else if ch == close {
+            depth -= 1;
+            if depth == 0 {
+                return Some(open + i);
             }
-            _ => {}
         }
     }
     None
@@ -256,6 +420,28 @@ mod tests {
         assert_eq!(ok, "const R = 4u; const C = 8u;");
         let err = instantiate(&spec, &[("ROWS", "4".into())]).unwrap_err();
         assert!(err.to_string().contains("{{COLS}}"), "{err}");
+    }
+
+    #[test]
+    fn other_entry_points_are_dropped_and_constant_ifs_folded() {
+        let text = "const F: bool = false;\nconst N: u32 = 2u;\nfn helper() {}\n@compute @workgroup_size(64)\nfn a() { if (F) { x(); } else { y(); } }\n// b's comment\n@compute @workgroup_size(64)\nfn b() { if (N == 2u) { z(); } if (!F && q) { w(); } }\n";
+        let only_a = only_entry(text, "a").unwrap();
+        assert!(
+            only_a.contains("fn helper()") && only_a.contains("fn a()"),
+            "{only_a}"
+        );
+        assert!(!only_a.contains("fn b()"), "{only_a}");
+        assert!(only_entry(text, "c").is_err());
+        let folded = unroll_loops(&only_entry(text, "b").unwrap()).unwrap();
+        // N == 2u holds: its block stays, unconditioned; `!F && q` is not decided by
+        // constants alone and stays an if.
+        assert!(
+            folded.contains("{ z(); }") && !folded.contains("N == 2u"),
+            "{folded}"
+        );
+        assert!(folded.contains("if (!F && q) { w(); }"), "{folded}");
+        let a = unroll_loops(&only_a).unwrap();
+        assert!(a.contains("{ y(); }") && !a.contains("x();"), "{a}");
     }
 
     #[test]

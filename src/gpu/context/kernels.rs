@@ -8,7 +8,7 @@ use std::sync::{Arc, MutexGuard};
 use anyhow::{bail, Result};
 
 use super::Gpu;
-use crate::gpu::kernel::{instantiate, unroll_loops, Access, Kernel, KernelSpec};
+use crate::gpu::kernel::{instantiate, only_entry, unroll_loops, Access, Kernel, KernelSpec};
 use crate::gpu::tuning::{tuning, ShaderChecks};
 
 impl Gpu {
@@ -50,7 +50,7 @@ impl Gpu {
             return Ok(Arc::clone(k));
         }
         let source = instantiate(spec, &values())?;
-        let compiled = unroll_loops(&source)?;
+        let compiled = unroll_loops(&only_entry(&source, spec.entry)?)?;
         // Compile errors in our own WGSL are bugs; report them with the kernel's name.
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let descriptor = wgpu::ShaderModuleDescriptor {
@@ -146,6 +146,7 @@ impl Gpu {
         let k = Arc::new(Kernel {
             name: key.clone(),
             source,
+            entry: spec.entry,
             pipeline,
             layout,
             bindings: spec.bindings,
