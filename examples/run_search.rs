@@ -55,12 +55,7 @@ fn main() -> Result<()> {
     let net = Supernet::new(&gpu, &space, 0)?;
     let out = RunDir(std::env::temp_dir().join("proxyless-example-search"));
     let r = search(&gpu, &net, &data, &cfg, &out, false, &mut Quiet)?;
-    let names: Vec<String> = r
-        .choice
-        .iter()
-        .zip(&space.layers)
-        .map(|(&k, l)| l.candidates[k].name())
-        .collect();
+    let names = space.op_names(&r.choice);
     println!("derived net: {}", names.join(" "));
     println!(
         "valid accuracy {:.2}%, predicted latency {:.2} ms (target {:.2}); plots and net.config in {}",

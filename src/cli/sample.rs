@@ -64,11 +64,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> Result<()> {
         &a.out,
         serde_json::to_string_pretty(&config.to_json())?.as_bytes(),
     )?;
-    let names: Vec<String> = choice
-        .iter()
-        .zip(&space.layers)
-        .map(|(&k, l)| l.candidates[k].name())
-        .collect();
+    let names = space.op_names(&choice);
     println!("sampled net: {}", names.join(" "));
     println!(
         "predicted {predicted:.3} ms (target {:.3} ms +-{:.1}%); written to {}",

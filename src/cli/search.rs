@@ -326,12 +326,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     let mut bar = Bar::new();
     let r = search(gpu, &net, &data, &cfg, &out, a.resume, &mut bar)?;
     let config = space.derive(&r.choice)?;
-    let names: Vec<String> = r
-        .choice
-        .iter()
-        .zip(&space.layers)
-        .map(|(&k, l)| l.candidates[k].name())
-        .collect();
+    let names = space.op_names(&r.choice);
     let mut summary = serde_json::json!({
         "choice": names,
         "valid_accuracy": r.valid_accuracy,

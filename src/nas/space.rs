@@ -265,6 +265,15 @@ impl SearchSpace {
         Ok(choice)
     }
 
+    /// The op names of an architecture, one per mixed layer (`5x5_MBConv3`, `Zero`, ...).
+    pub fn op_names(&self, choice: &[usize]) -> Vec<String> {
+        choice
+            .iter()
+            .zip(&self.layers)
+            .map(|(&k, l)| l.candidates[k].name())
+            .collect()
+    }
+
     /// The net that takes candidate `choice[i]` at mixed layer i (Zero removes the block).
     pub fn derive(&self, choice: &[usize]) -> Result<NetConfig> {
         if choice.len() != self.layers.len() {
