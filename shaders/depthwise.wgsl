@@ -42,6 +42,7 @@ const K: u32 = {{K}}u;
 const KK: u32 = K * K;
 const S: u32 = {{S}}u;
 const PAD: i32 = {{PAD}};
+const TW: u32 = {{TW}}u;           // texels per texture row
 // Columns per strip of each entry point: output columns (forward, weight gradient) or input
 // columns (input gradient); only the compiled entry point's is its variant's, the others are
 // the least that compiles.

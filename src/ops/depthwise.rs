@@ -620,8 +620,7 @@ fn put_taps(base: u32, q: u32, g: array<V, KK>) {
         }
         out[base + q * KK + i] = v;
     }
-}
-const TW: u32 = TEX_WIDTHu;  // texels per texture row";
+}";
 
 /// For stride `s` and padding k / 2: the offsets (r + pad - tap) / s over the phases r < s and
 /// the taps where s divides r + pad - tap (input coordinate s*m + r reaches output coordinate
@@ -669,9 +668,7 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
     bindings += &format!("@group(0) @binding(3) var<storage, read_write> out: array<{v4}>;");
     let mut access = if v.tex {
         let level = if v.storage { "" } else { ", 0" };
-        TEXTURE_ACCESS
-            .replace("LEVEL", level)
-            .replace("TEX_WIDTH", &TEX_WIDTH.to_string())
+        TEXTURE_ACCESS.replace("LEVEL", level)
     } else {
         BUFFER_ACCESS.to_string()
     };
@@ -705,6 +702,7 @@ fn template(v: Variant) -> Vec<(&'static str, String)> {
         ("K", k.to_string()),
         ("S", s.to_string()),
         ("PAD", (k / 2).to_string()),
+        ("TW", TEX_WIDTH.to_string()),
         ("FWD_T", fwd_t.to_string()),
         ("DX_T", dx_t.to_string()),
         ("DW_T", dw_t.to_string()),
