@@ -51,6 +51,8 @@ fn main() -> Result<()> {
         decay_all: false,
         reinforce_batch: None,
         reinforce_updates: None,
+        parts: 1,
+        group: Default::default(),
     };
     let net = Supernet::new(&gpu, &space, 0)?;
     let out = RunDir(std::env::temp_dir().join("proxyless-example-search"));

@@ -29,6 +29,8 @@ fn main() -> Result<()> {
         label_smoothing: 0.1,
         seed: 0,
         stop_after: None,
+        parts: 1,
+        group: Default::default(),
     };
     let out = RunDir(std::env::temp_dir().join("proxyless-example-train"));
     let s = train::train(&gpu, &net, &data, &cfg, &out, false, &mut Quiet)?;

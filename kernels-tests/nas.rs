@@ -637,8 +637,14 @@ fn a_weight_step_in_parts_applies_the_weighed_gradients() {
     };
     let mut opt = Optimizer::new(sgd, &net.params);
     let lr = 0.5;
+    let of = proxyless::nn::parts::PartsOf {
+        images: 8,
+        first: 0,
+    };
+    let solo = proxyless::dist::Group::solo();
+    let parts = vec![up(&a), up(&b)];
     let (l, c) =
-        weight_step_parts(gpu, &net, &mut opt, vec![up(&a), up(&b)], &path, lr, 0.1, 0).unwrap();
+        weight_step_parts(gpu, &net, &mut opt, parts, of, &solo, &path, lr, 0.1, 0).unwrap();
     let after = net.params.to_host(gpu).unwrap();
     assert!(!want.is_empty());
     // Over all parameters together (some gradients are ~1e-7, zero but for rounding: the

@@ -75,6 +75,8 @@ fn config(update: ArchUpdate, costs: Option<Costs>, flags: Vec<(String, String)>
         decay_all: false,
         reinforce_batch: None,
         reinforce_updates: None,
+        parts: 1,
+        group: Default::default(),
     }
 }
 

@@ -153,6 +153,8 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
         label_smoothing: 0.1,
         seed: 3,
         stop_after: None,
+        parts: 1,
+        group: Default::default(),
     }
 }
 
@@ -623,7 +625,7 @@ fn a_lost_device_ends_the_run_with_the_last_checkpoint_intact() {
     let net = Network::new(&gpu, &c, 1).unwrap();
     let stop = TrainConfig {
         stop_after: Some(1),
-        ..cfg
+        ..cfg.clone()
     };
     train::train(
         &gpu,

@@ -6,6 +6,7 @@
 
 pub mod autograd;
 pub mod data;
+pub mod dist;
 pub mod gpu;
 pub mod nas;
 pub mod nn;

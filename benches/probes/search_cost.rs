@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use proxyless::autograd::Tape;
+use proxyless::dist::Group;
 use proxyless::gpu::{Gpu, GpuOptions};
 use proxyless::nas::arch::{ArchParams, GateMode};
 use proxyless::nas::space::SearchSpace;
@@ -89,6 +90,7 @@ fn main() -> Result<()> {
                         &net,
                         &mut arch,
                         vec![(x, y_arch)],
+                        (batch, &Group::solo()),
                         mode,
                         None,
                         &mut rng,

@@ -14,6 +14,7 @@ mod values;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use proxyless::dist::Group;
 use proxyless::gpu::{load_tuning, Gpu, GpuOptions, Profile};
 
 #[derive(Parser)]
@@ -66,22 +67,58 @@ pub fn run() -> Result<()> {
     // Every PROXYLESS_* knob is read and checked here, once (`gpu::tuning`).
     let profile = cli.profile.as_deref().map(Profile::parse).transpose()?;
     load_tuning(profile)?;
+    let parallel = matches!(cli.command, Command::Train(_) | Command::Search(_));
+    let (group, local_rank) = if parallel {
+        open_group()?
+    } else {
+        (Group::solo(), 0)
+    };
     let opts = GpuOptions {
         adapter: cli.adapter,
+        nth_best: local_rank,
         ..Default::default()
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Devices => devices::run(),
         Command::Check(a) => check::run(&open(&opts)?, a),
         Command::Bench(a) => bench::run(&open(&opts)?, a),
         Command::Info(a) => info::run(&open(&opts)?, a),
-        Command::Train(a) => train::run(&open(&opts)?, a),
+        Command::Train(a) => open_as(&opts, &group).and_then(|gpu| train::run(&gpu, a, &group)),
         Command::Eval(a) => train::eval(&open(&opts)?, a),
-        Command::Search(a) => search::run(&open(&opts)?, *a),
+        Command::Search(a) => open_as(&opts, &group).and_then(|gpu| search::run(&gpu, *a, &group)),
         Command::Latency(a) => search::latency(&open(&opts)?, a),
         Command::Sample(a) => sample::run(&opts, a),
         Command::Plot(a) => plot::run(a),
         Command::Kernels(a) => kernels::run(&open(&opts)?, a),
+    };
+    if let Err(e) = &result {
+        if group.ranks() > 1 {
+            // The other ranks would wait for this one forever: stop the job.
+            eprintln!("error on rank {} of {}: {e:#}", group.rank(), group.ranks());
+            group.abort(1);
+        }
+    }
+    result
+}
+
+/// The ranks of this job and this rank's index on its machine: mpirun's ranks when it started
+/// this process (and the `mpi` feature is built in), else this process alone.
+fn open_group() -> Result<(Group, usize)> {
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some());
+    if !launched {
+        return Ok((Group::solo(), 0));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        proxyless::dist::from_mpi()
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        anyhow::bail!(
+            "started by mpirun, but this proxyless was built without MPI: every rank would run the whole job alone; build with `cargo build --release --features mpi`"
+        )
     }
 }
 
@@ -94,7 +131,21 @@ fn digest(text: &str) -> u64 {
 }
 
 fn open(opts: &GpuOptions) -> Result<Gpu> {
+    open_as(opts, &Group::solo())
+}
+
+/// Opens the adapter and says which, with the rank when there are several.
+fn open_as(opts: &GpuOptions, group: &Group) -> Result<Gpu> {
     let gpu = Gpu::new(opts)?;
-    eprintln!("adapter: {}", gpu.adapter_name());
+    if group.ranks() > 1 {
+        eprintln!(
+            "rank {} of {}: adapter {}",
+            group.rank(),
+            group.ranks(),
+            gpu.adapter_name()
+        );
+    } else {
+        eprintln!("adapter: {}", gpu.adapter_name());
+    }
     Ok(gpu)
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use proxyless::dist::Group;
 use proxyless::gpu::Gpu;
 use proxyless::nas::arch::GateMode;
 use proxyless::nas::latency::{net_latency, LatencyTable};
@@ -15,9 +16,9 @@ use proxyless::nas::supernet::Supernet;
 use proxyless::nas::warmup::Warmup;
 use proxyless::nn::{NetConfig, Network};
 use proxyless::train::search::{search, ArchUpdate, LrSchedule, SearchConfig};
-use proxyless::train::{DataSource, RunDir};
+use proxyless::train::{DataSource, Observer, Quiet, RunDir};
 
-use super::train::Bar;
+use super::train::{say, Bar};
 use super::values;
 
 #[derive(clap::Args)]
@@ -124,6 +125,11 @@ pub struct Args {
     out: PathBuf,
     #[arg(long)]
     resume: bool,
+    /// Cut every batch into at least this many parts (as `train --parts`): under `mpirun -n K`
+    /// the parts are dealt out over the ranks; one process with --parts K computes what K ranks
+    /// do.
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
+    parts: usize,
 }
 
 /// The synthetic search's defaults (see `--train-images`, `--arch-lr` and `--loss`).
@@ -134,7 +140,7 @@ const SYNTHETIC_LOSS: &str = "add#linear";
 pub const OBJECTIVES: &[&str] = &["latency", "flops", "none"];
 pub const UPDATES: &[&str] = &["gradient", "reinforce"];
 
-pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
+pub fn run(gpu: &Gpu, a: Args, group: &Group) -> Result<()> {
     let mode = GateMode::parse(&a.mode)?;
     let lr_schedule = LrSchedule::parse(&a.lr_schedule)?;
     let decay_all = match a.decay.as_str() {
@@ -185,7 +191,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         .unwrap_or(if synthetic { SYNTHETIC_ARCH_LR } else { 1e-3 });
     data.limit_train(train_images)?;
     let space = SearchSpace::new(&a.space, width, data.classes())?;
-    eprintln!(
+    say(group, format!(
         "data: {} ({} train, {} valid images, {} classes; {:.1} s); space {} at width {width}: {} mixed layers",
         data.name,
         data.train_indices.len(),
@@ -194,7 +200,7 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         t.elapsed().as_secs_f64(),
         space.name,
         space.layers.len()
-    );
+    ));
     let out = RunDir(a.out.clone());
     std::fs::create_dir_all(&out.0)
         .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
@@ -218,6 +224,8 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
                         )
                     })?
                 }
+                // Rank 0 measures; the others get its numbers below.
+                None if !group.is_root() => LatencyTable::default(),
                 None => {
                     let path = out.0.join("latency.yaml");
                     let t = latency_table(gpu, &space, a.latency_batch)?;
@@ -229,19 +237,21 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
                     LatencyTable::load(&path)?
                 }
             };
-            let fixed = table.fixed(&space)?;
-            let per = table.per_candidate(&space)?;
+            let (fixed, per) = shared_costs(group, &table, &space)?;
             Some(with_target(fixed, per, a.target_latency, form, "ms")?)
         }
     };
     if let Some(c) = &costs {
-        eprintln!(
-            "objective {}: target {:.3} {} (cheapest net {:.3}, uniform expectation {:.3})",
-            a.objective,
-            c.target,
-            c.unit,
-            c.cheapest().1,
-            uniform_expectation(c)
+        say(
+            group,
+            format!(
+                "objective {}: target {:.3} {} (cheapest net {:.3}, uniform expectation {:.3})",
+                a.objective,
+                c.target,
+                c.unit,
+                c.cheapest().1,
+                uniform_expectation(c)
+            ),
         );
     }
     let net = Supernet::new(gpu, &space, a.seed)?;
@@ -322,9 +332,19 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         decay_all,
         reinforce_batch: a.reinforce_batch,
         reinforce_updates: a.reinforce_updates,
+        parts: a.parts,
+        group: group.clone(),
     };
     let mut bar = Bar::new();
-    let r = search(gpu, &net, &data, &cfg, &out, a.resume, &mut bar)?;
+    let observer: &mut dyn Observer = if group.is_root() {
+        &mut bar
+    } else {
+        &mut Quiet
+    };
+    let r = search(gpu, &net, &data, &cfg, &out, a.resume, observer)?;
+    if !group.is_root() {
+        return Ok(());
+    }
     let config = space.derive(&r.choice)?;
     let names = space.op_names(&r.choice);
     let mut summary = serde_json::json!({
@@ -365,6 +385,42 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         out.0.display()
     );
     Ok(())
+}
+
+/// The table's fixed and per-candidate latencies, rank 0's on every rank: each rank may have
+/// read its own copy of a file, and only rank 0 measures.
+fn shared_costs(
+    group: &Group,
+    table: &LatencyTable,
+    space: &SearchSpace,
+) -> Result<(f64, Vec<Vec<f64>>)> {
+    if group.ranks() == 1 {
+        return Ok((table.fixed(space)?, table.per_candidate(space)?));
+    }
+    let (fixed, per) = if group.is_root() {
+        (table.fixed(space)?, table.per_candidate(space)?)
+    } else {
+        let per = space
+            .layers
+            .iter()
+            .map(|l| vec![0.0; l.candidates.len()])
+            .collect();
+        (0.0, per)
+    };
+    let mut flat: Vec<f64> = std::iter::once(fixed)
+        .chain(per.iter().flatten().copied())
+        .collect();
+    group.broadcast_f64(&mut flat)?;
+    let mut values = flat[1..].iter();
+    let per = per
+        .iter()
+        .map(|l| {
+            l.iter()
+                .map(|_| values.next().copied().unwrap_or(0.0))
+                .collect()
+        })
+        .collect();
+    Ok((flat[0], per))
 }
 
 fn uniform_expectation(c: &Costs) -> f64 {

@@ -7,9 +7,10 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::values;
+use proxyless::dist::Group;
 use proxyless::gpu::Gpu;
 use proxyless::nn::{NetConfig, Network};
-use proxyless::train::{self, DataSource, Observer, Progress, RunDir, TrainConfig};
+use proxyless::train::{self, DataSource, Observer, Progress, Quiet, RunDir, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -67,6 +68,12 @@ pub struct Args {
     /// Continue from OUT/checkpoint.safetensors.
     #[arg(long)]
     resume: bool,
+    /// Cut every batch into this many parts run one after another, BN on each part's
+    /// statistics, gradients added up (a large batch in little memory). Under `mpirun -n K` the
+    /// parts are dealt out over the ranks (at least K); one process with --parts K computes
+    /// what K ranks do.
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = values::count(1, 65536))]
+    parts: usize,
 }
 
 /// The progress bar of long runs, and a line per finished epoch. When stderr is not a
@@ -186,7 +193,7 @@ impl Observer for Bar {
     }
 }
 
-pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
+pub fn run(gpu: &Gpu, a: Args, group: &Group) -> Result<()> {
     let config = NetConfig::load(&a.net)?;
     let t = Instant::now();
     let mut data = DataSource::open(a.data.as_deref(), a.resolution, a.valid, a.seed)?;
@@ -194,14 +201,17 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
     if a.no_augment {
         data.augment = proxyless::data::Augment::None;
     }
-    eprintln!(
-        "data: {} ({} train, {} valid, {} test images, {} classes; loaded in {:.1} s)",
-        data.name,
-        data.train_indices.len(),
-        data.valid_indices.len(),
-        data.test.as_ref().map_or(0, |t| t.len()),
-        data.classes(),
-        t.elapsed().as_secs_f64()
+    say(
+        group,
+        format!(
+            "data: {} ({} train, {} valid, {} test images, {} classes; loaded in {:.1} s)",
+            data.name,
+            data.train_indices.len(),
+            data.valid_indices.len(),
+            data.test.as_ref().map_or(0, |t| t.len()),
+            data.classes(),
+            t.elapsed().as_secs_f64()
+        ),
     );
     check_classes(&config, data.classes(), &a.net)?;
     let net = Network::new(gpu, &config, a.seed)?;
@@ -214,10 +224,20 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         label_smoothing: a.label_smoothing,
         seed: a.seed,
         stop_after: a.stop_after,
+        parts: a.parts,
+        group: group.clone(),
     };
     let out = RunDir(a.out.clone());
     let mut bar = Bar::new();
-    let s = train::train(gpu, &net, &data, &cfg, &out, a.resume, &mut bar)?;
+    let observer: &mut dyn Observer = if group.is_root() {
+        &mut bar
+    } else {
+        &mut Quiet
+    };
+    let s = train::train(gpu, &net, &data, &cfg, &out, a.resume, observer)?;
+    if !group.is_root() {
+        return Ok(());
+    }
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
     println!(
         "done in {:.0} s: valid accuracy {}, test accuracy {}; {:.0} images/s; pool high-water {:.1} MiB; weights in {}",
@@ -229,6 +249,13 @@ pub fn run(gpu: &Gpu, a: Args) -> Result<()> {
         out.weights().display()
     );
     Ok(())
+}
+
+/// Prints a line on rank 0 only (the others would repeat it).
+pub fn say(group: &Group, line: String) {
+    if group.is_root() {
+        eprintln!("{line}");
+    }
 }
 
 pub fn check_classes(config: &NetConfig, classes: usize, net: &std::path::Path) -> Result<()> {

@@ -1,6 +1,7 @@
 //! One epoch of batches, prepared on a background thread a few batches ahead, so augmentation
 //! overlaps the GPU's work on the batch before.
 
+use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,6 +14,47 @@ use super::Dataset;
 /// Batches prepared ahead of the consumer: enough to hide a slow batch, little memory.
 const DEPTH: usize = 3;
 
+/// Which share of every batch a loader yields: each batch is cut into `parts` parts whose
+/// sizes differ by at most one (part j of a batch of n takes rows [j n / parts, (j + 1) n /
+/// parts) rounded down), and this loader keeps parts `first .. first + count`. A rank of a
+/// data-parallel run keeps its own parts; one process that runs every part in turn
+/// (`--parts`) keeps them all and sees the same parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub parts: usize,
+    pub first: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole batch as one part.
+    pub fn whole() -> Shard {
+        Shard {
+            parts: 1,
+            first: 0,
+            count: 1,
+        }
+    }
+
+    /// Rows of part `j` of a batch of `n`.
+    pub fn part_rows(n: usize, parts: usize, j: usize) -> Range<usize> {
+        j * n / parts..(j + 1) * n / parts
+    }
+
+    /// Rows of a batch of `n` this shard keeps.
+    pub fn rows(&self, n: usize) -> Range<usize> {
+        Self::part_rows(n, self.parts, self.first).start
+            ..Self::part_rows(n, self.parts, self.first + self.count - 1).end
+    }
+
+    /// Sizes of this shard's parts of a batch of `n`, in order.
+    pub fn part_sizes(&self, n: usize) -> Vec<usize> {
+        (self.first..self.first + self.count)
+            .map(|j| Self::part_rows(n, self.parts, j).len())
+            .collect()
+    }
+}
+
 /// One batch, ready to upload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
@@ -24,6 +66,10 @@ pub struct Batch {
     pub n: usize,
     pub height: usize,
     pub width: usize,
+    /// Images in the whole batch, of which this is the loader's share (`n` when unsharded).
+    pub of: usize,
+    /// Sizes of the shard's parts, in row order (they add up to `n`).
+    pub parts: Vec<usize>,
 }
 
 /// An iterator over one epoch's batches. Everything random (order and augmentation) comes from
@@ -45,6 +91,7 @@ struct Plan {
     norm: Normalize,
     seed: u64,
     epoch: u64,
+    shard: Shard,
 }
 
 impl Loader {
@@ -66,7 +113,42 @@ impl Loader {
         seed: u64,
         epoch: u64,
     ) -> Loader {
+        Self::sharded(
+            data,
+            indices,
+            batch,
+            shuffle,
+            drop_last,
+            augment,
+            norm,
+            seed,
+            epoch,
+            Shard::whole(),
+        )
+    }
+
+    /// [`Loader::new`] yielding only `shard`'s rows of each batch, drawn as the whole batch's
+    /// rows would be (every image has its own random stream).
+    ///
+    /// Panics as `new` does, and on a shard outside its parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sharded(
+        data: Arc<Dataset>,
+        indices: Vec<usize>,
+        batch: usize,
+        shuffle: bool,
+        drop_last: bool,
+        augment: Augment,
+        norm: Normalize,
+        seed: u64,
+        epoch: u64,
+        shard: Shard,
+    ) -> Loader {
         assert!(batch > 0, "Loader: batch size 0");
+        assert!(
+            shard.count > 0 && shard.first + shard.count <= shard.parts,
+            "Loader: {shard:?} is not a shard of its parts"
+        );
         if let Some(&bad) = indices.iter().find(|&&i| i >= data.len()) {
             panic!("Loader: index {bad} outside a dataset of {}", data.len());
         }
@@ -88,6 +170,7 @@ impl Loader {
             norm,
             seed,
             epoch,
+            shard,
         };
         let (tx, rx) = sync_channel(DEPTH);
         let worker = std::thread::Builder::new()
@@ -121,17 +204,21 @@ impl Plan {
         let (h, w) = (d.height, d.width);
         let per = d.image_bytes();
         let end = ((b + 1) * self.batch).min(self.order.len());
-        let indices = self.order[b * self.batch..end].to_vec();
+        let whole = &self.order[b * self.batch..end];
+        let rows = self.shard.rows(whole.len());
+        let indices = whole[rows.clone()].to_vec();
         let n = indices.len();
-        // A stream per batch (not one per epoch) so batches could be built in any order or in
-        // parallel and still come out the same.
-        let mut rng = Rng::from_parts(&[self.seed, self.epoch, b as u64, 0xa06]);
         let table = self.norm.table();
         let mut images = vec![0.0f32; n * per];
-        for (&i, out) in indices.iter().zip(images.chunks_exact_mut(per)) {
+        for ((&i, out), row) in indices.iter().zip(images.chunks_exact_mut(per)).zip(rows) {
+            // A stream per image (not one per epoch or batch) so that batches, and the rows of
+            // one, can be built in any order, by any rank, and still come out the same.
+            let mut rng = Rng::from_parts(&[self.seed, self.epoch, b as u64, 0xa06, row as u64]);
             self.augment.apply(d.image(i), h, w, &table, &mut rng, out);
         }
         Batch {
+            of: whole.len(),
+            parts: self.shard.part_sizes(whole.len()),
             images,
             labels: indices.iter().map(|&i| d.labels[i] as u32).collect(),
             indices,

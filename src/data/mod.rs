@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 pub use augment::{crop_flip_into, resized_crop_flip_into, Augment};
 pub use cifar::{is_cifar_dir, load_cifar, CIFAR_RECORD};
 pub use folder::{has_class_folders, load_image_folder};
-pub use loader::{Batch, Loader};
+pub use loader::{Batch, Loader, Shard};
 pub use normalize::{Normalize, NormalizeChoice};
 pub use split::{split, Split};
 pub use synthetic::synthetic;

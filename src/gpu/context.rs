@@ -30,6 +30,9 @@ pub struct GpuOptions {
     /// Copy tensors into textures even where a texture could share the buffer's memory
     /// (`gpu::alias`; also `PROXYLESS_ALIAS=off`): for tests of the copy path.
     pub copy_textures: bool,
+    /// Without `adapter`: take the n-th (modulo their number) of the adapters of the best kind,
+    /// so that the ranks of a data-parallel run on one machine each take their own GPU.
+    pub nth_best: usize,
 }
 
 /// What a kernel binding is given.
@@ -136,6 +139,8 @@ pub struct Gpu {
     /// Number of live poison scopes (verification runs may overlap on one device).
     poison: std::sync::atomic::AtomicUsize,
     poison_source: Mutex<Option<wgpu::Buffer>>,
+    /// The readback staging buffer, kept between reads (`read`).
+    staging: Mutex<Option<wgpu::Buffer>>,
 }
 
 /// Keeps poison mode on (see `Gpu::poison_scope`).
@@ -195,10 +200,27 @@ impl Gpu {
                         names.join(", ")
                     )
                 })?,
-            None => adapters
-                .into_iter()
-                .max_by_key(|a| type_rank(a.get_info().device_type))
-                .ok_or_else(|| anyhow!("{NO_ADAPTER}"))?,
+            None => {
+                let best = adapters
+                    .iter()
+                    .map(|a| type_rank(a.get_info().device_type))
+                    .max()
+                    .ok_or_else(|| anyhow!("{NO_ADAPTER}"))?;
+                // One backend: a GPU seen through both Vulkan and DX12 counts once.
+                let backend = adapters
+                    .iter()
+                    .find(|a| type_rank(a.get_info().device_type) == best)
+                    .map(|a| a.get_info().backend);
+                let mut of_best: Vec<wgpu::Adapter> = adapters
+                    .into_iter()
+                    .filter(|a| {
+                        let i = a.get_info();
+                        type_rank(i.device_type) == best && Some(i.backend) == backend
+                    })
+                    .collect();
+                let n = opts.nth_best % of_best.len();
+                of_best.swap_remove(n)
+            }
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
@@ -276,6 +298,7 @@ impl Gpu {
             injected_loss: std::sync::atomic::AtomicUsize::new(0),
             poison: std::sync::atomic::AtomicUsize::new(0),
             poison_source: Mutex::new(None),
+            staging: Mutex::new(None),
         })
     }
 
@@ -473,6 +496,34 @@ impl Gpu {
             offset += t.bytes();
         }
         packed
+    }
+
+    /// The inverse of [`Gpu::concat`]: `packed`'s elements back into `tensors`, one after the
+    /// other (copies in the batch).
+    pub fn scatter(&self, packed: &Tensor, tensors: &[&Tensor]) -> Result<()> {
+        let total: usize = tensors.iter().map(|t| t.numel()).sum();
+        if total > packed.numel() {
+            bail!(
+                "scatter: {total} elements wanted from a tensor of {}",
+                packed.numel()
+            );
+        }
+        let src = self.buffer(&packed.buf);
+        let targets: Vec<wgpu::Buffer> = tensors
+            .iter()
+            .map(|t| {
+                t.buf.forget_texture();
+                self.buffer(&t.buf)
+            })
+            .collect();
+        let mut b = self.lock_batch();
+        let enc = b.encoder(&self.device);
+        let mut offset = 0;
+        for (t, dst) in tensors.iter().zip(&targets) {
+            enc.copy_buffer_to_buffer(&src, offset, dst, 0, Some(t.bytes()));
+            offset += t.bytes();
+        }
+        Ok(())
     }
 
     /// Uploads 32-bit words into a new tensor.
@@ -713,15 +764,20 @@ impl Gpu {
         Ok(())
     }
 
-    /// Reads a buffer back as 32-bit words (synchronises).
+    /// Reads a buffer back as 32-bit words (synchronises). The staging buffer is kept for the
+    /// next read of at most its size, so a readback every step allocates nothing.
     pub fn read<T: bytemuck::Pod>(&self, buf: &GpuBuffer) -> Result<Vec<T>> {
         let bytes = buf.bytes().div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let mut kept = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        let staging = match kept.take() {
+            Some(s) if s.size() >= bytes.max(4) => s,
+            _ => self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes.max(4).next_power_of_two(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
         {
             let raw = self.buffer(buf);
             let mut b = self.lock_batch();
@@ -729,14 +785,15 @@ impl Gpu {
             enc.copy_buffer_to_buffer(&raw, 0, &staging, 0, Some(bytes));
         }
         self.flush();
-        let raw = self.map_staging(&staging, "readback")?;
+        let raw = self.map_staging(&staging, bytes.max(4), "readback")?;
+        *kept = Some(staging);
         Ok(bytemuck::cast_slice::<u8, T>(&raw[..bytes as usize]).to_vec())
     }
 
-    /// The bytes of a MAP_READ buffer once everything submitted has run (synchronises).
-    fn map_staging(&self, staging: &wgpu::Buffer, what: &str) -> Result<Vec<u8>> {
+    /// The first `bytes` of a MAP_READ buffer once everything submitted has run (synchronises).
+    fn map_staging(&self, staging: &wgpu::Buffer, bytes: u64, what: &str) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
         });
         self.sync()?;
@@ -744,7 +801,7 @@ impl Gpu {
             .map_err(|_| anyhow!("{what}: map callback never ran"))?
             .map_err(|e| anyhow!("{what}: could not map the buffer: {e}"))?;
         let view = staging
-            .get_mapped_range(..)
+            .get_mapped_range(0..bytes)
             .map_err(|e| anyhow!("{what}: {e}"))?;
         let out = view.to_vec();
         drop(view);

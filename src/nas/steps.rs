@@ -8,8 +8,10 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 
 use crate::autograd::Tape;
+use crate::dist::Group;
 use crate::gpu::{Gpu, Tensor};
 use crate::nn::optim::Optimizer;
+use crate::nn::parts::{part_gradients, FirstPartRunning, PartsOf};
 use crate::nn::Network;
 use crate::ops::loss;
 
@@ -175,51 +177,29 @@ pub fn weight_step(
     Ok((l, correct))
 }
 
-/// [`weight_step`] on a batch given in parts (where one part's tensors would be over a storage
-/// binding): each part's gradient of its mean loss, weighed by its share of the batch, is
-/// added up, then one update; BN takes each part's statistics.
+/// [`weight_step`] on a batch given in parts (`nn::parts`): where one part's tensors would be
+/// over a storage binding, and on each rank of a data-parallel run (`group`), whose gradients
+/// are summed before the update. Returns the mean loss and the correct count of the images here.
 #[allow(clippy::too_many_arguments)]
 pub fn weight_step_parts(
     gpu: &Gpu,
     net: &Supernet,
     opt: &mut Optimizer,
     parts: Vec<(Tensor, Tensor)>,
+    of: PartsOf,
+    group: &Group,
     active: &[usize],
     lr: f32,
     smoothing: f32,
     seed: u32,
 ) -> Result<(Tensor, Tensor)> {
-    use crate::ops::elementwise::{add_assign, scale};
-    let n: usize = parts.iter().map(|(_, y)| y.numel()).sum();
-    let mut total: Option<(Tensor, Tensor, crate::autograd::Gradients)> = None;
-    for (i, (x, y)) in parts.into_iter().enumerate() {
-        let share = y.numel() as f32 / n as f32;
-        let tape = Tape::new(gpu, seed.wrapping_add(i as u32));
-        let xv = tape.constant(x);
-        let (logits, traces) = net.forward(&tape, &xv, active, true)?;
-        drop((xv, traces));
-        let (l, dl) = loss::softmax_cross_entropy(gpu, logits.value(), &y, smoothing)?;
-        let correct = loss::count_correct(gpu, logits.value(), &y)?;
-        let grads = tape.backward(&logits, scale(gpu, &dl, share)?)?;
-        let l = scale(gpu, &l, share)?;
-        total = Some(match total {
-            None => (l, correct, grads),
-            Some((tl, tc, mut tg)) => {
-                add_assign(gpu, &tl, &l)?;
-                add_assign(gpu, &tc, &correct)?;
-                for (p, g) in grads.by_param {
-                    match tg.by_param.iter().find(|(q, _)| *q == p) {
-                        Some((_, acc)) => add_assign(gpu, acc, &g)?,
-                        None => tg.by_param.push((p, g)),
-                    }
-                }
-                (tl, tc, tg)
-            }
-        });
-    }
-    let (l, correct, grads) = total.context("a weight step needs at least one part")?;
-    opt.step(gpu, &net.params, &grads, lr)?;
-    Ok((l, correct))
+    let sums = part_gradients(gpu, &net.params, parts, of, smoothing, seed, |tape, x| {
+        Ok(net.forward(tape, x, active, true)?.0)
+    })?;
+    let grads: Vec<&Tensor> = sums.grads.by_param.iter().map(|(_, g)| g).collect();
+    group.sum_tensors(gpu, &grads)?;
+    opt.step(gpu, &net.params, &sums.grads, lr)?;
+    Ok((sums.loss, sums.correct))
 }
 
 /// The distribution the latency term of an architecture step is taken over: every op's
@@ -314,6 +294,7 @@ pub fn arch_step_gradient(
     net: &Supernet,
     arch: &mut ArchParams,
     parts: Vec<(Tensor, Tensor)>,
+    (of, group): (usize, &Group),
     mode: GateMode,
     costs: Option<&Costs>,
     rng: &mut StdRng,
@@ -336,23 +317,34 @@ pub fn arch_step_gradient(
             }
         }
     }
-    // The batch in parts (several where one part's tensors would be over a storage binding):
-    // each part's loss, count and gate sums, weighed by its share of the batch, add up to the
-    // batch's (BN takes each part's statistics).
-    let n: usize = parts.iter().map(|(_, y)| y.numel()).sum();
-    let (mut ce, mut accuracy) = (0.0, 0.0);
-    let mut dg: Vec<Vec<f64>> = probs.iter().map(|p| vec![0.0; p.len()]).collect();
-    for (x, y) in parts {
-        let share = y.numel() as f64 / n as f64;
+    // The batch in parts (several where one part's tensors would be over a storage binding, and
+    // over the ranks of a data-parallel run): each part's loss, count and gate sums, weighed by
+    // its share of the `of` images, add up to the batch's (BN takes each part's statistics).
+    // Every rank drew the same path from the same generator.
+    let mut sums = vec![0.0; 2 + probs.iter().map(Vec::len).sum::<usize>()];
+    let mut running = FirstPartRunning::new(&net.params);
+    for (j, (x, y)) in parts.into_iter().enumerate() {
+        running.begin_part(gpu, j);
+        let share = y.numel() as f64 / of as f64;
         let (part_ce, correct, part_dg) = gate_sums(gpu, net, (x, &y), &active, &involved)?;
-        ce += share * part_ce;
-        accuracy += correct / n as f64;
-        for (d, p) in dg.iter_mut().zip(&part_dg) {
-            for (d, p) in d.iter_mut().zip(p) {
-                *d += share * p;
-            }
+        sums[0] += share * part_ce;
+        sums[1] += correct;
+        for (d, p) in sums[2..].iter_mut().zip(part_dg.iter().flatten()) {
+            *d += share * p;
         }
     }
+    running.end_batch(gpu)?;
+    group.sum_f64(&mut sums)?;
+    let (ce, accuracy) = (sums[0], sums[1] / of as f64);
+    let mut flat = sums[2..].iter();
+    let dg: Vec<Vec<f64>> = probs
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|_| flat.next().copied().unwrap_or(0.0))
+                .collect()
+        })
+        .collect();
     // CE's gradient in alpha through the softmax (of all ops, or of the pair).
     let mut grad: Vec<Vec<f64>> = probs.iter().map(|p| vec![0.0; p.len()]).collect();
     for (l, inv) in involved.iter().enumerate() {
@@ -405,15 +397,17 @@ pub fn arch_step_gradient(
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Baseline(pub Option<f64>);
 
-/// One REINFORCE step: `samples` architectures scored on the same batch without gradients,
-/// reward acc * (T / cost)^w (acc alone without costs), baseline b <- b + 0.99 (mean R - b),
+/// One REINFORCE step: `samples` architectures scored on the same batch without gradients
+/// (given in parts, BN on each part's statistics; over `group`'s ranks, each with its parts of
+/// the `of` images), reward acc * (T / cost)^w (acc alone without costs), baseline b <- b + 0.99 (mean R - b),
 /// gradient -(1/M) sum (R_m - b) grad log p(m), Adam.
 #[allow(clippy::too_many_arguments)]
 pub fn arch_step_reinforce(
     gpu: &Gpu,
     net: &Supernet,
     arch: &mut ArchParams,
-    (x, y): (Tensor, &Tensor),
+    parts: Vec<(Tensor, Tensor)>,
+    (of, group): (usize, &Group),
     samples: usize,
     exponent: f64,
     costs: Option<&Costs>,
@@ -421,23 +415,45 @@ pub fn arch_step_reinforce(
     rng: &mut StdRng,
 ) -> Result<ArchStepInfo> {
     let probs = arch.probs();
-    let n = y.numel();
-    let x = std::rc::Rc::new(x);
+    let n = of;
+    let parts: Vec<(std::rc::Rc<Tensor>, Tensor)> = parts
+        .into_iter()
+        .map(|(x, y)| (std::rc::Rc::new(x), y))
+        .collect();
     let mut scored = Vec::new();
     for _ in 0..samples.max(1) {
         let choice: Vec<usize> = probs.iter().map(|p| sample(p, rng)).collect();
-        let tape = Tape::new(gpu, 0);
-        let _g = tape.no_grad();
-        let xv = tape.constant_shared(&x);
-        let (logits, _) = net.forward(&tape, &xv, &choice, true)?;
-        let correct = loss::count_correct(gpu, logits.value(), y)?;
-        scored.push((choice, correct));
+        let mut correct: Option<Tensor> = None;
+        let mut running = FirstPartRunning::new(&net.params);
+        for (j, (x, y)) in parts.iter().enumerate() {
+            running.begin_part(gpu, j);
+            let tape = Tape::new(gpu, 0);
+            let _g = tape.no_grad();
+            let xv = tape.constant_shared(x);
+            let (logits, _) = net.forward(&tape, &xv, &choice, true)?;
+            let c = loss::count_correct(gpu, logits.value(), y)?;
+            match &correct {
+                Some(total) => crate::ops::elementwise::add_assign(gpu, total, &c)?,
+                None => correct = Some(c),
+            }
+        }
+        running.end_batch(gpu)?;
+        scored.push((
+            choice,
+            correct.context("a REINFORCE step needs at least one part")?,
+        ));
     }
-    let counts = gpu.read_many(&scored.iter().map(|(_, c)| c).collect::<Vec<_>>())?;
+    // Correct counts of this rank's images, summed over the ranks (who scored the same choices).
+    let mut counts: Vec<f64> = gpu
+        .read_many(&scored.iter().map(|(_, c)| c).collect::<Vec<_>>())?
+        .iter()
+        .map(|c| c[0] as f64)
+        .collect();
+    group.sum_f64(&mut counts)?;
     let mut rewards = Vec::new();
     let mut mean_acc = 0.0;
     for ((choice, _), count) in scored.iter().zip(&counts) {
-        let acc = count[0] as f64 / n as f64;
+        let acc = count / n as f64;
         mean_acc += acc / scored.len() as f64;
         let r = match costs {
             Some(c) => acc * (c.target / c.of(choice)).powf(exponent),

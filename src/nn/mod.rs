@@ -5,6 +5,7 @@ pub mod layers;
 pub mod network;
 pub mod optim;
 pub mod params;
+pub mod parts;
 
 pub use config::NetConfig;
 pub use network::Network;

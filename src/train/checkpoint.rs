@@ -18,6 +18,8 @@ pub struct Checkpoint {
     pub epochs_done: usize,
     pub step: usize,
     pub seed: u64,
+    /// The parts each batch was cut into (ranks x `--parts`), which BN's statistics follow.
+    pub parts: usize,
 }
 
 const FIRST: &str = "optimizer.first.";
@@ -123,6 +125,7 @@ pub fn save_checkpoint(
         ("epochs_done".to_string(), ck.epochs_done.to_string()),
         ("step".to_string(), ck.step.to_string()),
         ("seed".to_string(), ck.seed.to_string()),
+        ("parts".to_string(), ck.parts.to_string()),
         ("net".to_string(), net.config.to_json().to_string()),
     ]);
     save_state(gpu, path, &net.params, opt, meta)
@@ -141,6 +144,11 @@ pub fn load_checkpoint(
         epochs_done: meta_number(&meta, "epochs_done", path)? as usize,
         step: meta_number(&meta, "step", path)? as usize,
         seed: meta_number(&meta, "seed", path)?,
+        // Checkpoints from before data parallelism cut no batch.
+        parts: match meta.get("parts") {
+            Some(_) => meta_number(&meta, "parts", path)? as usize,
+            None => 1,
+        },
     })
 }
 

@@ -16,9 +16,12 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::autograd::Tape;
-use crate::data::{Augment, Dataset, Loader, Normalize, NormalizeChoice};
+use crate::data::{Augment, Batch, Dataset, Loader, Normalize, NormalizeChoice};
+use crate::dist::Group;
 use crate::gpu::{Gpu, Tensor};
 use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
+use crate::nn::params::Role;
+use crate::nn::parts::{part_gradients, PartsOf};
 use crate::nn::Network;
 use crate::ops::{elementwise, loss};
 
@@ -40,6 +43,12 @@ pub struct TrainConfig {
     /// Stop once this many epochs are done (the schedule stays that of `epochs`), to run a
     /// long training in parts with `--resume`.
     pub stop_after: Option<usize>,
+    /// Cut each batch into at least this many parts, run one after another (or spread over the
+    /// ranks), BN on each part's statistics: a run with `parts` K on one process computes what
+    /// K ranks do.
+    pub parts: usize,
+    /// The ranks sharing each batch (`Group::solo()` for one process).
+    pub group: Group,
 }
 
 /// What one step returns, still on the device (read back only when shown).
@@ -78,6 +87,90 @@ pub fn train_step(
     drop(logits);
     opt.step(gpu, &net.params, &grads, lr)?;
     Ok(StepOutput { loss, correct })
+}
+
+/// [`train_step`] on this process's parts of a batch (`nn::parts`), the gradients summed over
+/// `group`'s ranks before the update. Returns the mean loss and correct count of the images
+/// here.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_parts(
+    gpu: &Gpu,
+    net: &Network,
+    opt: &mut Optimizer,
+    parts: Vec<(Tensor, Tensor)>,
+    of: PartsOf,
+    group: &Group,
+    lr: f32,
+    smoothing: f32,
+    seed: u32,
+) -> Result<StepOutput> {
+    let sums = part_gradients(gpu, &net.params, parts, of, smoothing, seed, |tape, x| {
+        net.forward(tape, x, true)
+    })?;
+    let grads: Vec<&Tensor> = sums.grads.by_param.iter().map(|(_, g)| g).collect();
+    group.sum_tensors(gpu, &grads)?;
+    opt.step(gpu, &net.params, &sums.grads, lr)?;
+    Ok(StepOutput {
+        loss: sums.loss,
+        correct: sums.correct,
+    })
+}
+
+/// A batch's parts (`Batch::parts`) on the device, in row order.
+pub(crate) fn upload_parts(gpu: &Gpu, b: &Batch) -> Result<Vec<(Tensor, Tensor)>> {
+    let pixels = b.height * b.width * 3;
+    let mut start = 0;
+    b.parts
+        .iter()
+        .map(|&n| {
+            let (s, e) = (start, start + n);
+            start = e;
+            let x = gpu.upload(
+                &b.images[s * pixels..e * pixels],
+                &[n, b.height, b.width, 3],
+            )?;
+            let y = gpu.upload(&b.labels[s..e], &[n])?;
+            Ok((x, y))
+        })
+        .collect()
+}
+
+/// Refuses batches too small for their parts: a part needs images for its BN statistics.
+pub(crate) fn check_parts(batch: usize, parts: usize, group: &Group, flag: &str) -> Result<()> {
+    if batch < parts {
+        bail!(
+            "{flag} {batch} cannot be cut into {parts} parts ({} ranks, --parts): raise {flag} or lower --parts",
+            group.ranks()
+        );
+    }
+    Ok(())
+}
+
+/// Makes every rank hold rank 0's BN running statistics (each rank updated its own from its
+/// parts), before an evaluation or a checkpoint.
+pub(crate) fn share_running_stats(
+    gpu: &Gpu,
+    params: &crate::nn::params::ParamStore,
+    group: &Group,
+) -> Result<()> {
+    let buffers: Vec<&Tensor> = params
+        .params
+        .iter()
+        .filter(|p| p.role == Role::Buffer)
+        .map(|p| &*p.value)
+        .collect();
+    group.broadcast_tensors(gpu, &buffers)
+}
+
+/// Gives every rank rank 0's parameters (at the start of a run: the ranks then agree whatever
+/// their initialisation did).
+pub(crate) fn share_params(
+    gpu: &Gpu,
+    params: &crate::nn::params::ParamStore,
+    group: &Group,
+) -> Result<()> {
+    let all: Vec<&Tensor> = params.params.iter().map(|p| &*p.value).collect();
+    group.broadcast_tensors(gpu, &all)
 }
 
 /// The dropout seed of global step `step`: a resumed run draws the same masks.
@@ -162,7 +255,16 @@ impl Totals {
         Ok(())
     }
 
-    /// (mean loss per image, accuracy).
+    /// (mean loss per image, accuracy) over every rank's images.
+    pub(crate) fn read_all(&self, gpu: &Gpu, group: &Group) -> Result<(f64, f64)> {
+        let (loss, accuracy) = self.read(gpu)?;
+        let n = self.images as f64;
+        let mut sums = [loss * n, accuracy * n, n];
+        group.sum_f64(&mut sums)?;
+        Ok((sums[0] / sums[2].max(1.0), sums[1] / sums[2].max(1.0)))
+    }
+
+    /// (mean loss per image, accuracy) of this process's images.
     pub(crate) fn read(&self, gpu: &Gpu) -> Result<(f64, f64)> {
         let v = gpu.read_many(&[&self.loss, &self.correct])?;
         let (l, c) = (v[0][0] as f64, v[1][0] as f64);
@@ -182,6 +284,43 @@ pub fn evaluate(
 ) -> Result<(f64, f64)> {
     let (loss, acc, _) = evaluate_logits(gpu, net, data, indices, norm, batch, false)?;
     Ok((loss, acc))
+}
+
+/// [`evaluate`] with the batches dealt out over `group`'s ranks (batch i to rank i mod K), the
+/// sums added up: every rank gets the result of the whole. The ranks must hold the same weights
+/// and running statistics.
+pub fn evaluate_shared(
+    gpu: &Gpu,
+    net: &Network,
+    data: &Arc<Dataset>,
+    indices: Vec<usize>,
+    norm: Normalize,
+    batch: usize,
+    group: &Group,
+) -> Result<(f64, f64)> {
+    let mine = dealt(&indices, batch, group);
+    let mut sums = [0.0; 3];
+    if !mine.is_empty() {
+        let n = mine.len() as f64;
+        let (loss, acc) = evaluate(gpu, net, data, mine, norm, batch)?;
+        sums = [loss * n, acc * n, n];
+    }
+    group.sum_f64(&mut sums)?;
+    if sums[2] == 0.0 {
+        bail!("evaluate: no images to evaluate on");
+    }
+    Ok((sums[0] / sums[2], sums[1] / sums[2]))
+}
+
+/// This rank's batches of `indices` cut into batches of `batch`: batch i goes to rank i mod K,
+/// so every batch keeps the images it has on one process.
+pub(crate) fn dealt(indices: &[usize], batch: usize, group: &Group) -> Vec<usize> {
+    indices
+        .chunks(batch.max(1))
+        .enumerate()
+        .filter(|(i, _)| i % group.ranks() == group.rank())
+        .flat_map(|(_, c)| c.iter().copied())
+        .collect()
 }
 
 /// [`evaluate`], with every image's logits as well when `keep_logits` (row i: `indices[i]`),
@@ -325,6 +464,10 @@ fn train_epochs(
     if cfg.epochs == 0 || cfg.batch == 0 {
         bail!("--epochs and --batch must be at least 1");
     }
+    let group = &cfg.group;
+    let root = group.is_root();
+    let shard = group.shard(cfg.parts);
+    check_parts(cfg.batch, shard.parts, group, "--batch")?;
     std::fs::create_dir_all(&out.0)
         .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
     let mut opt = Optimizer::new(cfg.optimizer, &net.params);
@@ -332,9 +475,12 @@ fn train_epochs(
     let mut step = 0usize;
     if resume {
         let ck = load_checkpoint(gpu, &out.checkpoint(), net, &mut opt)?;
+        group.check_same("checkpoint", file_digest(&out.checkpoint())?)?;
         start_epoch = ck.epochs_done;
         step = ck.step;
-        keep_lines(&out.log(), start_epoch)?;
+        if root {
+            keep_lines(&out.log(), start_epoch)?;
+        }
         if ck.seed != cfg.seed {
             bail!(
                 "{}: the checkpoint was made with --seed {}, this run has {}; resume with the same seed",
@@ -343,14 +489,25 @@ fn train_epochs(
                 cfg.seed
             );
         }
-    } else {
+        if ck.parts != shard.parts {
+            bail!(
+                "{}: the checkpoint was made with batches cut into {} parts (ranks x --parts), this run cuts them into {}; resume with as many ranks and --parts",
+                out.checkpoint().display(),
+                ck.parts,
+                shard.parts
+            );
+        }
+    } else if root {
         // A fresh run starts a fresh log.
         let _ = std::fs::remove_file(out.log());
     }
-    crate::nn::params::write_atomic(
-        &out.net_config(),
-        serde_json::to_string_pretty(&net.config.to_json())?.as_bytes(),
-    )?;
+    share_params(gpu, &net.params, group)?;
+    if root {
+        crate::nn::params::write_atomic(
+            &out.net_config(),
+            serde_json::to_string_pretty(&net.config.to_json())?.as_bytes(),
+        )?;
+    }
     let per_epoch = data.batches_per_epoch(cfg.batch)?;
     let schedule = CosineSchedule {
         base: cfg.lr,
@@ -364,19 +521,36 @@ fn train_epochs(
         *started = true;
         let t0 = Instant::now();
         gpu.reset_high_water();
-        let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64);
+        let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64, shard);
         let batches = loader.batches();
         let mut totals = Totals::new(gpu);
         let mut last_read = Instant::now();
         let mut lr = cfg.lr;
+        group.take_stats();
         for (i, b) in loader.enumerate() {
             lr = schedule.lr(step);
-            let (x, y) = upload_batch(gpu, &b)?;
+            let parts = upload_parts(gpu, &b)?;
+            let of = PartsOf {
+                images: b.of,
+                first: shard.first,
+            };
             let seed = step_seed(cfg.seed, step);
-            let s = train_step(gpu, net, &mut opt, x, &y, lr, cfg.label_smoothing, seed)?;
+            let s = train_step_parts(
+                gpu,
+                net,
+                &mut opt,
+                parts,
+                of,
+                group,
+                lr,
+                cfg.label_smoothing,
+                seed,
+            )?;
             totals.add(gpu, &s, b.n)?;
             step += 1;
-            if last_read.elapsed().as_secs_f64() >= READ_EVERY_S || i + 1 == batches {
+            // Rank 0 shows its own images' running figures; the epoch's line has every rank's.
+            let due = last_read.elapsed().as_secs_f64() >= READ_EVERY_S || i + 1 == batches;
+            if root && due {
                 last_read = Instant::now();
                 let at = Position {
                     epoch,
@@ -391,33 +565,49 @@ fn train_epochs(
         }
         gpu.sync()?;
         let train_seconds = t0.elapsed().as_secs_f64();
-        let (train_loss, train_acc) = totals.read(gpu)?;
+        let exchange = group.take_stats();
+        let (train_loss, train_acc) = totals.read_all(gpu, group)?;
         let high_water = gpu.pool_stats().high_water_bytes;
+        share_running_stats(gpu, &net.params, group)?;
         let valid = if data.valid_indices.is_empty() {
             None
         } else {
-            Some(evaluate(
+            Some(evaluate_shared(
                 gpu,
                 net,
                 &data.train,
                 data.valid_indices.clone(),
                 data.norm,
                 cfg.batch.max(100),
+                group,
             )?)
         };
         let last = epoch + 1 == cfg.epochs;
         let test = match (&data.test, last) {
-            (Some(t), true) => Some(evaluate(
+            (Some(t), true) => Some(evaluate_shared(
                 gpu,
                 net,
                 t,
                 (0..t.len()).collect(),
                 data.norm,
                 cfg.batch.max(100),
+                group,
             )?),
             _ => None,
         };
-        let ips = totals.images as f64 / train_seconds;
+        let ips = (batches * cfg.batch) as f64 / train_seconds;
+        let summary_now = Summary {
+            valid_accuracy: valid.map(|v| v.1),
+            test_accuracy: test.map(|v| v.1),
+            train_accuracy: train_acc,
+            seconds: run_start.elapsed().as_secs_f64(),
+            images_per_s: ips,
+            pool_high_water: high_water,
+        };
+        if !root {
+            summary = Some(summary_now);
+            continue;
+        }
         let record = json!({
             "epoch": epoch + 1,
             "epochs": cfg.epochs,
@@ -433,6 +623,9 @@ fn train_epochs(
             "epoch_seconds": train_seconds,
             "elapsed_seconds": run_start.elapsed().as_secs_f64(),
             "pool_high_water_bytes": high_water,
+            "ranks": group.ranks(),
+            "parts": shard.parts,
+            "gradient_exchange": (group.ranks() > 1).then(|| exchange.per_exchange_ms()),
         });
         // The line and the weights first, the checkpoint last: a kill in between redoes the
         // epoch on resume (see `keep_lines`), and a finished run's weights are its last epoch's.
@@ -447,17 +640,11 @@ fn train_epochs(
                 epochs_done: epoch + 1,
                 step,
                 seed: cfg.seed,
+                parts: shard.parts,
             },
         )?;
         observer.epoch_done(&record);
-        summary = Some(Summary {
-            valid_accuracy: valid.map(|v| v.1),
-            test_accuracy: test.map(|v| v.1),
-            train_accuracy: train_acc,
-            seconds: run_start.elapsed().as_secs_f64(),
-            images_per_s: ips,
-            pool_high_water: high_water,
-        });
+        summary = Some(summary_now);
     }
     summary.with_context(|| {
         format!(
@@ -565,6 +752,14 @@ pub fn test_set(
 pub fn load_weights(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
     let (tensors, _) = crate::nn::params::load_safetensors(path)?;
     net.params.load_from(gpu, &tensors, path)
+}
+
+/// FNV-1a of a file's bytes: do the ranks read the same checkpoint?
+pub(crate) fn file_digest(path: &Path) -> Result<u64> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    }))
 }
 
 /// Cuts a per-epoch log to its first `n` complete lines (those of the epochs the checkpoint

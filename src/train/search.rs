@@ -13,21 +13,24 @@ use serde_json::json;
 
 use crate::autograd::Tape;
 use crate::data::{Augment, Loader};
-use crate::gpu::{Gpu, Tensor};
+use crate::dist::Group;
+use crate::gpu::Gpu;
 use crate::nas::arch::{ArchParams, GateMode};
 use crate::nas::steps::{
-    arch_step_gradient, arch_step_reinforce, derive, weight_step, weight_step_parts, ArchStepInfo,
-    Baseline, Costs,
+    arch_step_gradient, arch_step_reinforce, derive, weight_step_parts, ArchStepInfo, Baseline,
+    Costs,
 };
 use crate::nas::supernet::Supernet;
 use crate::nas::warmup::Warmup;
 use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::nn::params::seeded;
+use crate::nn::parts::PartsOf;
 use crate::ops::loss;
 
 use super::{
-    append_line, keep_lines, load_state, meta_number, save_state, save_weights, upload_batch,
-    DataSource, Observer, Position, RunDir, StepOutput, Totals,
+    append_line, check_parts, dealt, file_digest, keep_lines, load_state, meta_number, save_state,
+    save_weights, share_params, share_running_stats, upload_batch, upload_parts, DataSource,
+    Observer, Position, RunDir, StepOutput, Totals,
 };
 
 /// How alpha is updated.
@@ -65,6 +68,11 @@ pub struct SearchConfig {
     /// `arch_every` weight steps).
     pub reinforce_batch: Option<usize>,
     pub reinforce_updates: Option<usize>,
+    /// Cut each batch into at least this many parts (`TrainConfig::parts`).
+    pub parts: usize,
+    /// The ranks sharing each batch (`Group::solo()` for one process). They draw the same paths
+    /// from the same seed and sum their gradients, so they keep the same weights and alpha.
+    pub group: Group,
 }
 
 /// The weights' learning rate over a search.
@@ -163,41 +171,27 @@ fn layer_summary(net: &Supernet, arch: &ArchParams) -> Vec<serde_json::Value> {
 
 /// Accuracy of the most likely architecture on (up to 2000 of) the valid images, BN on each
 /// batch's statistics (a supernet's running statistics mix every path's inputs).
-/// The batch `b` on the device in as few parts of at most `most` images as can be, of sizes
-/// that differ by at most one (so that no part's BN statistics come from a handful).
-fn upload_parts(gpu: &Gpu, b: &crate::data::Batch, most: usize) -> Result<Vec<(Tensor, Tensor)>> {
-    let pixels = b.height * b.width * 3;
-    let k = b.n.div_ceil(most.max(1));
-    let mut start = 0;
-    (0..k)
-        .map(|j| {
-            let s = start;
-            let e = s + b.n / k + usize::from(j < b.n % k);
-            start = e;
-            let x = gpu.upload(
-                &b.images[s * pixels..e * pixels],
-                &[e - s, b.height, b.width, 3],
-            )?;
-            let y = gpu.upload(&b.labels[s..e], &[e - s])?;
-            Ok((x, y))
-        })
-        .collect()
-}
-
-fn valid_accuracy(gpu: &Gpu, net: &Supernet, data: &DataSource, arch: &ArchParams) -> Result<f64> {
+fn valid_accuracy(
+    gpu: &Gpu,
+    net: &Supernet,
+    data: &DataSource,
+    arch: &ArchParams,
+    group: &Group,
+) -> Result<f64> {
     let idx: Vec<usize> = data.valid_indices.iter().take(2000).cloned().collect();
     if idx.is_empty() {
         return Ok(f64::NAN);
     }
     let choice = arch.argmax();
-    // Batches of 100, or fewer where 100 images would be over a storage binding.
+    // Batches of 100, or fewer where 100 images would be over a storage binding; dealt out
+    // over the ranks whole, so each keeps its BN statistics.
     let batch = net
         .space
         .samples_per_binding(gpu.max_binding_bytes())
         .min(100);
     let loader = Loader::new(
         Arc::clone(&data.train),
-        idx,
+        dealt(&idx, batch, group),
         batch,
         false,
         false,
@@ -217,7 +211,7 @@ fn valid_accuracy(gpu: &Gpu, net: &Supernet, data: &DataSource, arch: &ArchParam
         let correct = loss::count_correct(gpu, logits.value(), &y)?;
         totals.add(gpu, &StepOutput { loss: l, correct }, b.n)?;
     }
-    Ok(totals.read(gpu)?.1)
+    Ok(totals.read_all(gpu, group)?.1)
 }
 
 /// Each mixed layer's candidate names, in order (for the plots' colours).
@@ -340,6 +334,8 @@ fn search_epochs(
     if let Some(c) = &cfg.costs {
         c.check()?;
     }
+    let group = &cfg.group;
+    let root = group.is_root();
     std::fs::create_dir_all(&out.0)
         .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
     let sizes: Vec<usize> = net.layers.iter().map(|l| l.ops.len()).collect();
@@ -349,6 +345,7 @@ fn search_epochs(
     let mut baseline = Baseline::default();
     let mut start = 0;
     let mut step = 0usize;
+    let mut saved_parts = None;
     if resume {
         let path = out.checkpoint();
         let meta = load_state(gpu, &path, &net.params, &mut opt)?;
@@ -364,9 +361,17 @@ fn search_epochs(
                 );
             }
         }
+        group.check_same("checkpoint", file_digest(&path)?)?;
+        // Checkpoints from before data parallelism cut no batch.
+        saved_parts = Some(match meta.get("parts") {
+            Some(_) => meta_number(&meta, "parts", &path)? as usize,
+            None => 1,
+        });
         start = meta_number(&meta, "epochs_done", &path)? as usize;
-        for f in [out.log(), out.arch_history()] {
-            keep_lines(&f, start)?;
+        if root {
+            for f in [out.log(), out.arch_history()] {
+                keep_lines(&f, start)?;
+            }
         }
         step = meta_number(&meta, "step", &path)? as usize;
         let parse = |k: &str| -> Result<Vec<Vec<f64>>> {
@@ -382,26 +387,41 @@ fn search_epochs(
                 .with_context(|| format!("{}: bad baseline", path.display()))?,
         );
     } else {
-        for f in [out.log(), out.arch_history()] {
-            let _ = std::fs::remove_file(f);
+        if root {
+            for f in [out.log(), out.arch_history()] {
+                let _ = std::fs::remove_file(f);
+            }
         }
         cfg.warmup.init(gpu, net)?;
     }
+    share_params(gpu, &net.params, group)?;
     let total_epochs = cfg.warmup_epochs + cfg.epochs;
     let per_epoch = data.batches_per_epoch(cfg.batch)?;
     let warmup_steps = cfg.warmup_epochs * per_epoch;
     let total_steps = total_epochs * per_epoch;
     // Images a batch part may hold so that no tensor is over one storage binding: batches
-    // over it are split (`weight_step_parts`, `arch_step_gradient`), BN then on each part.
+    // over it are cut into more parts (`nn::parts`), BN then on each part. The ranks of a
+    // data-parallel run each take their parts of every batch.
     let part = net.space.samples_per_binding(gpu.max_binding_bytes());
-    if part < cfg.batch.max(arch_batch) {
-        if let ArchUpdate::Reinforce { .. } = cfg.update {
-            if part < arch_batch {
-                bail!(
-                    "a REINFORCE batch of {arch_batch} images is over this adapter's storage-binding limit at this space (at most {part} an image batch): lower --reinforce-batch"
-                );
-            }
+    let shard = group.shard(cfg.parts.max(cfg.batch.div_ceil(part)));
+    let arch_shard = group.shard(cfg.parts.max(arch_batch.div_ceil(part)));
+    check_parts(cfg.batch, shard.parts, group, "--batch")?;
+    check_parts(
+        arch_batch,
+        arch_shard.parts,
+        group,
+        "the architecture batch",
+    )?;
+    if let Some(saved) = saved_parts {
+        if saved != shard.parts {
+            bail!(
+                "--resume: {} was made with batches cut into {saved} parts (ranks x --parts), this run cuts them into {}; resume with as many ranks and --parts",
+                out.checkpoint().display(),
+                shard.parts
+            );
         }
+    }
+    if root && part < cfg.batch.max(arch_batch) {
         eprintln!(
             "batches split into parts of at most {part} images (storage-binding limit {} MiB); BN takes each part's statistics",
             gpu.max_binding_bytes() >> 20
@@ -419,9 +439,10 @@ fn search_epochs(
         let joint = epoch.checked_sub(cfg.warmup_epochs);
         let arch_on = matches!(joint, Some(j) if j >= 1);
         let mut rng = seeded(cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64);
+        let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64, shard);
         let batches = loader.batches();
-        let mut valid = data.valid_loader(arch_batch, cfg.seed ^ 0xA4C, epoch as u64);
+        let mut valid = data.valid_loader(arch_batch, cfg.seed ^ 0xA4C, epoch as u64, arch_shard);
+        group.take_stats();
         let mut totals = Totals::new(gpu);
         let mut arch_info = ArchStepInfo::default();
         let mut arch_steps = 0;
@@ -433,31 +454,21 @@ fn search_epochs(
                 .warmup
                 .path(net, arch.sample(&mut rng), step, warmup_steps);
             let seed = super::step_seed(cfg.seed, step);
-            let (l, correct) = if b.n <= part {
-                let (x, y) = upload_batch(gpu, &b)?;
-                weight_step(
-                    gpu,
-                    net,
-                    &mut opt,
-                    (x, &y),
-                    &active,
-                    lr,
-                    cfg.label_smoothing,
-                    seed,
-                )?
-            } else {
-                let parts = upload_parts(gpu, &b, part)?;
-                weight_step_parts(
-                    gpu,
-                    net,
-                    &mut opt,
-                    parts,
-                    &active,
-                    lr,
-                    cfg.label_smoothing,
-                    seed,
-                )?
-            };
+            let (l, correct) = weight_step_parts(
+                gpu,
+                net,
+                &mut opt,
+                upload_parts(gpu, &b)?,
+                PartsOf {
+                    images: b.of,
+                    first: shard.first,
+                },
+                group,
+                &active,
+                lr,
+                cfg.label_smoothing,
+                seed,
+            )?;
             totals.add(gpu, &StepOutput { loss: l, correct }, b.n)?;
             step += 1;
             let arch_now = match &reinforce_at {
@@ -473,6 +484,7 @@ fn search_epochs(
                             arch_batch,
                             cfg.seed ^ 0xA4C ^ step as u64,
                             epoch as u64,
+                            arch_shard,
                         );
                         valid.next().context("the valid split yields no batch")?
                     }
@@ -482,29 +494,29 @@ fn search_epochs(
                         gpu,
                         net,
                         &mut arch,
-                        upload_parts(gpu, &vb, part)?,
+                        upload_parts(gpu, &vb)?,
+                        (vb.of, group),
                         mode,
                         cfg.costs.as_ref(),
                         &mut rng,
                     )?,
-                    ArchUpdate::Reinforce { samples, exponent } => {
-                        let (vx, vy) = upload_batch(gpu, &vb)?;
-                        arch_step_reinforce(
-                            gpu,
-                            net,
-                            &mut arch,
-                            (vx, &vy),
-                            samples,
-                            exponent,
-                            cfg.costs.as_ref(),
-                            &mut baseline,
-                            &mut rng,
-                        )?
-                    }
+                    ArchUpdate::Reinforce { samples, exponent } => arch_step_reinforce(
+                        gpu,
+                        net,
+                        &mut arch,
+                        upload_parts(gpu, &vb)?,
+                        (vb.of, group),
+                        samples,
+                        exponent,
+                        cfg.costs.as_ref(),
+                        &mut baseline,
+                        &mut rng,
+                    )?,
                 };
                 arch_steps += 1;
             }
-            if last_read.elapsed().as_secs_f64() >= super::READ_EVERY_S || i + 1 == batches {
+            let due = last_read.elapsed().as_secs_f64() >= super::READ_EVERY_S || i + 1 == batches;
+            if root && due {
                 last_read = Instant::now();
                 let at = Position {
                     epoch,
@@ -520,8 +532,10 @@ fn search_epochs(
         gpu.sync()?;
         let seconds = t0.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
-        let (train_loss, train_acc) = totals.read(gpu)?;
-        last_valid = valid_accuracy(gpu, net, data, &arch)?;
+        let exchange = group.take_stats();
+        let (train_loss, train_acc) = totals.read_all(gpu, group)?;
+        last_valid = valid_accuracy(gpu, net, data, &arch, group)?;
+        share_running_stats(gpu, &net.params, group)?;
         let probs = arch.probs();
         let expected = cfg.costs.as_ref().map(|c| c.expected(&probs).0);
         let record = json!({
@@ -543,10 +557,17 @@ fn search_epochs(
             "layers": layer_summary(net, &arch),
             "epoch_seconds": seconds,
             "pool_high_water_bytes": gpu.pool_stats().high_water_bytes,
+            "ranks": group.ranks(),
+            "parts": shard.parts,
+            "gradient_exchange": (group.ranks() > 1).then(|| exchange.per_exchange_ms()),
         });
+        if !root {
+            continue;
+        }
         let mut meta = arch_meta(&arch, baseline)?;
         meta.insert("epochs_done".into(), (epoch + 1).to_string());
         meta.insert("step".into(), step.to_string());
+        meta.insert("parts".into(), shard.parts.to_string());
         for (k, v) in &cfg.flags {
             meta.insert(format!("flag.{k}"), v.clone());
         }
@@ -561,12 +582,14 @@ fn search_epochs(
         observer.epoch_done(&record);
         write_plots(out)?;
     }
-    let derived = derive(gpu, net, &arch)?;
-    crate::nn::params::write_atomic(
-        &out.net_config(),
-        serde_json::to_string_pretty(&derived.config.to_json())?.as_bytes(),
-    )?;
-    save_weights(gpu, &derived, &out.weights(), Some(data.norm))?;
+    if root {
+        let derived = derive(gpu, net, &arch)?;
+        crate::nn::params::write_atomic(
+            &out.net_config(),
+            serde_json::to_string_pretty(&derived.config.to_json())?.as_bytes(),
+        )?;
+        save_weights(gpu, &derived, &out.weights(), Some(data.norm))?;
+    }
     Ok(SearchResult {
         choice: arch.argmax(),
         arch,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use crate::data::{self, Augment, CifarSplit, Dataset, Loader, Normalize};
+use crate::data::{self, Augment, CifarSplit, Dataset, Loader, Normalize, Shard};
 
 pub struct DataSource {
     /// Human-readable origin, for logs.
@@ -120,14 +120,28 @@ impl DataSource {
         Ok(n)
     }
 
-    /// One epoch of the training split: shuffled, augmented, full batches only.
-    pub fn train_loader(&self, batch: usize, seed: u64, epoch: u64) -> Loader {
-        self.loader(&self.train_indices, self.augment, batch, seed, epoch)
+    /// One epoch of the training split: shuffled, augmented, full batches only, `shard`'s rows
+    /// of each.
+    pub fn train_loader(&self, batch: usize, seed: u64, epoch: u64, shard: Shard) -> Loader {
+        self.loader(
+            &self.train_indices,
+            self.augment,
+            batch,
+            (seed, epoch),
+            shard,
+        )
     }
 
-    /// One pass over the valid split: shuffled, not augmented, full batches only.
-    pub fn valid_loader(&self, batch: usize, seed: u64, epoch: u64) -> Loader {
-        self.loader(&self.valid_indices, Augment::None, batch, seed, epoch)
+    /// One pass over the valid split: shuffled, not augmented, full batches only, `shard`'s
+    /// rows of each.
+    pub fn valid_loader(&self, batch: usize, seed: u64, epoch: u64, shard: Shard) -> Loader {
+        self.loader(
+            &self.valid_indices,
+            Augment::None,
+            batch,
+            (seed, epoch),
+            shard,
+        )
     }
 
     fn loader(
@@ -135,10 +149,10 @@ impl DataSource {
         indices: &[usize],
         augment: Augment,
         batch: usize,
-        seed: u64,
-        epoch: u64,
+        (seed, epoch): (u64, u64),
+        shard: Shard,
     ) -> Loader {
-        Loader::new(
+        Loader::sharded(
             Arc::clone(&self.train),
             indices.to_vec(),
             batch,
@@ -148,6 +162,7 @@ impl DataSource {
             self.norm,
             seed,
             epoch,
+            shard,
         )
     }
 }
