@@ -13,6 +13,8 @@ mod cli;
 mod common;
 mod data;
 mod gpu_kernels;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod nas;
 mod pool;
 mod profiles;
