@@ -35,6 +35,8 @@ pub trait Collective {
     /// Rank 0's values, in place on every rank.
     fn broadcast_f32(&self, v: &mut [f32]) -> Result<()>;
     fn broadcast_f64(&self, v: &mut [f64]) -> Result<()>;
+    /// Returns once every rank has called it.
+    fn barrier(&self);
     /// Stops every rank of the job (after an error on this one, which the others cannot see).
     fn abort(&self, code: i32) -> !;
 }
@@ -61,6 +63,7 @@ impl Collective for Solo {
     fn broadcast_f64(&self, _: &mut [f64]) -> Result<()> {
         Ok(())
     }
+    fn barrier(&self) {}
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
@@ -74,7 +77,9 @@ pub struct ExchangeStats {
     pub values: usize,
     /// Device to host: packing the tensors into one buffer and reading it.
     pub to_host: Duration,
-    /// The all-reduce itself.
+    /// Waiting for the other ranks to reach the exchange (their steps took longer).
+    pub wait: Duration,
+    /// The all-reduce itself, every rank there.
     pub reduce: Duration,
     /// Host to device: writing the sums and unpacking them (recorded, not waited for).
     pub to_device: Duration,
@@ -88,6 +93,7 @@ impl ExchangeStats {
             "exchanges": self.exchanges,
             "bytes": self.values * 4,
             "to_host_ms": per(self.to_host),
+            "wait_ms": per(self.wait),
             "all_reduce_ms": per(self.reduce),
             "to_device_ms": per(self.to_device),
         })
@@ -214,17 +220,22 @@ impl Group {
         let packed = gpu.concat(tensors);
         let mut host = gpu.read_f32(&packed)?;
         let t1 = Instant::now();
-        op(self.comm.as_ref(), &mut host)?;
+        // A barrier first, so that the time of the all-reduce is its own and not the wait for
+        // a slower rank.
+        self.comm.barrier();
         let t2 = Instant::now();
+        op(self.comm.as_ref(), &mut host)?;
+        let t3 = Instant::now();
         gpu.write(&packed.buf, &host)?;
         gpu.scatter(&packed, tensors)?;
-        let t3 = Instant::now();
+        let t4 = Instant::now();
         let mut s = self.stats.borrow_mut();
         s.exchanges += 1;
         s.values = host.len();
         s.to_host += t1 - t0;
-        s.reduce += t2 - t1;
-        s.to_device += t3 - t2;
+        s.wait += t2 - t1;
+        s.reduce += t3 - t2;
+        s.to_device += t4 - t3;
         Ok(())
     }
 }
@@ -272,6 +283,9 @@ mod tests {
             unreachable!()
         }
         fn broadcast_f64(&self, _: &mut [f64]) -> Result<()> {
+            unreachable!()
+        }
+        fn barrier(&self) {
             unreachable!()
         }
         fn abort(&self, _: i32) -> ! {

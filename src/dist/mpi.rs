@@ -44,6 +44,9 @@ impl Collective for Mpi {
         self.world.process_at_rank(0).broadcast_into(v);
         Ok(())
     }
+    fn barrier(&self) {
+        self.world.barrier();
+    }
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }
