@@ -23,14 +23,16 @@ fn nets() -> Result<Vec<(String, NetConfig, usize, usize)>> {
     )];
     for (space, batch) in [("cifar", 32), ("imagenet", 8)] {
         let s = SearchSpace::new(space, 1.0, if space == "cifar" { 10 } else { 1000 })?;
-        // The largest path: 7x7_MBConv6 (candidate 5) in every mixed layer.
-        let choice = vec![5; s.layers.len()];
-        v.push((
-            format!("{space} space, width 1.0, every layer 7x7_MBConv6"),
-            s.derive(&choice)?,
-            batch,
-            s.resolution,
-        ));
+        // A search step's gradient is its path's: from the smallest path (3x3_MBConv3,
+        // candidate 0, in every mixed layer) to the largest (7x7_MBConv6, candidate 5).
+        for (k, op) in [(0, "3x3_MBConv3"), (5, "7x7_MBConv6")] {
+            v.push((
+                format!("{space} space, width 1.0, every layer {op}"),
+                s.derive(&vec![k; s.layers.len()])?,
+                batch,
+                s.resolution,
+            ));
+        }
     }
     Ok(v)
 }
