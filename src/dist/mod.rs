@@ -171,11 +171,13 @@ impl Group {
     }
 
     /// Stops with an error unless `value` is the same on every rank (checks, at the start of
-    /// a run, that every rank read the same files and flags).
-    pub fn check_same(&self, what: &str, value: u64) -> Result<()> {
+    /// a run, that every rank read the same files and flags). `value` is computed only where
+    /// there are other ranks.
+    pub fn check_same(&self, what: &str, value: impl FnOnce() -> Result<u64>) -> Result<()> {
         if self.ranks() == 1 {
             return Ok(());
         }
+        let value = value()?;
         // Two 32-bit halves, each exact in an f64.
         let mine = [(value >> 32) as f64, (value & 0xffff_ffff) as f64];
         let mut root = mine;

@@ -475,7 +475,7 @@ fn train_epochs(
     let mut step = 0usize;
     if resume {
         let ck = load_checkpoint(gpu, &out.checkpoint(), net, &mut opt)?;
-        group.check_same("checkpoint", file_digest(&out.checkpoint())?)?;
+        group.check_same("checkpoint", || file_digest(&out.checkpoint()))?;
         start_epoch = ck.epochs_done;
         step = ck.step;
         if root {

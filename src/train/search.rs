@@ -361,7 +361,7 @@ fn search_epochs(
                 );
             }
         }
-        group.check_same("checkpoint", file_digest(&path)?)?;
+        group.check_same("checkpoint", || file_digest(&path))?;
         // Checkpoints from before data parallelism cut no batch.
         saved_parts = Some(match meta.get("parts") {
             Some(_) => meta_number(&meta, "parts", &path)? as usize,
