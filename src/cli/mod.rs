@@ -125,9 +125,7 @@ fn open_group() -> Result<(Group, usize)> {
 /// FNV-1a, 64 bits: a short fingerprint of a text (a run's costs stored with its checkpoint, a
 /// kernel's cache key in its dump file name).
 fn digest(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    proxyless::dist::fnv1a(text.as_bytes())
 }
 
 fn open(opts: &GpuOptions) -> Result<Gpu> {

@@ -245,6 +245,13 @@ impl Group {
 #[cfg(feature = "mpi")]
 pub use self::mpi::from_mpi;
 
+/// FNV-1a, 64 bits: a short fingerprint of bytes (do the ranks read the same checkpoint?).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

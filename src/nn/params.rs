@@ -113,6 +113,15 @@ impl ParamStore {
         self.params.iter().map(|p| p.numel() as u64 * 4).sum()
     }
 
+    /// The BN running statistics, in order.
+    pub fn buffers(&self) -> Vec<&Tensor> {
+        self.params
+            .iter()
+            .filter(|p| p.role == Role::Buffer)
+            .map(|p| &*p.value)
+            .collect()
+    }
+
     /// Every tensor with its official name and shape, read back from the device.
     pub fn to_host(&self, gpu: &Gpu) -> Result<Vec<HostTensor>> {
         self.params

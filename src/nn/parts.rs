@@ -12,7 +12,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::ops::elementwise::{add_assign, scale};
 use crate::ops::loss;
 
-use super::params::{ParamStore, Role};
+use super::params::ParamStore;
 
 /// Where a process's parts sit in the whole batch.
 #[derive(Clone, Copy, Debug)]
@@ -106,12 +106,7 @@ pub struct FirstPartRunning<'p> {
 impl<'p> FirstPartRunning<'p> {
     pub fn new(params: &'p ParamStore) -> FirstPartRunning<'p> {
         FirstPartRunning {
-            buffers: params
-                .params
-                .iter()
-                .filter(|p| p.role == Role::Buffer)
-                .map(|p| &*p.value)
-                .collect(),
+            buffers: params.buffers(),
             kept: None,
         }
     }

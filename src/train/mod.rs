@@ -20,7 +20,6 @@ use crate::data::{Augment, Batch, Dataset, Loader, Normalize, NormalizeChoice};
 use crate::dist::Group;
 use crate::gpu::{Gpu, Tensor};
 use crate::nn::optim::{CosineSchedule, Optimizer, OptimizerKind};
-use crate::nn::params::Role;
 use crate::nn::parts::{part_gradients, PartsOf};
 use crate::nn::Network;
 use crate::ops::{elementwise, loss};
@@ -153,13 +152,7 @@ pub(crate) fn share_running_stats(
     params: &crate::nn::params::ParamStore,
     group: &Group,
 ) -> Result<()> {
-    let buffers: Vec<&Tensor> = params
-        .params
-        .iter()
-        .filter(|p| p.role == Role::Buffer)
-        .map(|p| &*p.value)
-        .collect();
-    group.broadcast_tensors(gpu, &buffers)
+    group.broadcast_tensors(gpu, &params.buffers())
 }
 
 /// Gives every rank rank 0's parameters (at the start of a run: the ranks then agree whatever
@@ -478,9 +471,6 @@ fn train_epochs(
         group.check_same("checkpoint", || file_digest(&out.checkpoint()))?;
         start_epoch = ck.epochs_done;
         step = ck.step;
-        if root {
-            keep_lines(&out.log(), start_epoch)?;
-        }
         if ck.seed != cfg.seed {
             bail!(
                 "{}: the checkpoint was made with --seed {}, this run has {}; resume with the same seed",
@@ -496,6 +486,9 @@ fn train_epochs(
                 ck.parts,
                 shard.parts
             );
+        }
+        if root {
+            keep_lines(&out.log(), start_epoch)?;
         }
     } else if root {
         // A fresh run starts a fresh log.
@@ -754,12 +747,10 @@ pub fn load_weights(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
     net.params.load_from(gpu, &tensors, path)
 }
 
-/// FNV-1a of a file's bytes: do the ranks read the same checkpoint?
+/// The fingerprint of a file's bytes: do the ranks read the same checkpoint?
 pub(crate) fn file_digest(path: &Path) -> Result<u64> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    }))
+    Ok(crate::dist::fnv1a(&bytes))
 }
 
 /// Cuts a per-epoch log to its first `n` complete lines (those of the epochs the checkpoint

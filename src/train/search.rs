@@ -338,6 +338,19 @@ fn search_epochs(
     let root = group.is_root();
     std::fs::create_dir_all(&out.0)
         .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
+    // Images a batch part may hold so that no tensor is over one storage binding: batches
+    // over it are cut into more parts (`nn::parts`), BN then on each part. The ranks of a
+    // data-parallel run each take their parts of every batch.
+    let part = net.space.samples_per_binding(gpu.max_binding_bytes());
+    let shard = group.shard(cfg.parts.max(cfg.batch.div_ceil(part)));
+    let arch_shard = group.shard(cfg.parts.max(arch_batch.div_ceil(part)));
+    check_parts(cfg.batch, shard.parts, group, "--batch")?;
+    check_parts(
+        arch_batch,
+        arch_shard.parts,
+        group,
+        "the architecture batch",
+    )?;
     let sizes: Vec<usize> = net.layers.iter().map(|l| l.ops.len()).collect();
     let mut arch = ArchParams::new(&sizes, cfg.arch_lr, &mut seeded(cfg.seed ^ 0xA1FA));
     let mut opt = Optimizer::new(OptimizerKind::nesterov(cfg.weight_decay), &net.params);
@@ -345,7 +358,6 @@ fn search_epochs(
     let mut baseline = Baseline::default();
     let mut start = 0;
     let mut step = 0usize;
-    let mut saved_parts = None;
     if resume {
         let path = out.checkpoint();
         let meta = load_state(gpu, &path, &net.params, &mut opt)?;
@@ -363,10 +375,17 @@ fn search_epochs(
         }
         group.check_same("checkpoint", || file_digest(&path))?;
         // Checkpoints from before data parallelism cut no batch.
-        saved_parts = Some(match meta.get("parts") {
+        let saved = match meta.get("parts") {
             Some(_) => meta_number(&meta, "parts", &path)? as usize,
             None => 1,
-        });
+        };
+        if saved != shard.parts {
+            bail!(
+                "--resume: {} was made with batches cut into {saved} parts (ranks x --parts), this run cuts them into {}; resume with as many ranks and --parts",
+                path.display(),
+                shard.parts
+            );
+        }
         start = meta_number(&meta, "epochs_done", &path)? as usize;
         if root {
             for f in [out.log(), out.arch_history()] {
@@ -399,28 +418,6 @@ fn search_epochs(
     let per_epoch = data.batches_per_epoch(cfg.batch)?;
     let warmup_steps = cfg.warmup_epochs * per_epoch;
     let total_steps = total_epochs * per_epoch;
-    // Images a batch part may hold so that no tensor is over one storage binding: batches
-    // over it are cut into more parts (`nn::parts`), BN then on each part. The ranks of a
-    // data-parallel run each take their parts of every batch.
-    let part = net.space.samples_per_binding(gpu.max_binding_bytes());
-    let shard = group.shard(cfg.parts.max(cfg.batch.div_ceil(part)));
-    let arch_shard = group.shard(cfg.parts.max(arch_batch.div_ceil(part)));
-    check_parts(cfg.batch, shard.parts, group, "--batch")?;
-    check_parts(
-        arch_batch,
-        arch_shard.parts,
-        group,
-        "the architecture batch",
-    )?;
-    if let Some(saved) = saved_parts {
-        if saved != shard.parts {
-            bail!(
-                "--resume: {} was made with batches cut into {saved} parts (ranks x --parts), this run cuts them into {}; resume with as many ranks and --parts",
-                out.checkpoint().display(),
-                shard.parts
-            );
-        }
-    }
     if root && part < cfg.batch.max(arch_batch) {
         eprintln!(
             "batches split into parts of at most {part} images (storage-binding limit {} MiB); BN takes each part's statistics",
