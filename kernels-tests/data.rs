@@ -430,7 +430,62 @@ fn loader(
         Normalize::IDENTITY,
         5,
         epoch,
+        proxyless::data::Shard::whole(),
     )
+}
+
+/// The shards of a batch (a rank's parts) are its rows, bit for bit: augmentation draws per
+/// image, so a rank that builds only its rows gets what the whole batch has there. A short last
+/// batch is cut by its own size.
+#[test]
+fn sharded_loaders_yield_the_rows_of_the_whole_batch() {
+    let d = synthetic(11, 90, 12);
+    let idx: Vec<usize> = (0..90).collect();
+    let aug = Augment::CropFlip { pad: 2 };
+    let make = |shard| {
+        Loader::new(
+            d.clone().into(),
+            idx.clone(),
+            32,
+            true,
+            false,
+            aug,
+            Normalize::IDENTITY,
+            7,
+            3,
+            shard,
+        )
+        .collect::<Vec<_>>()
+    };
+    let whole = make(proxyless::data::Shard::whole());
+    assert_eq!(whole.len(), 3);
+    // 3 ranks of 2 parts each: 6 parts a batch.
+    let ranks: Vec<Vec<_>> = (0..3)
+        .map(|r| {
+            make(proxyless::data::Shard {
+                parts: 6,
+                first: 2 * r,
+                count: 2,
+            })
+        })
+        .collect();
+    for (b, w) in whole.iter().enumerate() {
+        let (mut images, mut labels, mut indices) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &ranks {
+            let s = &r[b];
+            assert_eq!(s.of, w.n);
+            assert_eq!(s.parts.iter().sum::<usize>(), s.n);
+            images.extend_from_slice(&s.images);
+            labels.extend_from_slice(&s.labels);
+            indices.extend_from_slice(&s.indices);
+        }
+        assert_eq!(indices, w.indices, "batch {b}");
+        assert_eq!(labels, w.labels, "batch {b}");
+        assert!(images == w.images, "batch {b}: the images differ");
+    }
+    // The short last batch (26 images) in parts of 4 and 5.
+    assert_eq!(ranks[0][2].parts, vec![4, 4]);
+    assert_eq!(ranks[2][2].parts, vec![4, 5]);
 }
 
 #[test]

@@ -191,6 +191,7 @@ fn train_accuracy(warmup: Warmup, steps: usize, tail: usize) -> f64 {
             norm,
             0,
             epoch,
+            proxyless::data::Shard::whole(),
         );
         for b in loader {
             warmup.maybe_grow(gpu, &net, step, steps).unwrap();

@@ -85,6 +85,7 @@ fn main() -> Result<()> {
             norm,
             0,
             epoch,
+            proxyless::data::Shard::whole(),
         );
         for b in loader {
             let x = gpu.upload(&b.images, &[b.n, 32, 32, 3])?;

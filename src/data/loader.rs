@@ -97,42 +97,13 @@ struct Plan {
 impl Loader {
     /// Starts the epoch: `indices` (into `data`) are visited shuffled by (seed, epoch) when
     /// `shuffle`, else in the given order, `batch` at a time; a last short batch is kept unless
-    /// `drop_last`.
+    /// `drop_last`. Each batch yields only `shard`'s rows (`Shard::whole()`: all), drawn as the
+    /// whole batch's rows would be (every image has its own random stream).
     ///
-    /// Panics on `batch == 0` or an index out of range: both are caller bugs, checked here so
-    /// the worker thread never fails.
+    /// Panics on `batch == 0`, an index out of range or a shard outside its parts: all caller
+    /// bugs, checked here so the worker thread never fails.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        data: Arc<Dataset>,
-        indices: Vec<usize>,
-        batch: usize,
-        shuffle: bool,
-        drop_last: bool,
-        augment: Augment,
-        norm: Normalize,
-        seed: u64,
-        epoch: u64,
-    ) -> Loader {
-        Self::sharded(
-            data,
-            indices,
-            batch,
-            shuffle,
-            drop_last,
-            augment,
-            norm,
-            seed,
-            epoch,
-            Shard::whole(),
-        )
-    }
-
-    /// [`Loader::new`] yielding only `shard`'s rows of each batch, drawn as the whole batch's
-    /// rows would be (every image has its own random stream).
-    ///
-    /// Panics as `new` does, and on a shard outside its parts.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sharded(
         data: Arc<Dataset>,
         indices: Vec<usize>,
         batch: usize,

@@ -341,6 +341,7 @@ pub fn evaluate_logits(
         norm,
         0,
         0,
+        crate::data::Shard::whole(),
     );
     let mut totals = Totals::new(gpu);
     let mut kept = Vec::new();

@@ -199,6 +199,7 @@ fn valid_accuracy(
         data.norm,
         0,
         0,
+        crate::data::Shard::whole(),
     );
     let mut totals = Totals::new(gpu);
     for b in loader {

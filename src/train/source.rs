@@ -152,7 +152,7 @@ impl DataSource {
         (seed, epoch): (u64, u64),
         shard: Shard,
     ) -> Loader {
-        Loader::sharded(
+        Loader::new(
             Arc::clone(&self.train),
             indices.to_vec(),
             batch,
