@@ -105,6 +105,8 @@ impl ExchangeStats {
 pub struct Group {
     comm: Rc<dyn Collective>,
     stats: Rc<RefCell<ExchangeStats>>,
+    /// The host copy of the packed tensors, kept between exchanges.
+    host: Rc<RefCell<Vec<f32>>>,
 }
 
 impl std::fmt::Debug for Group {
@@ -129,6 +131,7 @@ impl Group {
         Group {
             comm,
             stats: Rc::new(RefCell::new(ExchangeStats::default())),
+            host: Rc::new(RefCell::new(Vec::new())),
         }
     }
 
@@ -220,7 +223,8 @@ impl Group {
         gpu.sync()?;
         let t0 = Instant::now();
         let packed = gpu.concat(tensors);
-        let mut host = gpu.read_f32(&packed)?;
+        let mut host = self.host.borrow_mut();
+        gpu.read_f32_into(&packed, &mut host)?;
         let t1 = Instant::now();
         // A barrier first, so that the time of the all-reduce is its own and not the wait for
         // a slower rank.
@@ -228,7 +232,7 @@ impl Group {
         let t2 = Instant::now();
         op(self.comm.as_ref(), &mut host)?;
         let t3 = Instant::now();
-        gpu.write(&packed.buf, &host)?;
+        gpu.write(&packed.buf, &host[..])?;
         gpu.scatter(&packed, tensors)?;
         let t4 = Instant::now();
         let mut s = self.stats.borrow_mut();

@@ -1,6 +1,7 @@
 //! The group of an `mpirun` job, over MPI (the `mpi` crate, rsmpi, on the system's Open MPI or
 //! MPICH).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use anyhow::{anyhow, Result};
@@ -13,6 +14,9 @@ use super::{Collective, Group};
 
 struct Mpi {
     world: SimpleCommunicator,
+    /// The send buffers of the all-reduces (MPI sums into another buffer), kept between calls.
+    send32: RefCell<Vec<f32>>,
+    send64: RefCell<Vec<f64>>,
     // Finalises MPI when the last reference goes, after the world.
     _universe: Universe,
 }
@@ -25,13 +29,17 @@ impl Collective for Mpi {
         self.world.size() as usize
     }
     fn sum_f32(&self, v: &mut [f32]) -> Result<()> {
-        let send = v.to_vec();
+        let mut send = self.send32.borrow_mut();
+        send.clear();
+        send.extend_from_slice(v);
         self.world
             .all_reduce_into(&send[..], v, SystemOperation::sum());
         Ok(())
     }
     fn sum_f64(&self, v: &mut [f64]) -> Result<()> {
-        let send = v.to_vec();
+        let mut send = self.send64.borrow_mut();
+        send.clear();
+        send.extend_from_slice(v);
         self.world
             .all_reduce_into(&send[..], v, SystemOperation::sum());
         Ok(())
@@ -63,6 +71,8 @@ pub fn from_mpi() -> Result<(Group, usize)> {
     say_when_stopped(world.rank() as usize, world.size() as usize);
     let comm = Mpi {
         world,
+        send32: RefCell::new(Vec::new()),
+        send64: RefCell::new(Vec::new()),
         _universe: universe,
     };
     Ok((Group::new(Rc::new(comm)), local))

@@ -764,9 +764,18 @@ impl Gpu {
         Ok(())
     }
 
-    /// Reads a buffer back as 32-bit words (synchronises). The staging buffer is kept for the
-    /// next read of at most its size, so a readback every step allocates nothing.
+    /// Reads a buffer back as 32-bit words (synchronises).
     pub fn read<T: bytemuck::Pod>(&self, buf: &GpuBuffer) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.read_into(buf, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads a buffer back into `out`, which takes the buffer's 32-bit words (synchronises).
+    /// One copy, out of the mapped staging buffer; the staging buffer is kept for the next read
+    /// of at most its size and `out` keeps its capacity, so a readback every step allocates
+    /// nothing.
+    pub fn read_into<T: bytemuck::Pod>(&self, buf: &GpuBuffer, out: &mut Vec<T>) -> Result<()> {
         let bytes = buf.bytes().div_ceil(4) * 4;
         let mut kept = self.staging.lock().unwrap_or_else(|p| p.into_inner());
         let staging = match kept.take() {
@@ -785,13 +794,27 @@ impl Gpu {
             enc.copy_buffer_to_buffer(&raw, 0, &staging, 0, Some(bytes));
         }
         self.flush();
-        let raw = self.map_staging(&staging, bytes.max(4), "readback")?;
+        self.map_staging(&staging, bytes.max(4), "readback", |view| {
+            let view = &view[..bytes as usize];
+            out.clear();
+            match bytemuck::try_cast_slice::<u8, T>(view) {
+                Ok(words) => out.extend_from_slice(words),
+                Err(_) => out.extend(bytemuck::pod_collect_to_vec::<u8, T>(view)),
+            }
+        })?;
         *kept = Some(staging);
-        Ok(bytemuck::cast_slice::<u8, T>(&raw[..bytes as usize]).to_vec())
+        Ok(())
     }
 
-    /// The first `bytes` of a MAP_READ buffer once everything submitted has run (synchronises).
-    fn map_staging(&self, staging: &wgpu::Buffer, bytes: u64, what: &str) -> Result<Vec<u8>> {
+    /// `f` of the first `bytes` of a MAP_READ buffer, once everything submitted has run
+    /// (synchronises).
+    fn map_staging<R>(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+        what: &str,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
@@ -803,7 +826,7 @@ impl Gpu {
         let view = staging
             .get_mapped_range(0..bytes)
             .map_err(|e| anyhow!("{what}: {e}"))?;
-        let out = view.to_vec();
+        let out = f(&view);
         drop(view);
         staging.unmap();
         Ok(out)
@@ -811,9 +834,16 @@ impl Gpu {
 
     /// Reads a tensor back as f32.
     pub fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let mut v: Vec<f32> = self.read(&t.buf)?;
-        v.truncate(t.numel());
+        let mut v = Vec::new();
+        self.read_f32_into(t, &mut v)?;
         Ok(v)
+    }
+
+    /// [`Gpu::read_f32`] into `out` (see [`Gpu::read_into`]).
+    pub fn read_f32_into(&self, t: &Tensor, out: &mut Vec<f32>) -> Result<()> {
+        self.read_into(&t.buf, out)?;
+        out.truncate(t.numel());
+        Ok(())
     }
 
     pub fn pool_stats(&self) -> PoolStats {

@@ -60,7 +60,7 @@ impl Gpu {
         enc.copy_buffer_to_buffer(&resolved, 0, &staging, 0, Some(16));
         self.queue.submit([enc.finish()]);
         let ticks: Vec<u64> =
-            bytemuck::pod_collect_to_vec(&self.map_staging(&staging, 16, "timestamps")?);
+            self.map_staging(&staging, 16, "timestamps", bytemuck::pod_collect_to_vec)?;
         let ns =
             ticks[1].saturating_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
         Ok(Some(Duration::from_nanos(ns as u64)))
