@@ -350,3 +350,68 @@ fn a_killed_rank_stops_the_job_and_the_checkpoint_resumes() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Every rank reads the checkpoint on `--resume` (on several machines, from a shared
+/// directory): ranks that read different ones are stopped before any step, with an error that
+/// says so, instead of training apart.
+#[test]
+fn ranks_that_read_different_checkpoints_are_refused() {
+    let base = temp_dir("two-checkpoints");
+    let (early, late) = (base.join("early"), base.join("late"));
+    let args = |out: &Path, more: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "--net",
+            &repo("data/nets/tiny.config"),
+            "--epochs",
+            "3",
+            "--batch",
+            "32",
+            "--train-images",
+            "128",
+            "--valid",
+            "32",
+            "--out",
+            &out.to_string_lossy(),
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(more.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| mpirun(2, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&early, &["--stop-after", "1"]));
+    std::fs::create_dir_all(&late).unwrap();
+    for f in ["checkpoint.safetensors", "log.jsonl"] {
+        std::fs::copy(early.join(f), late.join(f)).unwrap();
+    }
+    run(args(&late, &["--stop-after", "2", "--resume"]));
+    // Rank r resumes from base/rR: rank 0 from the 1-epoch checkpoint, rank 1 from the 2-epoch one.
+    std::os::unix::fs::symlink(&early, base.join("r0")).unwrap();
+    std::os::unix::fs::symlink(&late, base.join("r1")).unwrap();
+    let mut a = args(Path::new("unused"), &["--resume"]);
+    let at = a.iter().position(|s| s == "--out").unwrap();
+    a.drain(at..at + 2);
+    let script = format!(
+        "exec \"$@\" --out {}/r$OMPI_COMM_WORLD_RANK",
+        base.to_string_lossy()
+    );
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-n", "2"])
+        .args(["sh", "-c", &script, "sh", env!("CARGO_BIN_EXE_proxyless")])
+        .args(&a);
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error on rank 1 of 2")
+            && stderr.contains("another checkpoint than rank 0"),
+        "{stderr}"
+    );
+    // Nothing was trained: the two checkpoints are as they were.
+    for (d, epochs) in [(&early, "1"), (&late, "2")] {
+        let (_, meta) = load_safetensors(&d.join("checkpoint.safetensors")).unwrap();
+        assert_eq!(meta["epochs_done"], epochs);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
