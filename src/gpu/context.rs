@@ -19,7 +19,7 @@ mod kernels;
 mod textures;
 mod timing;
 
-use adapters::{backends, instance, type_rank, NO_ADAPTER};
+use adapters::{backends, instance, nth_best, NO_ADAPTER};
 pub use adapters::{cpu_driver_threads, describe_adapters, AdapterSummary};
 
 /// How to pick the adapter.
@@ -201,25 +201,18 @@ impl Gpu {
                     )
                 })?,
             None => {
-                let best = adapters
+                let kinds: Vec<_> = adapters
                     .iter()
-                    .map(|a| type_rank(a.get_info().device_type))
-                    .max()
-                    .ok_or_else(|| anyhow!("{NO_ADAPTER}"))?;
-                // One backend: a GPU seen through both Vulkan and DX12 counts once.
-                let backend = adapters
-                    .iter()
-                    .find(|a| type_rank(a.get_info().device_type) == best)
-                    .map(|a| a.get_info().backend);
-                let mut of_best: Vec<wgpu::Adapter> = adapters
-                    .into_iter()
-                    .filter(|a| {
+                    .map(|a| {
                         let i = a.get_info();
-                        type_rank(i.device_type) == best && Some(i.backend) == backend
+                        (i.device_type, i.backend)
                     })
                     .collect();
-                let n = opts.nth_best % of_best.len();
-                of_best.swap_remove(n)
+                let k = nth_best(&kinds, opts.nth_best).ok_or_else(|| anyhow!("{NO_ADAPTER}"))?;
+                adapters
+                    .into_iter()
+                    .nth(k)
+                    .ok_or_else(|| anyhow!("{NO_ADAPTER}"))?
             }
         };
         let info = adapter.get_info();

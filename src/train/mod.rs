@@ -190,6 +190,8 @@ pub(crate) struct Totals {
     /// The first batch's size: batches of it (all but a short last one) are added as they
     /// are, with no scaling dispatch.
     unit: Option<usize>,
+    /// Ranks whose images this process's stand for in the progress rate (each has as many).
+    ranks: usize,
 }
 
 impl Totals {
@@ -199,7 +201,14 @@ impl Totals {
             correct: gpu.zeros(&[1]),
             images: 0,
             unit: None,
+            ranks: 1,
         }
+    }
+
+    /// Totals of one rank of `ranks`, whose progress shows the rate of all of them.
+    pub(crate) fn of_ranks(mut self, ranks: usize) -> Totals {
+        self.ranks = ranks.max(1);
+        self
     }
 
     /// Adds a batch of `n` images: its mean loss weighs `n`, so a short last batch counts
@@ -242,7 +251,7 @@ impl Totals {
             batches: at.batches,
             loss,
             accuracy,
-            images_per_s: self.images as f64 / epoch_start.elapsed().as_secs_f64(),
+            images_per_s: (self.images * self.ranks) as f64 / epoch_start.elapsed().as_secs_f64(),
             lr: at.lr,
         });
         Ok(())
@@ -517,7 +526,7 @@ fn train_epochs(
         gpu.reset_high_water();
         let loader = data.train_loader(cfg.batch, cfg.seed, epoch as u64, shard);
         let batches = loader.batches();
-        let mut totals = Totals::new(gpu);
+        let mut totals = Totals::new(gpu).of_ranks(group.ranks());
         let mut last_read = Instant::now();
         let mut lr = cfg.lr;
         group.take_stats();

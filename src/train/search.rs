@@ -441,7 +441,7 @@ fn search_epochs(
         let batches = loader.batches();
         let mut valid = data.valid_loader(arch_batch, cfg.seed ^ 0xA4C, epoch as u64, arch_shard);
         group.take_stats();
-        let mut totals = Totals::new(gpu);
+        let mut totals = Totals::new(gpu).of_ranks(group.ranks());
         let mut arch_info = ArchStepInfo::default();
         let mut arch_steps = 0;
         let mut last_read = Instant::now();

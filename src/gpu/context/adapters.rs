@@ -55,6 +55,19 @@ pub(super) fn type_rank(t: wgpu::DeviceType) -> u32 {
     }
 }
 
+/// Which adapter (an index into `kinds`: each adapter's type and backend, in enumeration order)
+/// the `n`-th rank of a machine opens: one of the adapters of the best type, the n-th modulo
+/// their number, all through the backend of the first of them (a GPU that Vulkan and DX12 both
+/// list counts once). None without adapters.
+pub(super) fn nth_best(kinds: &[(wgpu::DeviceType, wgpu::Backend)], n: usize) -> Option<usize> {
+    let best = kinds.iter().map(|k| type_rank(k.0)).max()?;
+    let backend = kinds.iter().find(|k| type_rank(k.0) == best)?.1;
+    let of_best: Vec<usize> = (0..kinds.len())
+        .filter(|&i| type_rank(kinds[i].0) == best && kinds[i].1 == backend)
+        .collect();
+    Some(of_best[n % of_best.len()])
+}
+
 pub(super) const NO_ADAPTER: &str =
     "no Vulkan/Metal/DX12 adapter found; on Linux without a GPU install \
 mesa-vulkan-drivers (apt-get install -y mesa-vulkan-drivers)";
@@ -87,5 +100,31 @@ fn summarise(a: &wgpu::Adapter) -> AdapterSummary {
         timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
         shader_f16: f.contains(wgpu::Features::SHADER_F16),
         subgroups: f.contains(wgpu::Features::SUBGROUP),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nth_best;
+    use wgpu::{Backend, DeviceType};
+
+    #[test]
+    fn ranks_of_a_machine_take_its_best_adapters_in_turn() {
+        use Backend::{Dx12, Vulkan};
+        use DeviceType::{Cpu, DiscreteGpu, IntegratedGpu};
+        // Two discrete GPUs, each listed by Vulkan and DX12, an integrated one and lavapipe.
+        let kinds = [
+            (Cpu, Vulkan),
+            (DiscreteGpu, Vulkan),
+            (IntegratedGpu, Vulkan),
+            (DiscreteGpu, Dx12),
+            (DiscreteGpu, Vulkan),
+            (DiscreteGpu, Dx12),
+        ];
+        let picks: Vec<usize> = (0..5).map(|n| nth_best(&kinds, n).unwrap()).collect();
+        assert_eq!(picks, vec![1, 4, 1, 4, 1]);
+        // A CPU driver alone: every rank shares it.
+        assert_eq!(nth_best(&[(Cpu, Vulkan)], 3), Some(0));
+        assert_eq!(nth_best(&[], 0), None);
     }
 }
