@@ -661,3 +661,94 @@ fn a_lost_device_ends_the_run_with_the_last_checkpoint_intact() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// `Gpu::concat` then `Gpu::scatter` gives every tensor back, of odd sizes, into tensors
+/// poisoned with NaN (so an element left unwritten fails).
+#[test]
+fn concat_then_scatter_gives_every_tensor_back() {
+    let gpu = gpu();
+    let sizes = [1usize, 7, 33, 1000, 5];
+    let values: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(t, &n)| (0..n).map(|i| (t * 1000 + i) as f32 * 0.5 - 3.0).collect())
+        .collect();
+    let tensors: Vec<_> = values
+        .iter()
+        .map(|v| gpu.upload(v, &[v.len()]).unwrap())
+        .collect();
+    let refs: Vec<&proxyless::gpu::Tensor> = tensors.iter().collect();
+    let packed = gpu.concat(&refs);
+    assert_eq!(
+        gpu.read_f32(&packed).unwrap(),
+        values.concat(),
+        "packed in order"
+    );
+    let targets: Vec<_> = values
+        .iter()
+        .map(|v| gpu.upload(&vec![f32::NAN; v.len()], &[v.len()]).unwrap())
+        .collect();
+    let target_refs: Vec<&proxyless::gpu::Tensor> = targets.iter().collect();
+    gpu.scatter(&packed, &target_refs).unwrap();
+    for (t, v) in targets.iter().zip(&values) {
+        assert_eq!(&gpu.read_f32(t).unwrap(), v);
+    }
+    // More wanted than the packed tensor holds: an error, not a read past its end.
+    let big = gpu.upload(&[0.0f32; 2000], &[2000]).unwrap();
+    assert!(gpu.scatter(&packed, &[&big]).is_err());
+}
+
+/// A batch in parts updates the BN running statistics as its first part alone does (the rule
+/// a data-parallel run keeps: rank 0's first part), while the gradient is the whole batch's.
+#[test]
+fn parts_keep_the_first_parts_running_statistics() {
+    use proxyless::nn::parts::{part_gradients, PartsOf};
+    let gpu = gpu();
+    let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let data = synthetic(4, 12, 16);
+    let upload = |rows: std::ops::Range<usize>| {
+        let px = 16 * 16 * 3;
+        let x: Vec<f32> = rows
+            .clone()
+            .flat_map(|i| data.image(i).iter().map(|&b| b as f32 / 127.5 - 1.0))
+            .collect();
+        let y: Vec<u32> = rows.clone().map(|i| data.labels[i] as u32).collect();
+        assert_eq!(x.len(), rows.len() * px);
+        (
+            gpu.upload(&x, &[rows.len(), 16, 16, 3]).unwrap(),
+            gpu.upload(&y, &[rows.len()]).unwrap(),
+        )
+    };
+    let running = |net: &Network| -> Vec<f32> {
+        gpu.read_many(&net.params.buffers())
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    let of = PartsOf {
+        images: 12,
+        first: 0,
+    };
+    let two = Network::new(&gpu, &c, 9).unwrap();
+    let parts = vec![upload(0..5), upload(5..12)];
+    part_gradients(&gpu, &two.params, parts, of, 0.0, 0, |t, x| {
+        two.forward(t, x, true)
+    })
+    .unwrap();
+    let first = Network::new(&gpu, &c, 9).unwrap();
+    let before = running(&first);
+    part_gradients(
+        &gpu,
+        &first.params,
+        vec![upload(0..5)],
+        of,
+        0.0,
+        0,
+        |t, x| first.forward(t, x, true),
+    )
+    .unwrap();
+    let (got, want) = (running(&two), running(&first));
+    assert_ne!(want, before, "the first part moved the running statistics");
+    assert_eq!(got, want);
+}
