@@ -730,16 +730,16 @@ fn parts_keep_the_first_parts_running_statistics() {
         images: 12,
         first: 0,
     };
-    let two = Network::new(&gpu, &c, 9).unwrap();
+    let two = Network::new(gpu, &c, 9).unwrap();
     let parts = vec![upload(0..5), upload(5..12)];
-    part_gradients(&gpu, &two.params, parts, of, 0.0, 0, |t, x| {
+    part_gradients(gpu, &two.params, parts, of, 0.0, 0, |t, x| {
         two.forward(t, x, true)
     })
     .unwrap();
-    let first = Network::new(&gpu, &c, 9).unwrap();
+    let first = Network::new(gpu, &c, 9).unwrap();
     let before = running(&first);
     part_gradients(
-        &gpu,
+        gpu,
         &first.params,
         vec![upload(0..5)],
         of,
