@@ -752,3 +752,57 @@ fn parts_keep_the_first_parts_running_statistics() {
     assert_ne!(want, before, "the first part moved the running statistics");
     assert_eq!(got, want);
 }
+
+/// The largest activation of `cifar-mb6k5` (../shared/bench/WORKLOADS.md) at 32 x 32: the
+/// second stage's expanded input, 24 channels x 6 at full resolution, before its first stride.
+#[test]
+fn largest_activation_is_the_widest_expansion_at_full_resolution() {
+    let gpu = gpu();
+    let c = NetConfig::load(&repo("data/nets/cifar-mb6k5.config")).unwrap();
+    let net = Network::new(gpu, &c, 0).unwrap();
+    assert_eq!(net.largest_activation_floats(32), 32 * 32 * 144);
+    // tiny: the 8 -> 24 expansion before the first stride.
+    let tiny = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let net = Network::new(gpu, &tiny, 0).unwrap();
+    assert_eq!(net.largest_activation_floats(256), 256 * 256 * 24);
+}
+
+/// A batch whose activations would be over one storage binding (here 32 images of 256 x 256:
+/// 6.3 MB an image in tiny's first expansion, 21 images in lavapipe's 128 MiB) is cut into
+/// parts instead of failing, and evaluation runs in batches that fit.
+#[test]
+fn train_cuts_a_batch_over_a_storage_binding_into_parts() {
+    let gpu = gpu();
+    let c = NetConfig::load(&repo("data/nets/tiny.config")).unwrap();
+    let net = Network::new(gpu, &c, 1).unwrap();
+    let per_image = 4 * net.largest_activation_floats(256) as u64;
+    let fits = (gpu.max_binding_bytes() / per_image) as usize;
+    if fits >= 32 {
+        eprintln!("skipped: this adapter's storage binding holds {fits} images of 256 x 256");
+        return;
+    }
+    let train_set = synthetic(5, 40, 256);
+    let data =
+        DataSource::from_sets("synthetic".into(), train_set, None, Augment::None, 8).unwrap();
+    let dir = temp_dir("cut-batches");
+    let cfg = TrainConfig {
+        epochs: 1,
+        ..config(1, 0.05)
+    };
+    let s = train::train(
+        gpu,
+        &net,
+        &data,
+        &cfg,
+        &RunDir(dir.clone()),
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
+    assert!(s.valid_accuracy.is_some());
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(record["parts"], 32usize.div_ceil(fits));
+    assert!(record["train_loss"].as_f64().unwrap().is_finite());
+    let _ = std::fs::remove_dir_all(dir);
+}

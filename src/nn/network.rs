@@ -137,6 +137,33 @@ impl Network {
     }
 
     /// The layer table at input resolution `size` (square).
+    /// The most floats one image's activation takes in this net at input `size`: the largest
+    /// input or output of any conv, the expanded ones inside MBConv blocks included. A batch of
+    /// more images than a storage binding holds of these is cut into parts.
+    pub fn largest_activation_floats(&self, size: usize) -> usize {
+        let conv = |c: &ConvBnAct, s: usize| {
+            let o = c.out_size(s);
+            (s * s * c.in_channels).max(o * o * c.out_channels)
+        };
+        let mut s = size;
+        let mut most = conv(&self.first_conv, s);
+        s = self.first_conv.out_size(s);
+        for block in &self.blocks {
+            if let Block::MbConv { op, .. } = block {
+                if let Some(e) = &op.expand {
+                    most = most.max(conv(e, s));
+                }
+                most = most.max(conv(&op.depth, s));
+                most = most.max(conv(&op.project, op.depth.out_size(s)));
+                s = op.out_size(s);
+            }
+        }
+        if let Some(f) = &self.feature_mix {
+            most = most.max(conv(f, s));
+        }
+        most
+    }
+
     pub fn layers(&self, size: usize) -> Vec<LayerRow> {
         let params_of = |c: &ConvBnAct| {
             let mut n = self.params.get(c.weight).numel();

@@ -469,8 +469,20 @@ fn train_epochs(
     }
     let group = &cfg.group;
     let root = group.is_root();
-    let shard = group.shard(cfg.parts);
+    // Images a part may hold so that no tensor is over one storage binding: a larger batch is
+    // cut into more parts (BN then on each part), and evaluation runs in batches of at most it.
+    let size = data.train.height;
+    let per_image = 4 * net.largest_activation_floats(size) as u64;
+    let part = ((gpu.max_binding_bytes() / per_image.max(1)) as usize).max(1);
+    let shard = group.shard(cfg.parts.max(cfg.batch.div_ceil(part)));
     check_parts(cfg.batch, shard.parts, group, "--batch")?;
+    if root && part < cfg.batch {
+        eprintln!(
+            "batches split into parts of at most {part} images (storage-binding limit {} MiB); BN takes each part's statistics",
+            gpu.max_binding_bytes() >> 20
+        );
+    }
+    let eval_batch = cfg.batch.max(100).min(part);
     std::fs::create_dir_all(&out.0)
         .with_context(|| format!("cannot create output directory {}", out.0.display()))?;
     let mut opt = Optimizer::new(cfg.optimizer, &net.params);
@@ -581,7 +593,7 @@ fn train_epochs(
                 &data.train,
                 data.valid_indices.clone(),
                 data.norm,
-                cfg.batch.max(100),
+                eval_batch,
                 group,
             )?)
         };
@@ -593,7 +605,7 @@ fn train_epochs(
                 t,
                 (0..t.len()).collect(),
                 data.norm,
-                cfg.batch.max(100),
+                eval_batch,
                 group,
             )?),
             _ => None,
