@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
-use mpi::traits::{CommunicatorCollectives, Root};
+use mpi::traits::{CommunicatorCollectives, Equivalence, Root};
 
 use super::{Collective, Group};
 
@@ -21,6 +21,18 @@ struct Mpi {
     _universe: Universe,
 }
 
+impl Mpi {
+    /// `v` summed over the ranks, in place, through the kept send buffer `send`.
+    fn sum<T: Equivalence + Copy>(&self, send: &RefCell<Vec<T>>, v: &mut [T]) -> Result<()> {
+        let mut send = send.borrow_mut();
+        send.clear();
+        send.extend_from_slice(v);
+        self.world
+            .all_reduce_into(&send[..], v, SystemOperation::sum());
+        Ok(())
+    }
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.world.rank() as usize
@@ -29,20 +41,10 @@ impl Collective for Mpi {
         self.world.size() as usize
     }
     fn sum_f32(&self, v: &mut [f32]) -> Result<()> {
-        let mut send = self.send32.borrow_mut();
-        send.clear();
-        send.extend_from_slice(v);
-        self.world
-            .all_reduce_into(&send[..], v, SystemOperation::sum());
-        Ok(())
+        self.sum(&self.send32, v)
     }
     fn sum_f64(&self, v: &mut [f64]) -> Result<()> {
-        let mut send = self.send64.borrow_mut();
-        send.clear();
-        send.extend_from_slice(v);
-        self.world
-            .all_reduce_into(&send[..], v, SystemOperation::sum());
-        Ok(())
+        self.sum(&self.send64, v)
     }
     fn broadcast_f32(&self, v: &mut [f32]) -> Result<()> {
         self.world.process_at_rank(0).broadcast_into(v);
